@@ -1,0 +1,450 @@
+"""Configuration: one YAML file, validated once by pydantic, with secrets kept out of it.
+
+Secrets are written as ``${NAME}`` and resolved from the environment variable ``NAME``, else
+from the file ``$CREDENTIALS_DIRECTORY/NAME`` (systemd's ``LoadCredential=``). A secret that
+cannot be resolved is not an error while checking a file: the account that needs it is
+reported and skipped at run time while the others go on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import platformdirs
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from service.errors import ConfigError, ConfigProblem
+from service.model import Direction, Kind
+
+APP = "lopper"
+CONFIG_FILE = "config.yaml"
+_SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+PLATFORMS = ("sandbox", "x", "facebook", "mastodon", "bluesky", "linkedin", "instagram")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Accept ``90``(seconds), ``"30m"``, ``"6h"``, ``"180d"``, ``"2w"``."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30m, 6h or 180d")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match[1]) * _DURATION_UNITS[match[2]])
+    raise ValueError(f"expected a duration such as 30m, 6h or 180d, got {value!r}")
+
+
+def _format_duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _DurationModel(_Model):
+    @field_validator("*", mode="before")
+    @classmethod
+    def _durations(cls, value: Any, info: Any) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation
+        if annotation is timedelta:
+            return parse_duration(value)
+        return value
+
+
+class SandboxOptions(_Model):
+    """Parameters of the simulated network (``platform: sandbox``)."""
+
+    seed: int = 7
+    size: int = Field(3000, ge=1, le=2_000_000)
+    silent_share: float = Field(0.7, ge=0, le=1, description="people who never interact")
+    quiet_share: float = Field(0.25, ge=0, le=1, description="active people who go quiet")
+    mutual_share: float = Field(0.4, ge=0, le=1)
+    gone_share: float = Field(0.01, ge=0, le=1, description="deleted or moved accounts")
+    new_share: float = Field(0.03, ge=0, le=1, description="people followed in the last month")
+    history_days: int = Field(400, ge=1, le=5000)
+    events_per_active_person: float = Field(12.0, gt=0)
+
+
+class Account(_Model):
+    platform: Literal["sandbox", "x", "facebook", "mastodon", "bluesky", "linkedin", "instagram"]
+    handle: str = Field(min_length=1)
+    credentials: dict[str, SecretStr] = Field(default_factory=dict)
+    enabled: bool = True
+    sandbox: SandboxOptions | None = None
+    removal_spacing: tuple[timedelta, timedelta] | None = None
+
+    @field_validator("removal_spacing", mode="before")
+    @classmethod
+    def _spacing(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, list | tuple) and len(value) == 2:
+            low, high = parse_duration(value[0]), parse_duration(value[1])
+            if low > high:
+                raise ValueError("the first duration must not exceed the second")
+            return (low, high)
+        raise ValueError("expected [min, max], e.g. [20s, 90s]")
+
+    @model_validator(mode="after")
+    def _sandbox_options(self) -> Account:
+        if self.sandbox is not None and self.platform != "sandbox":
+            raise ValueError("'sandbox' options are only for platform: sandbox")
+        return self
+
+    @property
+    def key(self) -> str:
+        """Stable name of the account in the store and on the command line: ``x:@harry``."""
+        return f"{self.platform}:{self.handle}"
+
+
+_DEFAULT_WEIGHTS = {
+    Kind.MESSAGE: 5.0,
+    Kind.REPLY: 3.0,
+    Kind.COMMENT: 3.0,
+    Kind.QUOTE: 2.5,
+    Kind.MENTION: 2.0,
+    Kind.REPOST: 1.5,
+    Kind.REACTION: 1.0,
+    Kind.LIKE: 1.0,
+}
+
+
+class Rules(_DurationModel):
+    window: timedelta = timedelta(days=180)
+    grace: timedelta = timedelta(days=30)
+    count_kinds: frozenset[Kind] = frozenset(Kind)
+    count_directions: frozenset[Direction] = frozenset(Direction)
+    min_exchanges: int = Field(1, ge=1)
+    protected: frozenset[str] = frozenset()
+    protected_lists: frozenset[str] = frozenset()
+    protect_mutuals: bool = False
+    per_digest_cap: int = Field(50, ge=1)
+    daily_removal_cap: int = Field(25, ge=0)
+    target_keep: float | None = Field(None, gt=0, le=1)
+    half_life: timedelta = timedelta(days=90)
+    weights: dict[Kind, float] = Field(default_factory=lambda: dict(_DEFAULT_WEIGHTS))
+    inbound_weight: float = Field(1.0, ge=0)
+    outbound_weight: float = Field(1.0, ge=0)
+    stale_after: timedelta = timedelta(days=7)
+    brake_share: float = Field(0.1, gt=0, le=1)
+    brake_min: int = Field(20, ge=1)
+    max_attempts: int = Field(5, ge=1)
+
+    @field_validator("target_keep", mode="before")
+    @classmethod
+    def _percent(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().endswith("%"):
+            return float(value.strip()[:-1]) / 100
+        return value
+
+    @field_validator("weights")
+    @classmethod
+    def _all_weights(cls, value: dict[Kind, float]) -> dict[Kind, float]:
+        return {**_DEFAULT_WEIGHTS, **value}
+
+    @field_validator("protected")
+    @classmethod
+    def _handles(cls, value: frozenset[str]) -> frozenset[str]:
+        return frozenset(handle.lower() for handle in value)
+
+    @model_validator(mode="after")
+    def _positive_window(self) -> Rules:
+        if self.window <= timedelta(0):
+            raise ValueError("window must be longer than zero")
+        if self.half_life <= timedelta(0):
+            raise ValueError("half_life must be longer than zero")
+        return self
+
+
+class Schedule(_DurationModel):
+    sync_every: timedelta = timedelta(hours=6)
+    sync_jitter: timedelta = timedelta(minutes=30)
+    execute_every: timedelta = timedelta(minutes=15)
+    digest: str = "0 8 * * mon"
+
+    @field_validator("digest")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("expected a cron expression with five fields, e.g. '0 8 * * mon'")
+        return value
+
+
+class Smtp(_Model):
+    host: str = "localhost"
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = "lopper <lopper@localhost>"
+
+
+class Digest(_Model):
+    recipients: list[str] = Field(default_factory=list)
+    timezone: str = "UTC"
+    delivery: Literal["files", "smtp"] = "files"
+    folder: Path | None = None
+    smtp: Smtp = Smtp()
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Storage(_Model):
+    url: SecretStr | None = None
+
+
+class Settings(_Model):
+    version: Literal[1]
+    accounts: list[Account] = Field(default_factory=list)
+    rules: Rules = Rules()
+    schedule: Schedule = Schedule()
+    digest: Digest = Digest()
+    storage: Storage = Storage()
+
+    @model_validator(mode="after")
+    def _unique_accounts(self) -> Settings:
+        seen: set[str] = set()
+        for account in self.accounts:
+            if account.key in seen:
+                raise ValueError(f"account {account.key} is listed twice")
+            seen.add(account.key)
+        return self
+
+    def account(self, key: str) -> Account:
+        for account in self.accounts:
+            if account.key == key or account.handle == key:
+                return account
+        known = ", ".join(a.key for a in self.accounts) or "none"
+        raise ConfigError(
+            [ConfigProblem(f"no account {key!r} in the configuration (known: {known})")]
+        )
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    settings: Settings
+    path: Path | None
+    warnings: list[ConfigProblem] = field(default_factory=list)
+    missing_secrets: dict[str, list[str]] = field(default_factory=dict)
+
+    def account_ready(self, key: str) -> list[str]:
+        """Names of the secrets an account lacks (empty when it can run)."""
+        return self.missing_secrets.get(key, [])
+
+
+# --- locations -------------------------------------------------------------------------
+
+
+def state_dir() -> Path:
+    """``$STATE_DIRECTORY`` (systemd's StateDirectory=) else the XDG state directory."""
+    env = os.environ.get("STATE_DIRECTORY")
+    if env:
+        return Path(env.split(":")[0])
+    return Path(platformdirs.user_state_dir(APP))
+
+
+def config_dir() -> Path:
+    """``$CONFIGURATION_DIRECTORY`` (systemd's ConfigurationDirectory=) else XDG config."""
+    env = os.environ.get("CONFIGURATION_DIRECTORY")
+    if env:
+        return Path(env.split(":")[0])
+    return Path(platformdirs.user_config_dir(APP))
+
+
+def default_config_path() -> Path:
+    return config_dir() / CONFIG_FILE
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{state_dir() / 'lopper.sqlite3'}"
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+def _line_index(text: str) -> dict[tuple[Any, ...], int]:
+    """Map each key path of a YAML document to its (1-based) line."""
+    lines: dict[tuple[Any, ...], int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, key.value)
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+                lines[sub] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*path, index))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _line_for(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
+    path = tuple(loc)
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return None
+
+
+def _credential_file(name: str) -> Path | None:
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return None
+    candidate = Path(directory) / name
+    return candidate if candidate.is_file() else None
+
+
+def _resolve_secrets(
+    data: Any, path: tuple[Any, ...], missing: list[tuple[tuple[Any, ...], str]]
+) -> Any:
+    if isinstance(data, dict):
+        return {k: _resolve_secrets(v, (*path, k), missing) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_resolve_secrets(v, (*path, i), missing) for i, v in enumerate(data)]
+    if isinstance(data, str) and _SECRET_REF.search(data):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match[1]
+            if name in os.environ:
+                return os.environ[name]
+            file = _credential_file(name)
+            if file is not None:
+                return file.read_text(encoding="utf-8").rstrip("\r\n")
+            missing.append((path, name))
+            return ""
+
+        return _SECRET_REF.sub(substitute, data)
+    return data
+
+
+def _describe(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic adds the branch name of tagged unions and literal checks; drop those markers.
+    return tuple(
+        p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))
+    )
+
+
+def load_config(path: Path | None = None, text: str | None = None) -> LoadedConfig:
+    """Read, resolve and validate a configuration; raise ConfigError naming every problem."""
+    source = str(path) if path is not None else "<config>"
+    if text is None:
+        if path is None:
+            raise ConfigError([ConfigProblem("no configuration file given")])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError([ConfigProblem(f"{path}: no such file")], source) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([ConfigProblem(f"{path}: cannot read it ({exc})")], source) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            [ConfigProblem(f"not valid YAML: {problem}", line=line)], source
+        ) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            [ConfigProblem("the file must hold a mapping (key: value)", line=1)], source
+        )
+    lines = _line_index(text)
+    missing: list[tuple[tuple[Any, ...], str]] = []
+    resolved = _resolve_secrets(raw, (), missing)
+    try:
+        settings = Settings.model_validate(resolved)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = _clean_loc(tuple(error["loc"]))
+            problems.append(
+                ConfigProblem(error["msg"], key=_describe(loc), line=_line_for(lines, loc))
+            )
+        raise ConfigError(problems, source) from None
+
+    warnings: list[ConfigProblem] = []
+    missing_by_account: dict[str, list[str]] = {}
+    for loc, name in missing:
+        line = _line_for(lines, loc)
+        if len(loc) >= 2 and loc[0] == "accounts" and isinstance(loc[1], int):
+            key = settings.accounts[loc[1]].key
+            missing_by_account.setdefault(key, []).append(name)
+            message = f"secret ${{{name}}} is not set; account {key} will be skipped until it is"
+        else:
+            message = f"secret ${{{name}}} is not set"
+        warnings.append(ConfigProblem(message, key=_describe(loc), line=line))
+    return LoadedConfig(settings, path, warnings, missing_by_account)
+
+
+def find_config(explicit: Path | None) -> Path:
+    """``--config``, else ``$CONFIGURATION_DIRECTORY/config.yaml``, else the XDG config dir."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("LOPPER_CONFIG")
+    if env:
+        return Path(env)
+    return default_config_path()
+
+
+def describe_duration(value: timedelta) -> str:
+    return _format_duration(value)

@@ -1,0 +1,57 @@
+"""The library's own exceptions. Only ``cli.py`` turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EX_CONFIG = 78  # sysexits.h: configuration error; systemd's RestartPreventExitStatus=78
+EX_DATAERR = 65
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+
+
+class LopperError(Exception):
+    """Base of every error the command line knows how to explain."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    message: str
+    key: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.key:
+            where.append(self.key)
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+class ConfigError(LopperError):
+    exit_code = EX_CONFIG
+
+    def __init__(self, problems: list[ConfigProblem], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        lines = [f"{source}: {p}" if source else str(p) for p in problems]
+        super().__init__("\n".join(lines))
+
+
+class StoreError(LopperError):
+    """The database cannot be opened or is not in the expected shape."""
+
+    exit_code = EX_CONFIG
+
+
+class NotFound(LopperError):
+    exit_code = EX_DATAERR
+
+
+class InvalidTransition(LopperError):
+    """A suggestion was asked to move to a state its current state does not lead to."""
+
+    exit_code = EX_DATAERR

@@ -1,0 +1,107 @@
+"""Logging with structlog: key=value on a terminal, JSON lines otherwise (journald).
+
+Every secret the configuration holds is registered here and masked in every log line,
+whatever the key it travels under (invariant 7).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+MASK = "****"
+_secrets: set[str] = set()
+_SENSITIVE_KEYS = ("token", "password", "secret", "authorization", "credential", "api_key")
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Remember secret values so that no log line can carry them."""
+    _secrets.update(v for v in values if v and len(v) >= 4)
+
+
+def forget_secrets() -> None:
+    _secrets.clear()
+
+
+def scrub(text: str) -> str:
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub_value(v) for v in value)
+    if isinstance(value, BaseException):
+        return scrub(str(value))
+    return value
+
+
+def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if any(word in key.lower() for word in _SENSITIVE_KEYS):
+            event[key] = MASK
+        else:
+            event[key] = _scrub_value(event[key])
+    return event
+
+
+def _scrub_rendered(_logger: Any, _name: str, rendered: str) -> str:
+    # Last line of defence: tracebacks and stdlib messages are rendered before this.
+    return scrub(rendered)
+
+
+def configure_logging(
+    *, json: bool | None = None, level: str = "INFO", stream: TextIO | None = None
+) -> None:
+    stream = stream or sys.stderr
+    if json is None:
+        json = not stream.isatty()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+            _scrub_rendered,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("alembic", "sqlalchemy.engine"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def bind_run(run_id: str, **values: Any) -> None:
+    """Start a unit of work: every line logged until the next call carries these."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(run_id=run_id, **values)

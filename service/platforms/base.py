@@ -1,0 +1,178 @@
+"""The platform contract: one Protocol every adapter implements, and the values it speaks.
+
+An adapter turns one platform's API (or simulation) into pages of plain data. It never
+touches the store, never sleeps out a rate limit and never decides anything: it fetches,
+translates vendor errors into the few below, and reports what it can do.
+
+Times: every datetime an adapter returns is timezone-aware UTC. Where the platform does not
+say exactly when an exchange happened (a favourite known only by the post's date, a like
+without a date), the adapter reports the *latest* time it could have happened, so that any
+doubt falls on the side of keeping the person (DESIGN.md, invariant 3).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar, Protocol, runtime_checkable
+
+from service.model import Direction, Kind
+
+
+class Capability(enum.StrEnum):
+    REMOVE = "remove"  # can end a connection through the API
+    RESTORE = "restore"  # can re-create a connection it removed (undo)
+    RELATIONSHIP = "relationship"  # can check one connection just before removing it
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: str
+    handle: str
+    display_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Person:
+    """A connection as the platform lists it."""
+
+    user_id: str
+    handle: str
+    display_name: str | None = None
+    profile_url: str | None = None
+    following: bool = False  # the account follows them
+    followed_by: bool = False  # they follow the account
+    connected_since: datetime | None = None
+    gone: bool = False  # deleted or suspended
+    moved_to: str | None = None  # migrated to another account
+    lists: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConnectionPage:
+    people: Sequence[Person]
+    next_cursor: str | None  # None: the listing is complete
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One interaction. ``event_id`` is the platform's own id, unique within the account."""
+
+    event_id: str
+    counterpart_id: str
+    kind: Kind
+    direction: Direction
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class Span:
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("span times must be aware")
+        if self.end < self.start:
+            raise ValueError("a span cannot end before it starts")
+
+
+@dataclass(frozen=True)
+class InteractionPage:
+    """Exchanges since a cursor.
+
+    ``cursor`` is what to pass next time (stored with the page, in the same transaction);
+    ``covers`` is the span of time for which this page, together with the earlier ones,
+    makes the stream complete; ``done`` says there is nothing newer to fetch now.
+    """
+
+    exchanges: Sequence[Exchange]
+    cursor: str | None
+    covers: Span | None
+    done: bool
+
+
+@dataclass(frozen=True)
+class Relationship:
+    connected: bool
+    last_exchange_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RemovalOutcome:
+    already_done: bool = False  # "not following any more" counts as done
+    detail: str | None = None
+
+
+# --- errors: each has one policy in the sync and the executor ---------------------------
+
+
+class PlatformError(Exception):
+    """Transient trouble: back off and retry later."""
+
+
+class AuthError(PlatformError):
+    """Credentials refused or revoked: pause the account and tell the person."""
+
+
+@dataclass
+class RateLimited(PlatformError):
+    """A window is spent: stop this stream, keep its cursor, resume after ``reset_at``."""
+
+    reset_at: datetime | None = None
+    detail: str = "rate limited"
+
+    def __str__(self) -> str:
+        when = f" until {self.reset_at.isoformat()}" if self.reset_at else ""
+        return f"{self.detail}{when}"
+
+
+class Blocked(PlatformError):
+    """The platform is pushing back on automation: stop removals for the account."""
+
+
+class Unsupported(PlatformError):
+    """The endpoint is not available to this app or account (e.g. access level)."""
+
+
+class PersonNotFound(PlatformError):
+    """The person no longer exists on the platform."""
+
+
+@runtime_checkable
+class Platform(Protocol):
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
+    simulated: ClassVar[bool]
+
+    def whoami(self) -> Identity: ...
+
+    def connections(self, cursor: str | None) -> ConnectionPage:
+        """One page of the full listing of connections, starting at ``cursor``."""
+        ...
+
+    def interaction_streams(self) -> Sequence[str]:
+        """Names of the separate feeds of exchanges, each with its own cursor and coverage."""
+        ...
+
+    def interactions(self, stream: str, cursor: str | None) -> InteractionPage: ...
+
+    def relationship(self, user_id: str) -> Relationship: ...
+
+    def remove(self, user_id: str) -> RemovalOutcome: ...
+
+    def restore(self, user_id: str) -> None: ...
+
+    def profile_link(self, handle: str, user_id: str) -> str | None: ...
+
+
+@dataclass
+class AdapterInfo:
+    """What the rest of lopper may know of a platform without importing its SDK."""
+
+    name: str
+    capabilities: frozenset[Capability]
+    simulated: bool = False
+    notes: list[str] = field(default_factory=list)

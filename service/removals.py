@@ -1,0 +1,372 @@
+"""The executor: carries out confirmed suggestions, and undoes them where it can.
+
+Only suggestions the person confirmed ever reach the platform (invariant 1). Each removal
+is written as ``started`` before the platform is asked and finished after (a crash in
+between is resumed, and platforms treat "not following any more" as done). Removals per
+account per day are capped and spaced with jitter; just before acting the connection is
+checked again, and the removal is dropped if the facts changed (invariant 5).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.config import Account as AccountConfig
+from service.config import Rules
+from service.errors import InvalidTransition, LopperError, NotFound
+from service.model import Channel, ConnectionState, RemovalState, SuggestionState
+from service.platforms.base import (
+    AuthError,
+    Blocked,
+    Capability,
+    PersonNotFound,
+    Platform,
+    PlatformError,
+    RateLimited,
+)
+from service.store import Store
+from service.store.models import Account, Interaction, Removal, Suggestion
+from service.suggestions import LOPPER, PERSON, get_suggestion, transition
+
+log = structlog.get_logger("lopper.removals")
+S = SuggestionState
+BACKOFF_BASE = timedelta(minutes=10)
+
+
+@dataclass
+class ExecutionReport:
+    account: str
+    removed: list[int] = field(default_factory=list)
+    manual: list[int] = field(default_factory=list)
+    dropped: dict[int, str] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    stopped: str | None = None  # why the run ended early (cap, rate limit, block, auth)
+
+
+class RestoreError(LopperError):
+    pass
+
+
+def _due(session: Session, account_id: int, now: datetime, rules: Rules) -> list[Suggestion]:
+    confirmed = list(
+        session.scalars(
+            select(Suggestion)
+            .where(Suggestion.account_id == account_id, Suggestion.state == S.CONFIRMED)
+            .order_by(Suggestion.decided_at, Suggestion.id)
+        )
+    )
+    retry = []
+    for suggestion in session.scalars(
+        select(Suggestion).where(Suggestion.account_id == account_id, Suggestion.state == S.FAILED)
+    ):
+        last = _last_removal(session, suggestion.id)
+        if (
+            last is not None
+            and last.attempt < rules.max_attempts
+            and last.next_attempt_at is not None
+            and last.next_attempt_at <= now
+        ):
+            retry.append(suggestion)
+    return confirmed + retry
+
+
+def _last_removal(session: Session, suggestion_id: int) -> Removal | None:
+    return session.scalar(
+        select(Removal).where(Removal.suggestion_id == suggestion_id).order_by(Removal.id.desc())
+    )
+
+
+def removals_today(session: Session, account_id: int, now: datetime) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Removal)
+            .where(
+                Removal.account_id == account_id,
+                Removal.state.in_([RemovalState.DONE, RemovalState.STARTED]),
+                Removal.started_at > now - timedelta(days=1),
+            )
+        )
+        or 0
+    )
+
+
+def _exchange_since(session: Session, suggestion: Suggestion, rules: Rules) -> datetime | None:
+    at = session.scalar(
+        select(func.max(Interaction.occurred_at)).where(
+            Interaction.account_id == suggestion.account_id,
+            Interaction.counterpart_id == suggestion.connection.platform_user_id,
+            Interaction.occurred_at > suggestion.created_at,
+            Interaction.kind.in_([k.value for k in rules.count_kinds]),
+            Interaction.direction.in_([d.value for d in rules.count_directions]),
+        )
+    )
+    return at
+
+
+def execute_account(
+    store: Store,
+    config: AccountConfig,
+    adapter: Platform,
+    rules: Rules,
+    clock: Callable[[], datetime],
+    *,
+    sleep: Callable[[float], None] = lambda _s: None,
+    rng: random.Random | None = None,
+    spacing: tuple[float, float] = (0.0, 0.0),
+) -> ExecutionReport:
+    """Carry out the account's confirmed (and due-for-retry) removals, within the caps."""
+    rng = rng or random.Random()
+    report = ExecutionReport(config.key)
+    with store.session() as session:
+        account = session.scalar(select(Account).where(Account.key == config.key))
+        if account is None:
+            return report
+        account_id = account.id
+        if account.removals_blocked_reason:
+            report.stopped = f"removals stopped: {account.removals_blocked_reason}"
+            return report
+        if account.paused_reason:
+            report.stopped = f"account paused: {account.paused_reason}"
+            return report
+        if account.next_removal_at and account.next_removal_at > clock():
+            report.stopped = f"rate limited until {account.next_removal_at:%Y-%m-%d %H:%M} UTC"
+            return report
+        due_ids = [s.id for s in _due(session, account_id, clock(), rules)]
+    can_remove = Capability.REMOVE in adapter.capabilities
+    first = True
+    for suggestion_id in due_ids:
+        if can_remove:
+            with store.session() as session:
+                if removals_today(session, account_id, clock()) >= rules.daily_removal_cap:
+                    report.stopped = f"daily cap of {rules.daily_removal_cap} removals reached"
+                    break
+            if not first and spacing[1] > 0:
+                sleep(rng.uniform(*spacing))
+        first = False
+        stop = _execute_one(store, suggestion_id, adapter, rules, clock, report, can_remove)
+        if stop:
+            report.stopped = stop
+            break
+    log.info(
+        "executed",
+        account=config.key,
+        removed=len(report.removed),
+        manual=len(report.manual),
+        dropped=len(report.dropped),
+        failed=len(report.failed),
+        stopped=report.stopped,
+    )
+    return report
+
+
+def _execute_one(
+    store: Store,
+    suggestion_id: int,
+    adapter: Platform,
+    rules: Rules,
+    clock: Callable[[], datetime],
+    report: ExecutionReport,
+    can_remove: bool,
+) -> str | None:
+    """One removal; returns why the whole run must stop, if it must."""
+    with store.session() as session:
+        suggestion = get_suggestion(session, suggestion_id)
+        if suggestion.state not in (S.CONFIRMED, S.FAILED) or suggestion.decided_via is None:
+            # Only a person's confirmation leads here; anything else is refused outright.
+            return None
+        connection = suggestion.connection
+        user_id = connection.platform_user_id
+        if not can_remove:
+            transition(
+                session,
+                suggestion,
+                S.MANUAL,
+                actor=LOPPER,
+                via=Channel.SYSTEM,
+                now=clock(),
+                detail="this platform has no removal API: remove by hand",
+            )
+            session.add(_removal(suggestion, RemovalState.MANUAL, clock()))
+            report.manual.append(suggestion_id)
+            return None
+        since = _exchange_since(session, suggestion, rules)
+        if since is not None:
+            reason = f"an exchange on {since:%Y-%m-%d} since the suggestion"
+            _drop(session, suggestion, reason, clock())
+            report.dropped[suggestion_id] = reason
+            return None
+    if Capability.RELATIONSHIP in adapter.capabilities:
+        try:
+            relationship = adapter.relationship(user_id)
+        except PlatformError as exc:
+            return _failure(store, suggestion_id, exc, rules, clock, report)
+        if not relationship.connected:
+            with store.session() as session:
+                suggestion = get_suggestion(session, suggestion_id)
+                _drop(session, suggestion, "no longer connected on the platform", clock())
+                suggestion.connection.following = False
+            report.dropped[suggestion_id] = "no longer connected"
+            return None
+    with store.session() as session:
+        suggestion = get_suggestion(session, suggestion_id)
+        previous = _last_removal(session, suggestion_id)
+        if previous is not None and previous.state is RemovalState.STARTED:
+            removal = previous  # a run was interrupted between asking and recording: resume it
+        else:
+            attempt = previous.attempt + 1 if previous else 1
+            removal = _removal(suggestion, RemovalState.STARTED, clock(), attempt)
+            session.add(removal)
+        session.flush()
+        removal_id = removal.id
+    try:
+        outcome = adapter.remove(user_id)
+        detail = outcome.detail
+    except PersonNotFound as exc:
+        detail = f"already gone: {exc}"
+    except PlatformError as exc:
+        return _failure(store, suggestion_id, exc, rules, clock, report, removal_id)
+    with store.session() as session:
+        suggestion = get_suggestion(session, suggestion_id)
+        removal = session.get_one(Removal, removal_id)
+        removal.state = RemovalState.DONE
+        removal.finished_at = clock()
+        removal.error = None
+        transition(
+            session,
+            suggestion,
+            S.REMOVED,
+            actor=LOPPER,
+            via=Channel.SYSTEM,
+            now=clock(),
+            detail=detail,
+        )
+        connection = suggestion.connection
+        connection.following = False
+        if not connection.followed_by:
+            connection.state = ConnectionState.REMOVED
+    report.removed.append(suggestion_id)
+    return None
+
+
+def _removal(
+    suggestion: Suggestion, state: RemovalState, now: datetime, attempt: int = 1
+) -> Removal:
+    return Removal(
+        suggestion_id=suggestion.id,
+        account_id=suggestion.account_id,
+        connection_id=suggestion.connection_id,
+        state=state,
+        attempt=attempt,
+        started_at=now,
+        finished_at=now if state is not RemovalState.STARTED else None,
+    )
+
+
+def _drop(session: Session, suggestion: Suggestion, reason: str, now: datetime) -> None:
+    transition(
+        session,
+        suggestion,
+        S.EXPIRED,
+        actor=LOPPER,
+        via=Channel.SYSTEM,
+        now=now,
+        detail=f"removal dropped: {reason}",
+    )
+    removal = _removal(suggestion, RemovalState.DROPPED, now)
+    removal.error = reason
+    session.add(removal)
+
+
+def _failure(
+    store: Store,
+    suggestion_id: int,
+    exc: PlatformError,
+    rules: Rules,
+    clock: Callable[[], datetime],
+    report: ExecutionReport,
+    removal_id: int | None = None,
+) -> str | None:
+    now = clock()
+    with store.session() as session:
+        suggestion = get_suggestion(session, suggestion_id)
+        account = suggestion.account
+        if removal_id is None:
+            previous = _last_removal(session, suggestion_id)
+            removal = _removal(
+                suggestion, RemovalState.FAILED, now, previous.attempt + 1 if previous else 1
+            )
+            session.add(removal)
+        else:
+            removal = session.get_one(Removal, removal_id)
+        removal.state = RemovalState.FAILED
+        removal.finished_at = now
+        removal.error = str(exc) or type(exc).__name__
+        if isinstance(exc, RateLimited):
+            # Not the removal's fault: it stays confirmed and waits for the window to reset.
+            account.next_removal_at = exc.reset_at or now + timedelta(minutes=15)
+            removal.attempt = max(0, removal.attempt - 1)
+            return f"rate limited: {exc}"
+        if isinstance(exc, Blocked):
+            account.removals_blocked_reason = f"the platform pushed back: {exc}"
+            account.removals_blocked_at = now
+            report.failed[suggestion_id] = str(exc)
+            return f"removals stopped for {account.key}: {exc}"
+        if isinstance(exc, AuthError):
+            account.paused_reason = f"credentials refused: {exc}"
+            account.paused_at = now
+            return f"account paused: {exc}"
+        if removal.attempt < rules.max_attempts:
+            removal.next_attempt_at = now + BACKOFF_BASE * (2 ** (removal.attempt - 1))
+            detail = f"attempt {removal.attempt} failed ({exc}); retry after {removal.next_attempt_at:%Y-%m-%d %H:%M} UTC"
+        else:
+            detail = f"gave up after {removal.attempt} attempts: {exc}"
+        transition(
+            session, suggestion, S.FAILED, actor=LOPPER, via=Channel.SYSTEM, now=now, detail=detail
+        )
+        report.failed[suggestion_id] = detail
+    return None
+
+
+def restore(
+    store: Store, suggestion_id: int, adapter: Platform, *, via: Channel, now: datetime
+) -> None:
+    """Undo a removal: re-follow through the platform and protect the person from then on."""
+    with store.session() as session:
+        suggestion = get_suggestion(session, suggestion_id)
+        if suggestion.state is not S.REMOVED:
+            raise InvalidTransition(
+                f"suggestion {suggestion_id} is {suggestion.state.value}; only a removed one can be undone"
+            )
+        user_id = suggestion.connection.platform_user_id
+    if Capability.RESTORE not in adapter.capabilities:
+        raise RestoreError(
+            f"{adapter.name} cannot re-follow through its API; follow them again by hand"
+        )
+    try:
+        adapter.restore(user_id)
+    except PlatformError as exc:
+        raise RestoreError(f"the platform refused to restore: {exc}") from None
+    with store.session() as session:
+        suggestion = get_suggestion(session, suggestion_id)
+        transition(session, suggestion, S.RESTORED, actor=PERSON, via=via, now=now)
+        connection = suggestion.connection
+        connection.following = True
+        connection.state = ConnectionState.ACTIVE
+        connection.protected = True
+        session.add(_removal(suggestion, RemovalState.RESTORED, now))
+
+
+def manual_done(store: Store, suggestion_id: int, *, via: Channel, now: datetime) -> None:
+    with store.session() as session:
+        suggestion = get_suggestion(session, suggestion_id)
+        if suggestion.state is not S.MANUAL:
+            raise NotFound(f"suggestion {suggestion_id} is not waiting for a manual removal")
+        transition(session, suggestion, S.REMOVED, actor=PERSON, via=via, now=now)

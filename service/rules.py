@@ -1,0 +1,278 @@
+"""The rules: who is flagged, what each connection is worth, and a reduction plan.
+
+Pure functions over plain data and an explicit ``now``: no database, network or clock here.
+Whatever is missing or uncertain falls on the side of keeping the person.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from service.config import Rules
+from service.model import Direction, Kind
+from service.platforms.base import Span
+
+LN2 = math.log(2)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionFacts:
+    id: int
+    user_id: str
+    handle: str
+    display_name: str | None
+    profile_url: str | None
+    following: bool
+    followed_by: bool
+    connected_since: datetime | None
+    first_seen_at: datetime
+    gone: bool = False
+    moved_to: str | None = None
+    lists: tuple[str, ...] = ()
+    kept: bool = False  # the person chose to keep them earlier
+
+    @property
+    def mutual(self) -> bool:
+        return self.following and self.followed_by
+
+    @property
+    def since(self) -> datetime:
+        """When the connection began, or when lopper first saw it if the platform won't say."""
+        return self.connected_since or self.first_seen_at
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeStats:
+    """What the store knows of the exchanges with one person (all of it, or in the window)."""
+
+    inbound: int = 0  # in the window, counted kinds only
+    outbound: int = 0
+    last_inbound: datetime | None = None  # ever, any kind
+    last_outbound: datetime | None = None
+    value: float = 0.0
+
+    @property
+    def last_exchange(self) -> datetime | None:
+        times = [t for t in (self.last_inbound, self.last_outbound) if t is not None]
+        return max(times) if times else None
+
+
+NO_EXCHANGES = ExchangeStats()
+
+
+class Verdict(enum.StrEnum):
+    FLAG = "flag"  # too few exchanges in the window: suggest removing
+    GONE = "gone"  # deleted, suspended or moved: removing hurts nobody
+    KEEP = "keep"  # enough exchanges in the window
+    PROTECTED = "protected"  # by handle, list, mutual follow, or the person's earlier choice
+    NEW = "new"  # still in grace
+    TOO_EARLY = "too-early"  # coverage does not span the window yet
+    HELD = "held"  # the sanity brake is on for this account
+    NOT_FOLLOWING = "not-following"  # they follow the account; nothing to unfollow
+
+
+REMOVABLE = frozenset({Verdict.FLAG, Verdict.GONE})
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    verdict: Verdict
+    why: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def removable(self) -> bool:
+        return self.verdict in REMOVABLE
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def evidence_for(
+    facts: ConnectionFacts, stats: ExchangeStats, rules: Rules, coverage: Span | None
+) -> dict[str, Any]:
+    return {
+        "handle": facts.handle,
+        "name": facts.display_name,
+        "profile_url": facts.profile_url,
+        "connected_since": _iso(facts.connected_since),
+        "first_seen": _iso(facts.first_seen_at),
+        "last_exchange": _iso(stats.last_exchange),
+        "last_inbound": _iso(stats.last_inbound),
+        "last_outbound": _iso(stats.last_outbound),
+        "inbound_in_window": stats.inbound,
+        "outbound_in_window": stats.outbound,
+        "value": round(stats.value, 4),
+        "window_days": rules.window.days,
+        "min_exchanges": rules.min_exchanges,
+        "mutual": facts.mutual,
+        "coverage": [_iso(coverage.start), _iso(coverage.end)] if coverage else None,
+        "moved_to": facts.moved_to,
+        "gone": facts.gone,
+    }
+
+
+def protection(facts: ConnectionFacts, rules: Rules) -> str | None:
+    """Why this connection may never be suggested, if it may not."""
+    if facts.kept:
+        return "you chose to keep them"
+    if facts.handle.lower() in rules.protected or facts.user_id in rules.protected:
+        return "protected by handle"
+    listed = set(facts.lists) & rules.protected_lists
+    if listed:
+        return f"on your protected list {sorted(listed)[0]!r}"
+    if rules.protect_mutuals and facts.mutual:
+        return "you follow each other"
+    return None
+
+
+def coverage_gap(coverage: Span | None, rules: Rules, now: datetime) -> str | None:
+    """Why the store's data cannot support a "no exchange in the window" verdict, if so."""
+    if coverage is None:
+        return "no complete interaction history yet"
+    needed = now - rules.window
+    if coverage.start > needed:
+        days = (coverage.start - needed).days + 1
+        return f"history covers only since {coverage.start:%Y-%m-%d}; {days} more days needed"
+    if coverage.end < now - rules.stale_after:
+        return f"no sync since {coverage.end:%Y-%m-%d}"
+    return None
+
+
+def judge(
+    facts: ConnectionFacts,
+    stats: ExchangeStats,
+    rules: Rules,
+    coverage: Span | None,
+    now: datetime,
+    *,
+    brake: bool = False,
+) -> Judgement:
+    evidence = evidence_for(facts, stats, rules, coverage)
+    if not facts.following:
+        return Judgement(Verdict.NOT_FOLLOWING, "they follow you; you do not follow them", evidence)
+    why = protection(facts, rules)
+    if why:
+        return Judgement(Verdict.PROTECTED, why, evidence)
+    if facts.gone:
+        where = f" (moved to {facts.moved_to})" if facts.moved_to else ""
+        return Judgement(Verdict.GONE, f"account gone or moved{where}", evidence)
+    if brake:
+        return Judgement(Verdict.HELD, "sanity brake: waiting for a sync that agrees", evidence)
+    if facts.since > now - rules.grace:
+        return Judgement(Verdict.NEW, f"connected since {facts.since:%Y-%m-%d}, in grace", evidence)
+    gap = coverage_gap(coverage, rules, now)
+    if gap:
+        return Judgement(Verdict.TOO_EARLY, f"not enough history yet: {gap}", evidence)
+    counted = stats.inbound + stats.outbound
+    if counted >= rules.min_exchanges:
+        return Judgement(
+            Verdict.KEEP, f"{counted} exchanges in the last {rules.window.days} days", evidence
+        )
+    return Judgement(
+        Verdict.FLAG,
+        f"{counted} exchanges in the last {rules.window.days} days (fewer than {rules.min_exchanges})",
+        evidence,
+    )
+
+
+# --- the value score and the window counts, in plain Python ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeRow:
+    counterpart_id: str
+    kind: Kind
+    direction: Direction
+    occurred_at: datetime
+
+
+def decay(age_seconds: float, rules: Rules) -> float:
+    return math.exp(-LN2 * max(age_seconds, 0.0) / rules.half_life.total_seconds())
+
+
+def stats_from_rows(
+    rows: Iterable[ExchangeRow], rules: Rules, now: datetime
+) -> dict[str, ExchangeStats]:
+    """The same aggregate as the store's SQL query, computed row by row (the reference)."""
+    since = now - rules.window
+    acc: dict[str, list[Any]] = {}
+    for row in rows:
+        a = acc.setdefault(row.counterpart_id, [0, 0, None, None, 0.0])
+        counted = (
+            row.kind in rules.count_kinds
+            and row.direction in rules.count_directions
+            and row.occurred_at >= since
+        )
+        inbound = row.direction is Direction.INBOUND
+        if counted:
+            a[0 if inbound else 1] += 1
+        slot = 2 if inbound else 3
+        if a[slot] is None or row.occurred_at > a[slot]:
+            a[slot] = row.occurred_at
+        direction_weight = rules.inbound_weight if inbound else rules.outbound_weight
+        a[4] += (
+            rules.weights[row.kind]
+            * direction_weight
+            * decay((now - row.occurred_at).total_seconds(), rules)
+        )
+    return {k: ExchangeStats(v[0], v[1], v[2], v[3], v[4]) for k, v in acc.items()}
+
+
+# --- the reduction plan ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    facts: ConnectionFacts
+    stats: ExchangeStats
+    judgement: Judgement
+
+
+@dataclass(frozen=True)
+class Plan:
+    network: int  # connections the account follows
+    keep_target: int
+    remove: list[PlanItem]
+    untouchable: int  # protected, new, too early or held
+    shortfall: int  # how many more would have to go to reach the target
+
+
+def _order(item: PlanItem) -> tuple[Any, ...]:
+    last = item.stats.last_exchange
+    return (
+        0 if item.judgement.verdict is Verdict.GONE else 1,
+        item.stats.value,
+        last.timestamp() if last else float("-inf"),
+        item.facts.since.timestamp(),
+        item.facts.id,
+    )
+
+
+def plan_reduction(items: Sequence[PlanItem], keep: float | int) -> Plan:
+    """Who goes first to bring the network down to ``keep`` (a share, or a number of people).
+
+    Lowest value first (gone accounts before anyone), then the longest silent, then the
+    oldest connection. Protected, new and not-yet-judgeable connections are never in it.
+    """
+    following = [i for i in items if i.facts.following]
+    network = len(following)
+    target = math.ceil(network * keep) if isinstance(keep, float) else int(keep)
+    to_remove = max(0, network - target)
+    candidates = [
+        i for i in following if i.judgement.verdict in (Verdict.FLAG, Verdict.GONE, Verdict.KEEP)
+    ]
+    chosen = sorted(candidates, key=_order)[:to_remove]
+    return Plan(
+        network=network,
+        keep_target=target,
+        remove=chosen,
+        untouchable=network - len(candidates),
+        shortfall=to_remove - len(chosen),
+    )

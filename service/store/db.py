@@ -1,0 +1,135 @@
+"""Opening the store: engine, sessions, SQLite pragmas and migrations on start."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.errors import StoreError
+
+_HERE = Path(__file__).parent
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL keeps it safe
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+    try:
+        dbapi_connection.execute("SELECT exp(0)")
+    except sqlite3.OperationalError:
+        # SQLite built without its math functions: the value score needs exp().
+        dbapi_connection.create_function("exp", 1, math.exp, deterministic=True)
+
+
+def parse_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(
+            "storage.url is not a database URL (expected e.g. sqlite:////var/lib/lopper/"
+            "lopper.sqlite3 or postgresql+psycopg://user@host/db)"
+        ) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StoreError(
+            f"storage.url: unsupported database {parsed.get_backend_name()!r} "
+            "(use sqlite or postgresql)"
+        )
+    return parsed
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(_HERE / "migrations"))
+    config.attributes["url"] = url
+    return config
+
+
+@dataclass
+class Store:
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: committed on success, rolled back on any error."""
+        with self.sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def upgrade(self) -> None:
+        config = alembic_config(self.engine.url.render_as_string(hide_password=False))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        script = ScriptDirectory.from_config(alembic_config(str(self.engine.url)))
+        return script.get_current_head()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """Open (and by default migrate) the database at ``url``; StoreError names what is wrong."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(f"cannot create the state directory {path.parent}: {exc}") from None
+    try:
+        engine = create_engine(parsed, future=True, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise StoreError(f"storage.url: cannot use this database: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    store = Store(engine, sessionmaker(engine, expire_on_commit=False))
+    try:
+        if migrate:
+            store.upgrade()
+        else:
+            with engine.connect():
+                pass
+    except OperationalError as exc:
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "cannot connect"
+        raise StoreError(f"cannot open the database: {reason}") from None
+    except Exception as exc:
+        engine.dispose()
+        if isinstance(exc, sqlite3.DatabaseError) or "file is not a database" in str(exc):
+            raise StoreError(f"the database file is not an SQLite database: {exc}") from None
+        raise
+    return store

@@ -1,0 +1,228 @@
+"""The tables. Status columns are enums, platform ids are strings, times are aware UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from service.model import (
+    Channel,
+    ConnectionState,
+    Direction,
+    Kind,
+    Reason,
+    RemovalState,
+    SuggestionState,
+)
+from service.store.types import UTCTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _enum(kind: type[Any], name: str) -> Enum:
+    # Stored as plain strings (no native ENUM type) so that adding a member needs no DDL.
+    return Enum(
+        kind,
+        name=name,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    handle: Mapped[str] = mapped_column(String(200))
+    platform_user_id: Mapped[str | None] = mapped_column(String(64))
+    streams: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCTime)
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    paused_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    removals_blocked_reason: Mapped[str | None] = mapped_column(Text)
+    removals_blocked_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    # Sanity brake (invariant 4): how many vanished at the sync that engaged it.
+    brake_engaged_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    brake_vanished: Mapped[int | None] = mapped_column(Integer)
+    brake_total: Mapped[int | None] = mapped_column(Integer)
+    next_removal_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    last_evaluated_at: Mapped[datetime | None] = mapped_column(UTCTime)
+
+
+class Connection(Base):
+    __tablename__ = "connections"
+    __table_args__ = (
+        UniqueConstraint("account_id", "platform_user_id"),
+        Index("ix_connections_account_state", "account_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    platform_user_id: Mapped[str] = mapped_column(String(64))
+    handle: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str | None] = mapped_column(String(300))
+    profile_url: Mapped[str | None] = mapped_column(Text)
+    following: Mapped[bool] = mapped_column(default=False)  # the account follows them
+    followed_by: Mapped[bool] = mapped_column(default=False)  # they follow the account
+    lists: Mapped[list[str]] = mapped_column(JSON, default=list)
+    connected_since: Mapped[datetime | None] = mapped_column(UTCTime)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCTime)
+    last_listing: Mapped[str | None] = mapped_column(String(40))
+    state: Mapped[ConnectionState] = mapped_column(
+        _enum(ConnectionState, "connection_state"), default=ConnectionState.ACTIVE
+    )
+    vanished_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    gone: Mapped[bool] = mapped_column(default=False)  # deleted, suspended on the platform
+    moved_to: Mapped[str | None] = mapped_column(String(300))
+    protected: Mapped[bool] = mapped_column(default=False)  # set when the person keeps them
+
+    account: Mapped[Account] = relationship()
+
+    @property
+    def mutual(self) -> bool:
+        return self.following and self.followed_by
+
+
+class Interaction(Base):
+    __tablename__ = "interactions"
+    __table_args__ = (
+        UniqueConstraint("account_id", "event_id", name="uq_interactions_account_event"),
+        Index("ix_interactions_counterpart", "account_id", "counterpart_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(128))
+    counterpart_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[Kind] = mapped_column(_enum(Kind, "interaction_kind"))
+    direction: Mapped[Direction] = mapped_column(_enum(Direction, "interaction_direction"))
+    occurred_at: Mapped[datetime] = mapped_column(UTCTime)
+
+
+class SyncCursor(Base):
+    __tablename__ = "sync_cursors"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    stream: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cursor: Mapped[str | None] = mapped_column(Text)
+    listing: Mapped[str | None] = mapped_column(String(40))  # connections: listing in progress
+    updated_at: Mapped[datetime] = mapped_column(UTCTime)
+
+
+class Coverage(Base):
+    """A span of time for which one stream of an account holds complete data."""
+
+    __tablename__ = "coverage"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    stream: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(32))  # sync | import | backfill
+    covered_from: Mapped[datetime] = mapped_column(UTCTime)
+    covered_to: Mapped[datetime] = mapped_column(UTCTime)
+
+
+class SyncRun(Base):
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    run_id: Mapped[str] = mapped_column(String(40))
+    started_at: Mapped[datetime] = mapped_column(UTCTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    outcome: Mapped[str] = mapped_column(String(16), default="running")
+    connections_seen: Mapped[int] = mapped_column(Integer, default=0)
+    connections_new: Mapped[int] = mapped_column(Integer, default=0)
+    connections_vanished: Mapped[int] = mapped_column(Integer, default=0)
+    interactions_new: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Suggestion(Base):
+    __tablename__ = "suggestions"
+    __table_args__ = (Index("ix_suggestions_account_state", "account_id", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    state: Mapped[SuggestionState] = mapped_column(_enum(SuggestionState, "suggestion_state"))
+    reason: Mapped[Reason] = mapped_column(_enum(Reason, "suggestion_reason"))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    decided_via: Mapped[Channel | None] = mapped_column(_enum(Channel, "channel"))
+    snoozed_until: Mapped[datetime | None] = mapped_column(UTCTime)
+    note: Mapped[str | None] = mapped_column(Text)
+
+    connection: Mapped[Connection] = relationship()
+    account: Mapped[Account] = relationship()
+
+
+class Removal(Base):
+    """One attempt to carry out a confirmed suggestion, written before the platform is asked."""
+
+    __tablename__ = "removals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    suggestion_id: Mapped[int] = mapped_column(ForeignKey("suggestions.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    state: Mapped[RemovalState] = mapped_column(_enum(RemovalState, "removal_state"))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime] = mapped_column(UTCTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    suggestion: Mapped[Suggestion] = relationship()
+
+
+class AuditEntry(Base):
+    """Every state change: who, what, when, through which channel."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_entity", "entity", "entity_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCTime)
+    actor: Mapped[str] = mapped_column(String(32))  # person | lopper
+    via: Mapped[Channel] = mapped_column(_enum(Channel, "channel"))
+    entity: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)

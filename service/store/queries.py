@@ -1,0 +1,130 @@
+"""Reads the rules need, shaped as the plain values ``service.rules`` takes."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, Float, and_, case, func, literal, select, type_coerce
+from sqlalchemy.orm import Session
+
+from service.config import Rules
+from service.model import ConnectionState, Direction
+from service.platforms.base import Span
+from service.rules import ConnectionFacts, ExchangeStats
+from service.store.models import Account, Connection, Coverage, Interaction
+from service.store.types import to_epoch
+
+
+def _aware(value: int | datetime | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromtimestamp(int(value), tz=UTC)
+
+
+def exchange_statement(account_id: int, rules: Rules, now: datetime):  # type: ignore[no-untyped-def]
+    """One aggregate over the account's interactions, grouped by the other person."""
+    now_s = to_epoch(now)
+    since = to_epoch(now - rules.window)
+    i = Interaction.__table__.c
+    at = type_coerce(i.occurred_at, BigInteger)  # raw epoch seconds, for arithmetic
+    counted = and_(
+        at >= since,
+        i.kind.in_([k.value for k in rules.count_kinds]),
+        i.direction.in_([d.value for d in rules.count_directions]),
+    )
+    inbound = i.direction == Direction.INBOUND.value
+    weight = case(
+        *((i.kind == kind.value, literal(w)) for kind, w in rules.weights.items()),
+        else_=literal(1.0),
+    )
+    direction_weight = case(
+        (inbound, literal(rules.inbound_weight)), else_=literal(rules.outbound_weight)
+    )
+    k = math.log(2) / rules.half_life.total_seconds()
+    value = func.sum(
+        weight * direction_weight * func.exp(type_coerce(at - now_s, Float) * k), type_=Float
+    )
+    return (
+        select(
+            i.counterpart_id,
+            func.sum(case((and_(counted, inbound), 1), else_=0)),
+            func.sum(case((and_(counted, ~inbound), 1), else_=0)),
+            func.max(case((inbound, at))),
+            func.max(case((~inbound, at))),
+            value,
+        )
+        .where(i.account_id == account_id, at <= now_s)
+        .group_by(i.counterpart_id)
+    )
+
+
+def exchange_stats(
+    session: Session, account_id: int, rules: Rules, now: datetime
+) -> dict[str, ExchangeStats]:
+    result = session.execute(exchange_statement(account_id, rules, now))
+    return {
+        row[0]: ExchangeStats(
+            int(row[1] or 0), int(row[2] or 0), _aware(row[3]), _aware(row[4]), float(row[5] or 0.0)
+        )
+        for row in result
+    }
+
+
+def account_coverage(session: Session, account: Account) -> Span | None:
+    """The span every stream of the account covers without a gap, ending at the latest data."""
+    rows = session.execute(
+        select(Coverage.stream, Coverage.covered_from, Coverage.covered_to).where(
+            Coverage.account_id == account.id
+        )
+    ).all()
+    if not account.streams:
+        return None
+    latest: dict[str, tuple[datetime, datetime]] = {}
+    for stream, start, end in rows:
+        if stream not in latest or end > latest[stream][1]:
+            latest[stream] = (start, end)
+    if any(stream not in latest for stream in account.streams):
+        return None
+    start = max(latest[s][0] for s in account.streams)
+    end = min(latest[s][1] for s in account.streams)
+    return Span(start, end) if start <= end else None
+
+
+def connection_facts(session: Session, account_id: int) -> list[ConnectionFacts]:
+    c = Connection.__table__.c
+    rows = session.execute(
+        select(
+            c.id,
+            c.platform_user_id,
+            c.handle,
+            c.display_name,
+            c.profile_url,
+            c.following,
+            c.followed_by,
+            c.connected_since,
+            c.first_seen_at,
+            c.gone,
+            c.moved_to,
+            c.lists,
+            c.protected,
+        ).where(c.account_id == account_id, c.state == ConnectionState.ACTIVE.value)
+    )
+    return [
+        ConnectionFacts(
+            id=r[0],
+            user_id=r[1],
+            handle=r[2],
+            display_name=r[3],
+            profile_url=r[4],
+            following=bool(r[5]),
+            followed_by=bool(r[6]),
+            connected_since=_aware(r[7]),
+            first_seen_at=_aware(r[8]) or datetime.fromtimestamp(0, tz=UTC),
+            gone=bool(r[9]),
+            moved_to=r[10],
+            lists=tuple(r[11] or ()),
+            kept=bool(r[12]),
+        )
+        for r in rows
+    ]

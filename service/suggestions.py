@@ -1,0 +1,360 @@
+"""The suggestion queue: its state machine, the person's decisions, and evaluation.
+
+Every change of state goes through ``transition``, which refuses moves the state machine
+does not allow and writes an audit row (who, what, when, through which channel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.config import Rules
+from service.errors import InvalidTransition, NotFound
+from service.model import Channel, ConnectionState, Reason, SuggestionState
+from service.rules import (
+    NO_EXCHANGES,
+    ConnectionFacts,
+    Judgement,
+    PlanItem,
+    Verdict,
+    judge,
+)
+from service.store import Store
+from service.store.models import Account, AuditEntry, Connection, Suggestion
+from service.store.queries import account_coverage, connection_facts, exchange_stats
+
+log = structlog.get_logger("lopper.suggestions")
+
+S = SuggestionState
+ALLOWED: dict[SuggestionState, frozenset[SuggestionState]] = {
+    S.PENDING: frozenset({S.CONFIRMED, S.KEPT, S.SNOOZED, S.EXPIRED}),
+    S.SNOOZED: frozenset({S.PENDING, S.CONFIRMED, S.KEPT, S.EXPIRED}),
+    S.CONFIRMED: frozenset({S.REMOVED, S.MANUAL, S.FAILED, S.EXPIRED, S.KEPT}),
+    S.FAILED: frozenset({S.REMOVED, S.MANUAL, S.FAILED, S.EXPIRED, S.KEPT}),
+    S.MANUAL: frozenset({S.REMOVED, S.EXPIRED}),
+    S.REMOVED: frozenset({S.RESTORED}),
+    S.KEPT: frozenset(),
+    S.EXPIRED: frozenset(),
+    S.RESTORED: frozenset(),
+}
+OPEN = frozenset({S.PENDING, S.SNOOZED, S.CONFIRMED, S.FAILED, S.MANUAL})
+PERSON = "person"
+LOPPER = "lopper"
+
+
+def transition(
+    session: Session,
+    suggestion: Suggestion,
+    to: SuggestionState,
+    *,
+    actor: str,
+    via: Channel,
+    now: datetime,
+    detail: str | None = None,
+) -> None:
+    current = suggestion.state
+    if to not in ALLOWED[current]:
+        raise InvalidTransition(
+            f"suggestion {suggestion.id} is {current.value}; it cannot become {to.value}"
+        )
+    suggestion.state = to
+    suggestion.updated_at = now
+    if actor == PERSON:
+        suggestion.decided_at = now
+        suggestion.decided_via = via
+    if detail:
+        suggestion.note = detail
+    session.add(
+        AuditEntry(
+            at=now,
+            actor=actor,
+            via=via,
+            entity="suggestion",
+            entity_id=suggestion.id,
+            account_id=suggestion.account_id,
+            from_state=current.value,
+            to_state=to.value,
+            detail=detail,
+        )
+    )
+
+
+def get_suggestion(session: Session, suggestion_id: int) -> Suggestion:
+    suggestion = session.get(Suggestion, suggestion_id)
+    if suggestion is None:
+        raise NotFound(f"no suggestion with id {suggestion_id}")
+    return suggestion
+
+
+# --- the person's decisions --------------------------------------------------------------
+
+
+@dataclass
+class DecisionResult:
+    changed: list[int] = field(default_factory=list)
+    refused: dict[int, str] = field(default_factory=dict)
+
+
+def decide(
+    store: Store,
+    ids: Sequence[int],
+    to: SuggestionState,
+    *,
+    via: Channel,
+    now: datetime,
+    until: datetime | None = None,
+) -> DecisionResult:
+    """Confirm, keep or snooze suggestions: each is checked and changed on its own."""
+    if to not in (S.CONFIRMED, S.KEPT, S.SNOOZED):
+        raise InvalidTransition(f"a person cannot set a suggestion to {to.value}")
+    if to is S.SNOOZED and (until is None or until <= now):
+        raise InvalidTransition("a snooze needs a date in the future")
+    result = DecisionResult()
+    for suggestion_id in ids:
+        with store.session() as session:
+            suggestion = session.get(Suggestion, suggestion_id)
+            if suggestion is None:
+                result.refused[suggestion_id] = "no such suggestion"
+                continue
+            try:
+                transition(session, suggestion, to, actor=PERSON, via=via, now=now)
+            except InvalidTransition as exc:
+                result.refused[suggestion_id] = str(exc)
+                continue
+            if to is S.SNOOZED:
+                suggestion.snoozed_until = until
+            if to is S.KEPT:
+                suggestion.connection.protected = True
+            result.changed.append(suggestion_id)
+    return result
+
+
+def pending_ids(store: Store, account_id: int | None = None) -> list[int]:
+    with store.session() as session:
+        query = select(Suggestion.id).where(Suggestion.state == S.PENDING)
+        if account_id is not None:
+            query = query.where(Suggestion.account_id == account_id)
+        return list(session.scalars(query.order_by(Suggestion.id)))
+
+
+# --- evaluation --------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationReport:
+    account: str
+    verdicts: dict[str, int] = field(default_factory=dict)
+    queued: int = 0
+    expired: int = 0
+    woke: int = 0
+    capped: int = 0  # flagged but held back by the per-digest cap
+    brake: bool = False
+    coverage: tuple[datetime, datetime] | None = None
+
+
+@dataclass
+class Evaluation:
+    account: Account
+    items: list[PlanItem]
+    coverage: tuple[datetime, datetime] | None
+    brake: bool
+
+
+def judge_account(session: Session, account: Account, rules: Rules, now: datetime) -> Evaluation:
+    """Every active connection of the account with its judgement (no writes)."""
+    coverage = account_coverage(session, account)
+    brake = account.brake_engaged_at is not None
+    stats = exchange_stats(session, account.id, rules, now)
+    items = []
+    for facts in connection_facts(session, account.id):
+        s = stats.get(facts.user_id, NO_EXCHANGES)
+        items.append(PlanItem(facts, s, judge(facts, s, rules, coverage, now, brake=brake)))
+    span = (coverage.start, coverage.end) if coverage else None
+    return Evaluation(account, items, span, brake)
+
+
+def _reason(judgement: Judgement) -> Reason:
+    return Reason.GONE if judgement.verdict is Verdict.GONE else Reason.QUIET
+
+
+def evaluate_account(
+    store: Store, account_key: str, rules: Rules, now: datetime
+) -> EvaluationReport:
+    """Judge every connection, queue new suggestions, expire those the facts overtook."""
+    report = EvaluationReport(account_key)
+    with store.session() as session:
+        account = session.scalar(select(Account).where(Account.key == account_key))
+        if account is None:
+            raise NotFound(f"account {account_key} has not been synced yet")
+        evaluation = judge_account(session, account, rules, now)
+        report.brake = evaluation.brake
+        report.coverage = evaluation.coverage
+        by_connection = {item.facts.id: item for item in evaluation.items}
+        for item in evaluation.items:
+            verdict = item.judgement.verdict.value
+            report.verdicts[verdict] = report.verdicts.get(verdict, 0) + 1
+
+        open_suggestions = list(
+            session.scalars(
+                select(Suggestion).where(
+                    Suggestion.account_id == account.id,
+                    Suggestion.state.in_([S.PENDING, S.SNOOZED]),
+                )
+            )
+        )
+        for suggestion in open_suggestions:
+            item = by_connection.get(suggestion.connection_id)
+            if item is None:
+                transition(
+                    session,
+                    suggestion,
+                    S.EXPIRED,
+                    actor=LOPPER,
+                    via=Channel.SYSTEM,
+                    now=now,
+                    detail="no longer connected",
+                )
+                report.expired += 1
+            elif not item.judgement.removable and item.judgement.verdict is not Verdict.HELD:
+                transition(
+                    session,
+                    suggestion,
+                    S.EXPIRED,
+                    actor=LOPPER,
+                    via=Channel.SYSTEM,
+                    now=now,
+                    detail=f"no longer flagged: {item.judgement.why}",
+                )
+                report.expired += 1
+            elif (
+                suggestion.state is S.SNOOZED
+                and suggestion.snoozed_until
+                and suggestion.snoozed_until <= now
+            ):
+                transition(
+                    session,
+                    suggestion,
+                    S.PENDING,
+                    actor=LOPPER,
+                    via=Channel.SYSTEM,
+                    now=now,
+                    detail="snooze ended",
+                )
+                suggestion.evidence = item.judgement.evidence
+                report.woke += 1
+
+        busy = set(
+            session.scalars(
+                select(Suggestion.connection_id).where(
+                    Suggestion.account_id == account.id, Suggestion.state.in_(OPEN)
+                )
+            )
+        )
+        pending = (
+            session.scalar(
+                select(func.count())
+                .select_from(Suggestion)
+                .where(Suggestion.account_id == account.id, Suggestion.state == S.PENDING)
+            )
+            or 0
+        )
+        room = max(0, rules.per_digest_cap - pending)
+        fresh = [i for i in evaluation.items if i.judgement.removable and i.facts.id not in busy]
+        fresh.sort(
+            key=lambda i: (i.judgement.verdict is not Verdict.GONE, i.stats.value, i.facts.id)
+        )
+        queue(session, account.id, fresh[:room], now)
+        report.queued = min(room, len(fresh))
+        report.capped = max(0, len(fresh) - room)
+        account.last_evaluated_at = now
+    log.info(
+        "evaluated",
+        account=account_key,
+        queued=report.queued,
+        expired=report.expired,
+        **report.verdicts,
+    )
+    return report
+
+
+def queue(
+    session: Session,
+    account_id: int,
+    items: Iterable[PlanItem],
+    now: datetime,
+    reason: Reason | None = None,
+) -> list[Suggestion]:
+    made = []
+    for item in items:
+        suggestion = Suggestion(
+            account_id=account_id,
+            connection_id=item.facts.id,
+            state=S.PENDING,
+            reason=reason or _reason(item.judgement),
+            evidence={**item.judgement.evidence, "why": item.judgement.why},
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(suggestion)
+        session.flush()
+        session.add(
+            AuditEntry(
+                at=now,
+                actor=LOPPER,
+                via=Channel.SYSTEM,
+                entity="suggestion",
+                entity_id=suggestion.id,
+                account_id=account_id,
+                from_state=None,
+                to_state=S.PENDING.value,
+                detail=item.judgement.why,
+            )
+        )
+        made.append(suggestion)
+    return made
+
+
+def queue_plan(store: Store, account_key: str, items: Sequence[PlanItem], now: datetime) -> int:
+    """Queue a reduction plan's choices as pending suggestions (the person still confirms)."""
+    with store.session() as session:
+        account = session.scalar(select(Account).where(Account.key == account_key))
+        if account is None:
+            raise NotFound(f"account {account_key} has not been synced yet")
+        busy = set(
+            session.scalars(
+                select(Suggestion.connection_id).where(
+                    Suggestion.account_id == account.id, Suggestion.state.in_(OPEN)
+                )
+            )
+        )
+        fresh = [i for i in items if i.facts.id not in busy]
+        queue(session, account.id, fresh, now, reason=Reason.PLAN)
+        return len(fresh)
+
+
+def facts_of(connection: Connection) -> ConnectionFacts:
+    return ConnectionFacts(
+        id=connection.id,
+        user_id=connection.platform_user_id,
+        handle=connection.handle,
+        display_name=connection.display_name,
+        profile_url=connection.profile_url,
+        following=connection.following,
+        followed_by=connection.followed_by,
+        connected_since=connection.connected_since,
+        first_seen_at=connection.first_seen_at,
+        gone=connection.gone,
+        moved_to=connection.moved_to,
+        lists=tuple(connection.lists or ()),
+        kept=connection.protected,
+    )
+
+
+def is_active(connection: Connection) -> bool:
+    return connection.state is ConnectionState.ACTIVE
