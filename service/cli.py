@@ -1,0 +1,875 @@
+"""The ``lopper`` command: parses, calls the library, prints. Nothing is decided here."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from service import config as cfg
+from service.app import AccountSkipped, App
+from service.errors import EX_CONFIG, ConfigError, LopperError
+from service.logs import configure_logging
+from service.model import Channel, ConnectionState, RemovalState, SuggestionState
+from service.removals import manual_done, removals_today, restore
+from service.rules import plan_reduction
+from service.store.models import (
+    Account,
+    Connection,
+    Interaction,
+    Removal,
+    Suggestion,
+    SyncRun,
+)
+from service.store.queries import account_coverage
+from service.suggestions import decide, judge_account, pending_ids, queue_plan
+
+S = SuggestionState
+out = Console()
+err = Console(stderr=True)
+
+app = typer.Typer(
+    name="lopper",
+    help="Keep your social network worth having: find the connections you never exchange "
+    "with, and remove them once you confirm.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Check the configuration file.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the database.", no_args_is_help=True)
+export_app = typer.Typer(help="Export what lopper recorded.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+app.add_typer(export_app, name="export")
+
+_state: dict[str, Any] = {"config": None}
+
+ConfigOption = typer.Option(
+    None,
+    "--config",
+    "-c",
+    help="Configuration file (default: $CONFIGURATION_DIRECTORY/config.yaml, else the XDG "
+    "config directory).",
+    envvar="LOPPER_CONFIG",
+)
+
+
+@app.callback()
+def _main(
+    config: Path | None = ConfigOption,
+    json_logs: bool = typer.Option(
+        None, "--json-logs/--console-logs", help="Log as JSON lines (default when not a terminal)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail."),
+) -> None:
+    _state["config"] = config
+    configure_logging(json=json_logs, level="DEBUG" if verbose else "WARNING")
+
+
+@contextmanager
+def _app() -> Iterator[App]:
+    application = App.load(_state["config"])
+    try:
+        yield application
+    finally:
+        application.close()
+
+
+def _zone(application: App) -> Any:
+    return application.settings.digest.zone
+
+
+def _when(value: Any, zone: Any, with_time: bool = False) -> str:
+    if value is None:
+        return "never"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    local = value.astimezone(zone)
+    return local.strftime("%Y-%m-%d %H:%M" if with_time else "%Y-%m-%d")
+
+
+def _parse_percent(text: str) -> float | int:
+    text = text.strip()
+    if text.endswith("%"):
+        share = float(text[:-1]) / 100
+        if not 0 < share <= 1:
+            raise typer.BadParameter("a share must be between 0% and 100%")
+        return share
+    if text.isdigit():
+        return int(text)
+    raise typer.BadParameter("expected a share such as 20% or a number of people such as 500")
+
+
+@contextmanager
+def _sync_progress(label: str) -> Iterator[Callable[[str, int], None]]:
+    """A progress line per stream while a sync pages through it (on a terminal only)."""
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.completed:,} items"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    tasks: dict[str, Any] = {}
+
+    def tick(stream: str, count: int) -> None:
+        if stream not in tasks:
+            tasks[stream] = progress.add_task(f"{label} {stream}", total=None)
+        progress.advance(tasks[stream], count)
+
+    with progress:
+        yield tick
+
+
+# --- demo ------------------------------------------------------------------------------
+
+DEMO_MARK = "# lopper demo configuration"
+
+
+def _demo_config(size: int, seed: int, database: Path, outbox: Path) -> str:
+    return f"""{DEMO_MARK} (written by `lopper demo`; safe to delete)
+version: 1
+accounts:
+  - platform: sandbox          # a simulated network: nobody in it is real
+    handle: "@you"
+    sandbox:
+      seed: {seed}
+      size: {size}
+rules:
+  window: 180d
+  grace: 30d
+  min_exchanges: 1
+  protected_lists: ["Close friends"]
+  per_digest_cap: 50
+  daily_removal_cap: 25
+digest:
+  delivery: files
+  folder: {outbox}
+storage:
+  url: sqlite:///{database}
+"""
+
+
+@app.command()
+def demo(
+    size: int = typer.Option(
+        3000, min=10, max=200_000, help="Connections in the simulated network."
+    ),
+    seed: int = typer.Option(7, help="Seed of the simulation (same seed, same network)."),
+) -> None:
+    """Try lopper on a simulated network: set it up, sync, evaluate, and say what to try next."""
+    path = cfg.find_config(_state["config"])
+    if path.exists() and not path.read_text(encoding="utf-8").startswith(DEMO_MARK):
+        err.print(
+            f"[red]A configuration already exists at {path}[/red] and it is not a demo; "
+            "the demo will not touch it. Run it with --config pointing at another file."
+        )
+        raise typer.Exit(1)
+    state = cfg.state_dir()
+    database = state / "demo.sqlite3"
+    for stale in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        stale.unlink(missing_ok=True)
+    shutil.rmtree(state / "sandbox", ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_demo_config(size, seed, database, state / "outbox"), encoding="utf-8")
+    _state["config"] = path
+    out.print(
+        Panel.fit(
+            f"Setting up a [bold]simulated[/bold] network of {size:,} connections "
+            "(nobody in it is real).\n"
+            f"Configuration: {path}\nDatabase:      {database}",
+            title="lopper demo",
+        )
+    )
+    with _app() as application:
+        account = application.accounts()[0]
+        with _sync_progress("sync") as tick:
+            report = application.sync(account, progress=tick)
+        evaluation = application.evaluate(account)
+        out.print(
+            f"Synced {report.connections_seen:,} connections and "
+            f"{report.interactions_new:,} interactions."
+        )
+        _print_verdicts(evaluation.verdicts)
+        out.print(
+            f"\n[bold]{evaluation.queued}[/bold] suggestions are pending "
+            f"({evaluation.capped:,} more wait for later digests). Nothing has been removed.\n"
+        )
+    out.print(
+        "Try next:\n"
+        "  lopper suggestions        the suggestions, with their evidence\n"
+        "  lopper review             decide one by one: remove, keep, snooze\n"
+        "  lopper confirm ID...      confirm; then `lopper execute` removes\n"
+        "  lopper plan --keep 20%    who goes first to keep a fifth\n"
+        "  lopper status             the state of each account\n"
+        "  lopper undo ID            follow someone again\n"
+    )
+
+
+def _print_verdicts(verdicts: dict[str, int]) -> None:
+    labels = {
+        "flag": "too few exchanges in the window",
+        "gone": "gone or moved",
+        "keep": "exchanged with recently",
+        "protected": "protected",
+        "new": "new (in grace)",
+        "too-early": "not enough history yet",
+        "held": "held by the sanity brake",
+        "not-following": "follow you, you don't follow back",
+    }
+    table = Table(title="What lopper sees", show_header=True)
+    table.add_column("verdict")
+    table.add_column("connections", justify="right")
+    for key, label in labels.items():
+        if verdicts.get(key):
+            table.add_row(label, f"{verdicts[key]:,}")
+    out.print(table)
+
+
+# --- config and db ---------------------------------------------------------------------
+
+
+@config_app.command("check")
+def config_check(
+    file: Path | None = typer.Argument(None, help="The file to check (default: the one in use)."),
+) -> None:
+    """Validate a configuration file; every problem is named with its key and line."""
+    path = file or cfg.find_config(_state["config"])
+    try:
+        loaded = cfg.load_config(path)
+    except ConfigError as exc:
+        err.print(f"[red]{path}: {len(exc.problems)} problem(s)[/red]")
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False, highlight=False)
+        raise typer.Exit(EX_CONFIG) from None
+    for warning in loaded.warnings:
+        err.print(f"[yellow]warning[/yellow] {path}: {warning}", highlight=False)
+    accounts = ", ".join(a.key for a in loaded.settings.accounts) or "no accounts"
+    out.print(f"{path}: valid ({accounts})", highlight=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations (also done on every start)."""
+    with _app() as application:
+        store = application.store
+        out.print(f"database at revision {store.current_revision()} (head {store.head_revision()})")
+
+
+# --- sync, evaluate, execute -----------------------------------------------------------
+
+
+@app.command()
+def sync(
+    account: str | None = typer.Argument(None, help="Only this account (e.g. x:@you)."),
+) -> None:
+    """Fetch connections and interactions from each account's platform."""
+    failed = False
+    with _app() as application:
+        for acc in application.accounts(account):
+            try:
+                with _sync_progress(acc.key) as tick:
+                    report = application.sync(acc, progress=tick)
+            except AccountSkipped as exc:
+                err.print(f"[red]{exc}[/red]")
+                failed = True
+                continue
+            colour = {"ok": "green", "partial": "yellow"}.get(report.outcome, "red")
+            out.print(
+                f"[{colour}]{acc.key}: {report.outcome}[/{colour}] — "
+                f"{report.connections_seen:,} connections ({report.connections_new:,} new, "
+                f"{report.connections_vanished:,} gone), {report.interactions_new:,} new interactions"
+            )
+            for problem in report.problems:
+                err.print(f"  [red]{problem}[/red]")
+            for stream, state in report.streams.items():
+                if state != "complete":
+                    err.print(f"  [yellow]{stream}: {state}[/yellow]")
+            if report.brake:
+                err.print(f"  [yellow]{report.brake}[/yellow]")
+            failed = failed or report.outcome in ("failed", "paused")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(account: str | None = typer.Argument(None, help="Only this account.")) -> None:
+    """Judge every connection and queue removal suggestions (nothing is removed)."""
+    with _app() as application:
+        for acc in application.accounts(account):
+            report = application.evaluate(acc)
+            out.print(
+                f"[bold]{acc.key}[/bold]: {report.queued} new suggestions, "
+                f"{report.expired} expired, {report.capped:,} held back by the per-digest cap"
+            )
+            _print_verdicts(report.verdicts)
+            if report.brake:
+                err.print(
+                    "[yellow]sanity brake engaged: nobody is flagged until a later sync agrees[/yellow]"
+                )
+
+
+@app.command()
+def execute(account: str | None = typer.Argument(None, help="Only this account.")) -> None:
+    """Carry out confirmed removals, within the daily cap and the platform's limits."""
+    with _app() as application:
+        for acc in application.accounts(account):
+            try:
+                report = application.execute(acc)
+            except AccountSkipped as exc:
+                err.print(f"[red]{exc}[/red]")
+                continue
+            out.print(
+                f"{acc.key}: {len(report.removed)} removed, {len(report.manual)} to remove by hand, "
+                f"{len(report.dropped)} dropped, {len(report.failed)} failed"
+            )
+            for sid, why in report.dropped.items():
+                out.print(f"  #{sid} dropped: {why}")
+            for sid, why in report.failed.items():
+                err.print(f"  [red]#{sid} failed: {why}[/red]")
+            if report.stopped:
+                err.print(f"  [yellow]stopped: {report.stopped}[/yellow]")
+
+
+# --- the queue -------------------------------------------------------------------------
+
+
+def _rows(application: App, account: str | None, states: list[S]) -> list[Suggestion]:
+    with application.store.session() as session:
+        query = select(Suggestion).join(Suggestion.connection).join(Suggestion.account)
+        if account:
+            acc = application.settings.account(account)
+            query = query.where(Account.key == acc.key)
+        if states:
+            query = query.where(Suggestion.state.in_(states))
+        rows = list(session.scalars(query.order_by(Suggestion.id)))
+        for row in rows:
+            _ = row.connection, row.account
+        return rows
+
+
+def _as_json(s: Suggestion) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "account": s.account.key,
+        "state": s.state.value,
+        "reason": s.reason.value,
+        "handle": s.connection.handle,
+        "name": s.connection.display_name,
+        "profile_url": s.connection.profile_url,
+        "created_at": s.created_at.isoformat(),
+        "decided_at": s.decided_at.isoformat() if s.decided_at else None,
+        "decided_via": s.decided_via.value if s.decided_via else None,
+        "snoozed_until": s.snoozed_until.isoformat() if s.snoozed_until else None,
+        "note": s.note,
+        "evidence": s.evidence,
+    }
+
+
+@app.command()
+def suggestions(
+    account: str | None = typer.Option(None, "--account", "-a", help="Only this account."),
+    state: list[S] = typer.Option([], "--state", "-s", help="Only these states (repeatable)."),
+    manual: bool = typer.Option(
+        False, "--manual", help="Only removals waiting for your own click."
+    ),
+    all_states: bool = typer.Option(False, "--all", help="Every state, not only pending."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (one array) for scripts."),
+    limit: int = typer.Option(0, "--limit", "-n", min=0, help="At most this many (0: all)."),
+) -> None:
+    """List suggestions with their evidence (pending ones unless told otherwise)."""
+    states = [S.MANUAL] if manual else state or ([] if all_states else [S.PENDING])
+    with _app() as application:
+        rows = _rows(application, account, states)
+        if limit:
+            rows = rows[:limit]
+        if as_json:
+            sys.stdout.write(json.dumps([_as_json(r) for r in rows], indent=1) + "\n")
+            return
+        zone = _zone(application)
+        several = len({r.account_id for r in rows}) > 1
+        table = Table(
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            caption="in/out: exchanges from them / from you in the window",
+        )
+        table.add_column("id", justify="right", no_wrap=True)
+        if several:
+            table.add_column("account", no_wrap=True)
+        table.add_column("who", no_wrap=True, overflow="ellipsis", max_width=26)
+        table.add_column("state", no_wrap=True)
+        table.add_column("last seen", no_wrap=True)
+        table.add_column("in/out", justify="right", no_wrap=True)
+        table.add_column("since", no_wrap=True)
+        table.add_column("value", justify="right", no_wrap=True)
+        for r in rows:
+            e = r.evidence
+            cells = (
+                [str(r.id)]
+                + ([r.account.key] if several else [])
+                + [
+                    r.connection.handle,
+                    r.state.value + ("" if r.reason.value == "quiet" else f" ({r.reason.value})"),
+                    _when(e.get("last_exchange"), zone),
+                    f"{e.get('inbound_in_window', 0)}/{e.get('outbound_in_window', 0)}",
+                    _when(e.get("connected_since") or e.get("first_seen"), zone),
+                    f"{e.get('value', 0):.2f}",
+                ]
+            )
+            table.add_row(*cells)
+        out.print(table)
+        if manual and rows:
+            out.print("Remove each by hand at its profile link, then run `lopper done ID`.")
+            for r in rows:
+                out.print(f"  #{r.id} {r.connection.handle}: {r.connection.profile_url}")
+        out.print(f"{len(rows)} suggestion(s)")
+
+
+def _ids_or_all(
+    application: App, ids: list[int], all_pending: bool, account: str | None, verb: str, yes: bool
+) -> list[int]:
+    if all_pending:
+        account_id = None
+        if account:
+            with application.store.session() as session:
+                key = application.settings.account(account).key
+                account_id = session.scalar(select(Account.id).where(Account.key == key))
+        found = pending_ids(application.store, account_id)
+        if not found:
+            out.print("nothing is pending")
+            raise typer.Exit(0)
+        if not yes and not typer.confirm(f"{verb} all {len(found)} pending suggestions?"):
+            raise typer.Exit(1)
+        return found
+    if not ids:
+        raise typer.BadParameter("give suggestion ids, or --all-pending")
+    return ids
+
+
+def _report_decision(result: Any, verb: str) -> None:
+    if result.changed:
+        out.print(f"{verb}: {', '.join(f'#{i}' for i in result.changed)}")
+    for sid, why in result.refused.items():
+        err.print(f"[red]#{sid}: {why}[/red]")
+    if result.refused:
+        raise typer.Exit(65)
+
+
+IdsArgument = typer.Argument(None, help="Suggestion ids.")
+AllPending = typer.Option(False, "--all-pending", help="Every pending suggestion (asks first).")
+AccountFilter = typer.Option(None, "--account", "-a", help="With --all-pending: only this account.")
+Yes = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
+
+
+@app.command()
+def confirm(
+    ids: list[int] = IdsArgument,
+    all_pending: bool = AllPending,
+    account: str | None = AccountFilter,
+    yes: bool = Yes,
+) -> None:
+    """Confirm removals; `lopper execute` (or the daemon) carries them out."""
+    with _app() as application:
+        chosen = _ids_or_all(
+            application, ids or [], all_pending, account, "Confirm removal of", yes
+        )
+        result = decide(
+            application.store, chosen, S.CONFIRMED, via=Channel.CLI, now=application.clock()
+        )
+        _report_decision(result, "confirmed")
+
+
+@app.command()
+def keep(
+    ids: list[int] = IdsArgument,
+    all_pending: bool = AllPending,
+    account: str | None = AccountFilter,
+    yes: bool = Yes,
+) -> None:
+    """Keep these connections; they are never suggested again."""
+    with _app() as application:
+        chosen = _ids_or_all(application, ids or [], all_pending, account, "Keep", yes)
+        result = decide(application.store, chosen, S.KEPT, via=Channel.CLI, now=application.clock())
+        _report_decision(result, "kept")
+
+
+def _until(for_: str | None, until: str | None, now: datetime) -> datetime:
+    if until:
+        try:
+            day = datetime.fromisoformat(until)
+        except ValueError:
+            raise typer.BadParameter(f"--until: {until!r} is not a date (YYYY-MM-DD)") from None
+        return day if day.tzinfo else day.replace(tzinfo=now.tzinfo)
+    try:
+        return now + cfg.parse_duration(for_ or "30d")
+    except ValueError as exc:
+        raise typer.BadParameter(f"--for: {exc}") from None
+
+
+@app.command()
+def snooze(
+    ids: list[int] = IdsArgument,
+    all_pending: bool = AllPending,
+    account: str | None = AccountFilter,
+    yes: bool = Yes,
+    for_: str | None = typer.Option(None, "--for", help="How long, e.g. 30d (default)."),
+    until: str | None = typer.Option(None, "--until", help="Until this date (YYYY-MM-DD)."),
+) -> None:
+    """Ask again later."""
+    with _app() as application:
+        chosen = _ids_or_all(application, ids or [], all_pending, account, "Snooze", yes)
+        when = _until(for_, until, application.clock())
+        result = decide(
+            application.store,
+            chosen,
+            S.SNOOZED,
+            via=Channel.CLI,
+            now=application.clock(),
+            until=when,
+        )
+        _report_decision(result, f"snoozed until {when:%Y-%m-%d}")
+
+
+def _read_key() -> str:
+    """One key press on a terminal; one character of standard input otherwise (scripts)."""
+    if sys.stdin.isatty():
+        return typer.getchar().lower()
+    while True:
+        char = sys.stdin.read(1)
+        if not char:
+            return "q"
+        if not char.isspace():
+            return char.lower()
+
+
+@app.command()
+def review(
+    account: str | None = typer.Option(None, "--account", "-a", help="Only this account."),
+) -> None:
+    """Go through pending suggestions one by one: [r]emove, [k]eep, [s]nooze, [n]ext, [q]uit."""
+    with _app() as application:
+        zone = _zone(application)
+        rows = _rows(application, account, [S.PENDING])
+        if not rows:
+            out.print("nothing is pending")
+            return
+        counts = {"confirmed": 0, "kept": 0, "snoozed": 0}
+        for index, r in enumerate(rows, 1):
+            e = r.evidence
+            body = (
+                f"[bold]{r.connection.display_name or r.connection.handle}[/bold]  {r.connection.handle}\n"
+                f"{r.connection.profile_url or ''}\n\n"
+                f"why:             {e.get('why', r.reason.value)}\n"
+                f"connected since: {_when(e.get('connected_since') or e.get('first_seen'), zone)}\n"
+                f"last exchange:   {_when(e.get('last_exchange'), zone)}"
+                f"  (theirs {_when(e.get('last_inbound'), zone)}, yours {_when(e.get('last_outbound'), zone)})\n"
+                f"in the window:   {e.get('inbound_in_window', 0)} from them, "
+                f"{e.get('outbound_in_window', 0)} from you ({e.get('window_days')} days)\n"
+                f"value:           {e.get('value', 0):.2f}"
+                + ("\nmutual follow" if e.get("mutual") else "")
+            )
+            out.print(Panel(body, title=f"#{r.id}  {r.account.key}  ({index}/{len(rows)})"))
+            out.print(r"\[r]emove  \[k]eep  \[s]nooze 30 days  \[n]ext  \[q]uit ", end="")
+            key = _read_key()
+            out.print(key)
+            now = application.clock()
+            if key == "q":
+                break
+            if key == "r":
+                decide(application.store, [r.id], S.CONFIRMED, via=Channel.REVIEW, now=now)
+                counts["confirmed"] += 1
+            elif key == "k":
+                decide(application.store, [r.id], S.KEPT, via=Channel.REVIEW, now=now)
+                counts["kept"] += 1
+            elif key == "s":
+                decide(
+                    application.store,
+                    [r.id],
+                    S.SNOOZED,
+                    via=Channel.REVIEW,
+                    now=now,
+                    until=now + timedelta(days=30),
+                )
+                counts["snoozed"] += 1
+        out.print(
+            f"{counts['confirmed']} confirmed, {counts['kept']} kept, {counts['snoozed']} snoozed. "
+            + ("Run `lopper execute` to carry out the removals." if counts["confirmed"] else "")
+        )
+
+
+@app.command()
+def undo(suggestion_id: int = typer.Argument(..., help="The id of a removed suggestion.")) -> None:
+    """Follow someone again that lopper removed (where the platform allows it)."""
+    with _app() as application:
+        with application.store.session() as session:
+            suggestion = session.get(Suggestion, suggestion_id)
+            if suggestion is None:
+                raise LopperError(f"no suggestion with id {suggestion_id}")
+            key = suggestion.account.key
+            handle = suggestion.connection.handle
+        adapter = application.adapter_for_key(key)
+        restore(application.store, suggestion_id, adapter, via=Channel.CLI, now=application.clock())
+        out.print(
+            f"restored #{suggestion_id}: following {handle} again; they will not be suggested again"
+        )
+
+
+@app.command()
+def done(
+    ids: list[int] = typer.Argument(..., help="Ids of manual removals you carried out."),
+) -> None:
+    """Record that you removed these connections by hand."""
+    with _app() as application:
+        for suggestion_id in ids:
+            manual_done(application.store, suggestion_id, via=Channel.CLI, now=application.clock())
+            out.print(f"#{suggestion_id} recorded as removed")
+
+
+@app.command()
+def plan(
+    keep_: str = typer.Option(..., "--keep", help="What to keep: a share (20%) or a number (500)."),
+    account: str | None = typer.Option(None, "--account", "-a", help="Only this account."),
+    queue: bool = typer.Option(False, "--queue", help="Queue the plan as pending suggestions."),
+    show: int = typer.Option(20, "--show", min=0, help="How many of the plan to list."),
+) -> None:
+    """Who would go first to bring the network down to a target, lowest value first."""
+    target = _parse_percent(keep_)
+    with _app() as application:
+        zone = _zone(application)
+        for acc in application.accounts(account):
+            with application.store.session() as session:
+                row = session.scalar(select(Account).where(Account.key == acc.key))
+                if row is None:
+                    err.print(f"[yellow]{acc.key}: not synced yet[/yellow]")
+                    continue
+                evaluation = judge_account(
+                    session, row, application.settings.rules, application.clock()
+                )
+            result = plan_reduction(evaluation.items, target)
+            out.print(
+                f"[bold]{acc.key}[/bold]: you follow {result.network:,}; keeping {result.keep_target:,} "
+                f"means {len(result.remove):,} go ({result.untouchable:,} are protected, new or "
+                "not judgeable yet and stay)"
+            )
+            if result.shortfall:
+                err.print(
+                    f"[yellow]the target is out of reach by {result.shortfall:,}: "
+                    "protected and new connections are never planned[/yellow]"
+                )
+            table = Table()
+            for column in ("#", "who", "why", "last exchange", "value"):
+                table.add_column(column)
+            for n, item in enumerate(result.remove[:show], 1):
+                table.add_row(
+                    str(n),
+                    item.facts.handle,
+                    item.judgement.why,
+                    _when(item.stats.last_exchange, zone),
+                    f"{item.stats.value:.2f}",
+                )
+            out.print(table)
+            if queue:
+                queued = queue_plan(application.store, acc.key, result.remove, application.clock())
+                out.print(f"queued {queued:,} pending suggestions; nothing goes until you confirm")
+
+
+@export_app.command("removed")
+def export_removed(
+    csv_: bool = typer.Option(True, "--csv", help="CSV (the only format for now)."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write here instead of stdout."
+    ),
+) -> None:
+    """Everyone lopper removed, so you can always find them again."""
+    with _app() as application:
+        with application.store.session() as session:
+            rows = session.execute(
+                select(Suggestion, Removal.finished_at)
+                .join(Removal, Removal.suggestion_id == Suggestion.id)
+                .where(
+                    Suggestion.state.in_([S.REMOVED, S.RESTORED]),
+                    Removal.state == RemovalState.DONE,
+                )
+                .order_by(Removal.finished_at)
+            ).all()
+            records = [
+                {
+                    "suggestion_id": s.id,
+                    "account": s.account.key,
+                    "handle": s.connection.handle,
+                    "name": s.connection.display_name or "",
+                    "platform_user_id": s.connection.platform_user_id,
+                    "profile_url": s.connection.profile_url or "",
+                    "removed_at": finished.isoformat() if finished else "",
+                    "reason": s.reason.value,
+                    "state": s.state.value,
+                }
+                for s, finished in rows
+            ]
+        fields = [
+            "suggestion_id",
+            "account",
+            "handle",
+            "name",
+            "platform_user_id",
+            "profile_url",
+            "removed_at",
+            "reason",
+            "state",
+        ]
+        handle = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
+        try:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(records)
+        finally:
+            if output:
+                handle.close()
+                err.print(f"{len(records)} removed connection(s) written to {output}")
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """The state of each account: network, history, queue, removals, problems."""
+    with _app() as application:
+        now = application.clock()
+        zone = _zone(application)
+        report: list[dict[str, Any]] = []
+        with application.store.session() as session:
+            for acc in application.settings.accounts:
+                row = session.scalar(select(Account).where(Account.key == acc.key))
+                entry: dict[str, Any] = {
+                    "account": acc.key,
+                    "enabled": acc.enabled,
+                    "simulated": acc.platform == "sandbox",
+                }
+                missing = application.loaded.account_ready(acc.key)
+                if missing:
+                    entry["problem"] = f"secret {', '.join(missing)} not set: skipped"
+                if row is None:
+                    entry["synced"] = False
+                    report.append(entry)
+                    continue
+                active = Connection.state == ConnectionState.ACTIVE
+                entry["connections"] = (
+                    session.scalar(
+                        select(func.count())
+                        .select_from(Connection)
+                        .where(Connection.account_id == row.id, active)
+                    )
+                    or 0
+                )
+                entry["following"] = (
+                    session.scalar(
+                        select(func.count())
+                        .select_from(Connection)
+                        .where(Connection.account_id == row.id, active, Connection.following)
+                    )
+                    or 0
+                )
+                entry["interactions"] = (
+                    session.scalar(
+                        select(func.count())
+                        .select_from(Interaction)
+                        .where(Interaction.account_id == row.id)
+                    )
+                    or 0
+                )
+                coverage = account_coverage(session, row)
+                entry["coverage"] = (
+                    [coverage.start.isoformat(), coverage.end.isoformat()] if coverage else None
+                )
+                entry["last_sync"] = row.last_sync_at.isoformat() if row.last_sync_at else None
+                last_run = session.scalar(
+                    select(SyncRun).where(SyncRun.account_id == row.id).order_by(SyncRun.id.desc())
+                )
+                if last_run is not None:
+                    entry["last_sync_outcome"] = last_run.outcome
+                    if last_run.detail:
+                        entry["last_sync_detail"] = last_run.detail
+                counts = dict(
+                    session.execute(
+                        select(Suggestion.state, func.count())
+                        .where(Suggestion.account_id == row.id)
+                        .group_by(Suggestion.state)
+                    ).all()
+                )
+                entry["suggestions"] = {k.value: v for k, v in counts.items()}
+                entry["removals_last_24h"] = removals_today(session, row.id, now)
+                entry["daily_removal_cap"] = application.settings.rules.daily_removal_cap
+                for label, value in (
+                    ("paused", row.paused_reason),
+                    ("removals_blocked", row.removals_blocked_reason),
+                ):
+                    if value:
+                        entry[label] = value
+                if row.brake_engaged_at:
+                    entry["brake"] = f"{row.brake_vanished} of {row.brake_total} vanished at once"
+                report.append(entry)
+        if as_json:
+            sys.stdout.write(json.dumps(report, indent=1) + "\n")
+            return
+        url = make_url(application.database_url).render_as_string(hide_password=True)
+        out.print(f"config:   {application.loaded.path}", highlight=False)
+        out.print(f"database: {url}", highlight=False)
+        for entry in report:
+            title = entry["account"] + (
+                "  [dim](simulated network)[/dim]" if entry["simulated"] else ""
+            )
+            lines = []
+            if not entry.get("synced", True):
+                lines.append("not synced yet — run `lopper sync`")
+            else:
+                cov = entry["coverage"]
+                lines += [
+                    f"connections:  {entry['connections']:,} ({entry['following']:,} you follow)",
+                    f"interactions: {entry['interactions']:,}",
+                    "history:      "
+                    + (
+                        f"{_when(cov[0], zone)} → {_when(cov[1], zone, True)}"
+                        if cov
+                        else "none yet"
+                    ),
+                    f"last sync:    {_when(entry['last_sync'], zone, True)} ({entry.get('last_sync_outcome', '-')})",
+                    "suggestions:  "
+                    + (
+                        ", ".join(f"{v} {k}" for k, v in sorted(entry["suggestions"].items()))
+                        or "none"
+                    ),
+                    f"removals:     {entry['removals_last_24h']} in the last 24 h (cap {entry['daily_removal_cap']})",
+                ]
+            for label in ("problem", "paused", "removals_blocked", "brake", "last_sync_detail"):
+                if entry.get(label):
+                    lines.append(f"[yellow]{label.replace('_', ' ')}: {entry[label]}[/yellow]")
+            out.print(Panel("\n".join(lines), title=title, title_align="left"))
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        err.print("configuration problem", style="red")
+        err.print(str(exc), highlight=False, markup=False)
+        sys.exit(exc.exit_code)
+    except LopperError as exc:
+        err.print(f"lopper: {exc}", highlight=False, markup=False)
+        sys.exit(exc.exit_code)
