@@ -41,7 +41,7 @@ from service.suggestions import decide, judge_account, pending_ids, queue_plan
 
 S = SuggestionState
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # whole lines: messages stay greppable
 
 app = typer.Typer(
     name="lopper",

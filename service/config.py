@@ -418,7 +418,11 @@ def load_config(path: Path | None = None, text: str | None = None) -> LoadedConf
         for error in exc.errors():
             loc = _clean_loc(tuple(error["loc"]))
             problems.append(
-                ConfigProblem(error["msg"], key=_describe(loc), line=_line_for(lines, loc))
+                ConfigProblem(
+                    error["msg"].removeprefix("Value error, "),
+                    key=_describe(loc),
+                    line=_line_for(lines, loc),
+                )
             )
         raise ConfigError(problems, source) from None
 

@@ -109,7 +109,7 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            raise StoreError(f"cannot create the state directory {path.parent}: {exc}") from None
+            raise StoreError(f"cannot create the database directory {path.parent}: {exc}") from None
     try:
         engine = create_engine(parsed, future=True, pool_pre_ping=True)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:

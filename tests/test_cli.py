@@ -1,0 +1,253 @@
+"""The command line, end to end on the sandbox: what a person types and what they get back."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from service.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    for name in ("CONFIGURATION_DIRECTORY", "STATE_DIRECTORY", "LOPPER_CONFIG", "CREDENTIALS_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def lopper(*args: str, input: str | None = None) -> str:
+    result = runner.invoke(app, list(args), input=input)
+    assert result.exit_code == 0, (args, result.output, result.exception)
+    return result.output
+
+
+def run_module(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real entry point, for exit codes (python -m service)."""
+    env = {**os.environ, "XDG_CONFIG_HOME": str(home / "config"), "XDG_STATE_HOME": str(home / "state")}
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def pending(limit: int = 0) -> list[dict]:
+    args = ["suggestions", "--json"] + (["--limit", str(limit)] if limit else [])
+    return json.loads(lopper(*args))
+
+
+def test_every_command_has_help_text():
+    def walk(command, path):
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    for path, command in walk(get_command(app), ["lopper"]):
+        assert command.help and command.help.strip(), f"{' '.join(path)} has no help text"
+
+
+def test_demo_then_the_whole_loop(home):
+    output = lopper("demo", "--size", "600")
+    assert "simulated" in output
+    assert "lopper review" in output
+    first = pending()
+    assert first, "the demo leaves suggestions pending"
+    assert all(s["state"] == "pending" for s in first)
+    evidence = first[0]["evidence"]
+    for key in ("last_exchange", "inbound_in_window", "outbound_in_window", "connected_since", "value"):
+        assert key in evidence
+
+    ids = [str(s["id"]) for s in first[:3]]
+    assert "confirmed" in lopper("confirm", *ids)
+    assert "3 removed" in lopper("execute")
+    removed = list(csv.DictReader(io.StringIO(lopper("export", "removed", "--csv"))))
+    assert sorted(r["suggestion_id"] for r in removed) == sorted(ids)
+    assert {r["handle"] for r in removed} == {s["handle"] for s in first[:3]}
+
+    lopper("undo", ids[0])
+    states = {s["id"]: s["state"] for s in json.loads(lopper("suggestions", "--json", "--all"))}
+    assert states[int(ids[0])] == "restored"
+    assert states[int(ids[1])] == "removed"
+
+    status = json.loads(lopper("status", "--json"))[0]
+    assert status["simulated"] is True
+    assert status["suggestions"]["removed"] == 2
+    assert status["removals_last_24h"] == 3
+    assert status["coverage"] is not None
+
+
+def test_review_takes_one_key_per_suggestion(home):
+    lopper("demo", "--size", "400")
+    before = pending()
+    assert len(before) >= 4
+    lopper("review", input="rksnq")
+    after = {s["id"]: s for s in json.loads(lopper("suggestions", "--json", "--all"))}
+    assert after[before[0]["id"]]["state"] == "confirmed"
+    assert after[before[0]["id"]]["decided_via"] == "review"
+    assert after[before[1]["id"]]["state"] == "kept"
+    assert after[before[2]["id"]]["state"] == "snoozed"
+    assert after[before[3]["id"]]["state"] == "pending"
+
+
+def test_bulk_confirmation_asks_first(home):
+    lopper("demo", "--size", "300")
+    count = len(pending())
+    result = runner.invoke(app, ["confirm", "--all-pending"], input="n\n")
+    assert result.exit_code != 0
+    assert len(pending()) == count
+    lopper("confirm", "--all-pending", input="y\n")
+    assert pending() == []
+
+
+def test_plan_lists_lowest_value_first_and_queues_only_on_request(home):
+    lopper("demo", "--size", "500")
+    before = len(json.loads(lopper("suggestions", "--json", "--all")))
+    output = lopper("plan", "--keep", "20%", "--show", "5")
+    assert "keeping" in output
+    assert len(json.loads(lopper("suggestions", "--json", "--all"))) == before
+    lopper("plan", "--keep", "20%", "--queue")
+    assert len(json.loads(lopper("suggestions", "--json", "--all"))) > before
+
+
+def test_demo_never_overwrites_a_real_configuration(home):
+    config = home / "config" / "lopper" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("version: 1\n")
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 1
+    assert config.read_text() == "version: 1\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["confirm", "999999"], 65, "no such suggestion"),
+        (["undo", "999999"], 1, "no suggestion with id 999999"),
+        (["sync", "x:@nobody"], 78, "no account"),
+    ],
+)
+def test_bad_requests_get_a_clear_error_and_change_nothing(home, args, code, message):
+    lopper("demo", "--size", "200")
+    before = lopper("suggestions", "--json", "--all")
+    result = run_module(home, *args)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert lopper("suggestions", "--json", "--all") == before
+
+
+def test_confirming_a_removed_suggestion_is_refused(home):
+    lopper("demo", "--size", "200")
+    sid = str(pending()[0]["id"])
+    lopper("confirm", sid)
+    lopper("execute")
+    result = run_module(home, "confirm", sid)
+    assert result.returncode == 65
+    assert "is removed" in result.stderr
+
+
+def test_bad_configuration_exits_78_naming_the_line(home, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nrules:\n  window: forever\n")
+    result = run_module(home, "config", "check", str(bad))
+    assert result.returncode == 78
+    assert "line 3" in result.stderr and "rules.window" in result.stderr
+    result = run_module(home, "--config", str(bad), "status")
+    assert result.returncode == 78
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_configuration_points_to_the_demo(home):
+    result = run_module(home, "status")
+    assert result.returncode == 78
+    assert "lopper demo" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["not a url", "mysql://u@h/db", "sqlite:////proc/nonexistent/dir/x.sqlite3"]
+)
+def test_corrupt_database_url_is_explained(home, tmp_path, url):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"version: 1\naccounts: [{{platform: sandbox, handle: '@a'}}]\nstorage: {{url: '{url}'}}\n")
+    result = run_module(home, "--config", str(config), "status")
+    assert result.returncode == 78, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "database" in result.stderr
+
+
+def test_a_file_that_is_not_a_database_is_explained(home, tmp_path):
+    junk = tmp_path / "junk.sqlite3"
+    junk.write_bytes(b"this is not an sqlite database" * 100)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"version: 1\nstorage: {{url: 'sqlite:///{junk}'}}\n")
+    result = run_module(home, "--config", str(config), "status")
+    assert result.returncode == 78
+    assert "not an SQLite database" in result.stderr
+
+
+def test_account_without_its_secret_is_skipped_while_others_run(home, tmp_path, monkeypatch):
+    monkeypatch.delenv("NOPE_TOKEN", raising=False)
+    config = tmp_path / "c.yaml"
+    state = tmp_path / "state"
+    config.write_text(
+        "version: 1\naccounts:\n"
+        "  - {platform: sandbox, handle: '@a', sandbox: {size: 50}}\n"
+        "  - {platform: sandbox, handle: '@b', sandbox: {size: 50}, credentials: {token: '${NOPE_TOKEN}'}}\n"
+        f"storage: {{url: 'sqlite:///{state}/db.sqlite3'}}\n"
+    )
+    result = runner.invoke(app, ["--config", str(config), "sync"])
+    assert result.exit_code == 1
+    assert "sandbox:@b skipped" in result.output and "NOPE_TOKEN" in result.output
+    assert "sandbox:@a: ok" in result.output
+
+
+def test_a_planted_secret_reaches_no_output_log_or_database(home, tmp_path, monkeypatch):
+    secret = "tok-9f8e7d6c5b4a-planted"
+    monkeypatch.setenv("PLANTED_TOKEN", secret)
+    config = tmp_path / "c.yaml"
+    database = tmp_path / "db.sqlite3"
+    config.write_text(
+        "version: 1\naccounts:\n"
+        "  - {platform: sandbox, handle: '@a', sandbox: {size: 80}, credentials: {token: '${PLANTED_TOKEN}'}}\n"
+        f"storage: {{url: 'sqlite:///{database}'}}\n"
+    )
+    outputs = []
+    for args in (["sync"], ["evaluate"], ["suggestions", "--json", "--all"], ["status", "--json"], ["status"]):
+        result = runner.invoke(app, ["--config", str(config), "-v", "--json-logs", *args])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    assert secret not in "".join(outputs)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert secret.encode() in config.read_bytes() or "${PLANTED_TOKEN}" in config.read_text()
+
+
+def test_python_dash_m_service_runs(home):
+    result = run_module(home, "--help")
+    assert result.returncode == 0
+    assert "demo" in result.stdout
+
+
+def test_typer_app_is_importable_without_platform_sdks():
+    # Importing the command line must not pull in any platform SDK (slow, heavy).
+    code = (
+        "import sys, service.cli; "
+        "heavy = [m for m in ('tweepy', 'facebook', 'mastodon', 'atproto') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr
+    assert isinstance(app, typer.Typer)

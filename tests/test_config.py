@@ -1,0 +1,127 @@
+"""The configuration: the example stays valid, and every problem names its key and line."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from service.config import default_config_path, find_config, load_config, parse_duration
+from service.errors import ConfigError
+from service.model import Kind
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config.example.yaml"
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(text=text)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_example_is_valid_and_its_secrets_are_only_warnings(monkeypatch):
+    monkeypatch.delenv("MASTODON_TOKEN", raising=False)
+    monkeypatch.delenv("SMTP_PASSWORD", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    loaded = load_config(EXAMPLE)
+    assert [a.key for a in loaded.settings.accounts] == ["sandbox:@you", "mastodon:@you@example.social"]
+    assert loaded.account_ready("mastodon:@you@example.social") == ["MASTODON_TOKEN"]
+    assert loaded.account_ready("sandbox:@you") == []
+    assert any("MASTODON_TOKEN" in str(w) and "line" in str(w) for w in loaded.warnings)
+
+
+def test_example_holds_no_inline_secret():
+    for line in EXAMPLE.read_text().splitlines():
+        if any(word in line for word in ("token:", "password:")) and not line.strip().startswith("#"):
+            assert "${" in line, line
+
+
+def test_every_problem_is_named_with_key_and_line():
+    found = problems(
+        "version: 1\n"
+        "accounts:\n"
+        "  - platform: myspace\n"
+        "    handle: '@x'\n"
+        "rules:\n"
+        "  window: forever\n"
+        "  count_kinds: [like, hug]\n"
+        "digest:\n"
+        "  timezone: Mars/Olympus\n"
+        "bogus: 1\n"
+    )
+    joined = "\n".join(found)
+    assert len(found) == 5, joined
+    assert "line 3, accounts[0].platform" in joined
+    assert "line 6, rules.window" in joined
+    assert "line 7, rules.count_kinds[1]" in joined
+    assert "line 9, digest.timezone" in joined
+    assert "line 10, bogus" in joined
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("version: 1\naccounts: [\n", "not valid YAML"),
+        ("- just\n- a list\n", "must hold a mapping"),
+        ("accounts: []\n", "version"),
+        ("version: 2\n", "version"),
+        (
+            "version: 1\naccounts:\n  - {platform: sandbox, handle: '@a'}\n  - {platform: sandbox, handle: '@a'}\n",
+            "listed twice",
+        ),
+        ("version: 1\nrules: {target_keep: 150%}\n", "rules.target_keep"),
+        ("version: 1\nschedule: {digest: 'every monday'}\n", "cron"),
+        (
+            "version: 1\naccounts:\n  - {platform: x, handle: '@a', sandbox: {seed: 1}}\n",
+            "only for platform: sandbox",
+        ),
+    ],
+)
+def test_bad_files_are_refused_with_a_reason(text, expected):
+    assert any(expected in p for p in problems(text))
+
+
+def test_secrets_come_from_environment_then_credentials_directory(monkeypatch, tmp_path):
+    text = (
+        "version: 1\naccounts:\n  - platform: mastodon\n    handle: '@a@b.c'\n"
+        "    credentials: {access_token: '${TOK}'}\n"
+    )
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    monkeypatch.delenv("TOK", raising=False)
+    (tmp_path / "TOK").write_text("from-file\n")
+    loaded = load_config(text=text)
+    secret = loaded.settings.accounts[0].credentials["access_token"]
+    assert secret.get_secret_value() == "from-file"
+    assert "from-file" not in repr(loaded.settings)
+    monkeypatch.setenv("TOK", "from-env")
+    assert load_config(text=text).settings.accounts[0].credentials["access_token"].get_secret_value() == "from-env"
+
+
+def test_rules_defaults_and_parsing():
+    settings = load_config(
+        text="version: 1\nrules: {window: 90d, target_keep: 20%, protected: ['@Mum'], weights: {like: 0.5}}\n"
+    ).settings
+    assert settings.rules.window == timedelta(days=90)
+    assert settings.rules.target_keep == pytest.approx(0.2)
+    assert "@mum" in settings.rules.protected
+    assert settings.rules.weights[Kind.LIKE] == 0.5
+    assert settings.rules.weights[Kind.MESSAGE] == 5.0
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("30m", 1800), ("6h", 21600), ("180d", 15552000), ("2w", 1209600), (90, 90)]
+)
+def test_durations(value, seconds):
+    assert parse_duration(value).total_seconds() == seconds
+
+
+def test_config_location_follows_systemd_then_xdg(monkeypatch, tmp_path):
+    monkeypatch.delenv("LOPPER_CONFIG", raising=False)
+    monkeypatch.setenv("CONFIGURATION_DIRECTORY", str(tmp_path / "etc"))
+    assert find_config(None) == tmp_path / "etc" / "config.yaml"
+    monkeypatch.delenv("CONFIGURATION_DIRECTORY")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert default_config_path() == tmp_path / "xdg" / "lopper" / "config.yaml"
+    assert find_config(tmp_path / "given.yaml") == tmp_path / "given.yaml"
