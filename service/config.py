@@ -72,7 +72,7 @@ class _DurationModel(_Model):
     @classmethod
     def _durations(cls, value: Any, info: Any) -> Any:
         annotation = cls.model_fields[info.field_name].annotation
-        if annotation is timedelta:
+        if annotation is timedelta or (annotation == timedelta | None and value is not None):
             return parse_duration(value)
         return value
 
@@ -152,6 +152,11 @@ class Rules(_DurationModel):
     inbound_weight: float = Field(1.0, ge=0)
     outbound_weight: float = Field(1.0, ge=0)
     stale_after: timedelta = timedelta(days=7)
+    # Connections whose own last post is older than this join the "gone or moved" lane
+    # (unless you exchanged in the window). None: no such rule.
+    dormant_after: timedelta | None = None
+    # An exchange with the same person on a linked account (`lopper link`) counts too.
+    count_linked: bool = True
     brake_share: float = Field(0.1, gt=0, le=1)
     brake_min: int = Field(20, ge=1)
     max_attempts: int = Field(5, ge=1)

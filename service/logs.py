@@ -48,6 +48,8 @@ def _scrub_value(value: Any) -> Any:
 
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event):
+        if key == "exc_info":
+            continue  # formatted later, then scrubbed as text (see configure_logging)
         if any(word in key.lower() for word in _SENSITIVE_KEYS):
             event[key] = MASK
         else:
@@ -88,6 +90,8 @@ def configure_logging(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            # Scrub the traceback text before a renderer escapes it past recognition.
+            redact,
             renderer,
             _scrub_rendered,
         ],

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from service.config import Account as AccountConfig
 from service.config import Rules
 from service.errors import InvalidTransition, LopperError, NotFound
+from service.logs import scrub
 from service.model import Channel, ConnectionState, RemovalState, SuggestionState
 from service.platforms.base import (
     AuthError,
@@ -81,6 +82,11 @@ def _last_removal(session: Session, suggestion_id: int) -> Removal | None:
     return session.scalar(
         select(Removal).where(Removal.suggestion_id == suggestion_id).order_by(Removal.id.desc())
     )
+
+
+def _interrupted(session: Session, suggestion_id: int) -> bool:
+    last = _last_removal(session, suggestion_id)
+    return last is not None and last.state is RemovalState.STARTED
 
 
 def removals_today(session: Session, account_id: int, now: datetime) -> int:
@@ -145,7 +151,11 @@ def execute_account(
     for suggestion_id in due_ids:
         if can_remove:
             with store.session() as session:
-                if removals_today(session, account_id, clock()) >= rules.daily_removal_cap:
+                # An interrupted removal was counted when it started: finishing it adds none.
+                if (
+                    not _interrupted(session, suggestion_id)
+                    and removals_today(session, account_id, clock()) >= rules.daily_removal_cap
+                ):
                     report.stopped = f"daily cap of {rules.daily_removal_cap} removals reached"
                     break
             if not first and spacing[1] > 0:
@@ -184,6 +194,10 @@ def _execute_one(
             return None
         connection = suggestion.connection
         user_id = connection.platform_user_id
+        created_at = suggestion.created_at
+        # The platform was already asked before a crash: the re-check was made then, and
+        # asking again is safe ("not following any more" counts as done).
+        resuming = _interrupted(session, suggestion_id)
         if not can_remove:
             transition(
                 session,
@@ -197,13 +211,13 @@ def _execute_one(
             session.add(_removal(suggestion, RemovalState.MANUAL, clock()))
             report.manual.append(suggestion_id)
             return None
-        since = _exchange_since(session, suggestion, rules)
+        since = None if resuming else _exchange_since(session, suggestion, rules)
         if since is not None:
             reason = f"an exchange on {since:%Y-%m-%d} since the suggestion"
             _drop(session, suggestion, reason, clock())
             report.dropped[suggestion_id] = reason
             return None
-    if Capability.RELATIONSHIP in adapter.capabilities:
+    if not resuming and Capability.RELATIONSHIP in adapter.capabilities:
         try:
             relationship = adapter.relationship(user_id)
         except PlatformError as exc:
@@ -214,6 +228,14 @@ def _execute_one(
                 _drop(session, suggestion, "no longer connected on the platform", clock())
                 suggestion.connection.following = False
             report.dropped[suggestion_id] = "no longer connected"
+            return None
+        last = relationship.last_exchange_at
+        if last is not None and last > created_at:
+            # An exchange the platform knows of and the store does not have yet.
+            reason = f"an exchange on {last:%Y-%m-%d} since the suggestion"
+            with store.session() as session:
+                _drop(session, get_suggestion(session, suggestion_id), reason, clock())
+            report.dropped[suggestion_id] = reason
             return None
     with store.session() as session:
         suggestion = get_suggestion(session, suggestion_id)
@@ -228,9 +250,9 @@ def _execute_one(
         removal_id = removal.id
     try:
         outcome = adapter.remove(user_id)
-        detail = outcome.detail
+        detail = scrub(outcome.detail) if outcome.detail else None
     except PersonNotFound as exc:
-        detail = f"already gone: {exc}"
+        detail = f"already gone: {scrub(str(exc))}"
     except PlatformError as exc:
         return _failure(store, suggestion_id, exc, rules, clock, report, removal_id)
     with store.session() as session:
@@ -295,6 +317,7 @@ def _failure(
     removal_id: int | None = None,
 ) -> str | None:
     now = clock()
+    said = scrub(str(exc)) or type(exc).__name__  # invariant 7: SDKs echo tokens in errors
     with store.session() as session:
         suggestion = get_suggestion(session, suggestion_id)
         account = suggestion.account
@@ -308,26 +331,30 @@ def _failure(
             removal = session.get_one(Removal, removal_id)
         removal.state = RemovalState.FAILED
         removal.finished_at = now
-        removal.error = str(exc) or type(exc).__name__
+        removal.error = said
         if isinstance(exc, RateLimited):
             # Not the removal's fault: it stays confirmed and waits for the window to reset.
             account.next_removal_at = exc.reset_at or now + timedelta(minutes=15)
             removal.attempt = max(0, removal.attempt - 1)
-            return f"rate limited: {exc}"
+            # A suggestion already retrying (failed) must stay due once the window resets.
+            removal.next_attempt_at = account.next_removal_at
+            return f"rate limited: {said}"
         if isinstance(exc, Blocked):
-            account.removals_blocked_reason = f"the platform pushed back: {exc}"
+            account.removals_blocked_reason = f"the platform pushed back: {said}"
             account.removals_blocked_at = now
-            report.failed[suggestion_id] = str(exc)
-            return f"removals stopped for {account.key}: {exc}"
+            removal.next_attempt_at = now  # due again once the person lifts the stop
+            report.failed[suggestion_id] = said
+            return f"removals stopped for {account.key}: {said}"
         if isinstance(exc, AuthError):
-            account.paused_reason = f"credentials refused: {exc}"
+            account.paused_reason = f"credentials refused: {said}"
             account.paused_at = now
-            return f"account paused: {exc}"
+            removal.next_attempt_at = now  # due again once a sync accepts the credentials
+            return f"account paused: {said}"
         if removal.attempt < rules.max_attempts:
             removal.next_attempt_at = now + BACKOFF_BASE * (2 ** (removal.attempt - 1))
-            detail = f"attempt {removal.attempt} failed ({exc}); retry after {removal.next_attempt_at:%Y-%m-%d %H:%M} UTC"
+            detail = f"attempt {removal.attempt} failed ({said}); retry after {removal.next_attempt_at:%Y-%m-%d %H:%M} UTC"
         else:
-            detail = f"gave up after {removal.attempt} attempts: {exc}"
+            detail = f"gave up after {removal.attempt} attempts: {said}"
         transition(
             session, suggestion, S.FAILED, actor=LOPPER, via=Channel.SYSTEM, now=now, detail=detail
         )
@@ -353,7 +380,7 @@ def restore(
     try:
         adapter.restore(user_id)
     except PlatformError as exc:
-        raise RestoreError(f"the platform refused to restore: {exc}") from None
+        raise RestoreError(f"the platform refused to restore: {scrub(str(exc))}") from None
     with store.session() as session:
         suggestion = get_suggestion(session, suggestion_id)
         transition(session, suggestion, S.RESTORED, actor=PERSON, via=via, now=now)
@@ -370,3 +397,8 @@ def manual_done(store: Store, suggestion_id: int, *, via: Channel, now: datetime
         if suggestion.state is not S.MANUAL:
             raise NotFound(f"suggestion {suggestion_id} is not waiting for a manual removal")
         transition(session, suggestion, S.REMOVED, actor=PERSON, via=via, now=now)
+        # As after a removal through the API: not suggested again before the next listing.
+        connection = suggestion.connection
+        connection.following = False
+        if not connection.followed_by:
+            connection.state = ConnectionState.REMOVED

@@ -35,6 +35,7 @@ class ConnectionFacts:
     moved_to: str | None = None
     lists: tuple[str, ...] = ()
     kept: bool = False  # the person chose to keep them earlier
+    last_active_at: datetime | None = None  # their own last post (None: unknown)
 
     @property
     def mutual(self) -> bool:
@@ -115,6 +116,7 @@ def evidence_for(
         "coverage": [_iso(coverage.start), _iso(coverage.end)] if coverage else None,
         "moved_to": facts.moved_to,
         "gone": facts.gone,
+        "last_active": _iso(facts.last_active_at),
     }
 
 
@@ -153,18 +155,21 @@ def judge(
     now: datetime,
     *,
     brake: bool = False,
+    with_evidence: bool = True,
 ) -> Judgement:
-    evidence = evidence_for(facts, stats, rules, coverage)
+    # Evidence is what a suggestion carries: evaluating a whole account builds it only for
+    # the few connections it queues, not for every one of tens of thousands.
+    evidence = evidence_for(facts, stats, rules, coverage) if with_evidence else {}
     if not facts.following:
         return Judgement(Verdict.NOT_FOLLOWING, "they follow you; you do not follow them", evidence)
     why = protection(facts, rules)
     if why:
         return Judgement(Verdict.PROTECTED, why, evidence)
+    if brake:
+        return Judgement(Verdict.HELD, "sanity brake: waiting for a sync that agrees", evidence)
     if facts.gone:
         where = f" (moved to {facts.moved_to})" if facts.moved_to else ""
         return Judgement(Verdict.GONE, f"account gone or moved{where}", evidence)
-    if brake:
-        return Judgement(Verdict.HELD, "sanity brake: waiting for a sync that agrees", evidence)
     if facts.since > now - rules.grace:
         return Judgement(Verdict.NEW, f"connected since {facts.since:%Y-%m-%d}, in grace", evidence)
     gap = coverage_gap(coverage, rules, now)
@@ -175,10 +180,24 @@ def judge(
         return Judgement(
             Verdict.KEEP, f"{counted} exchanges in the last {rules.window.days} days", evidence
         )
+    if is_dormant(facts, rules, now):
+        assert facts.last_active_at is not None
+        return Judgement(
+            Verdict.GONE, f"dormant: no post of their own since {facts.last_active_at:%Y-%m-%d}", evidence
+        )
     return Judgement(
         Verdict.FLAG,
         f"{counted} exchanges in the last {rules.window.days} days (fewer than {rules.min_exchanges})",
         evidence,
+    )
+
+
+def is_dormant(facts: ConnectionFacts, rules: Rules, now: datetime) -> bool:
+    """Known to have posted nothing for ``dormant_after`` (an unknown date is not dormant)."""
+    return (
+        rules.dormant_after is not None
+        and facts.last_active_at is not None
+        and facts.last_active_at < now - rules.dormant_after
     )
 
 
@@ -204,6 +223,8 @@ def stats_from_rows(
     since = now - rules.window
     acc: dict[str, list[Any]] = {}
     for row in rows:
+        if row.occurred_at > now:
+            continue  # as the query: nothing after ``now`` is known yet
         a = acc.setdefault(row.counterpart_id, [0, 0, None, None, 0.0])
         counted = (
             row.kind in rules.count_kinds

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from service.config import Rules
 from service.errors import InvalidTransition, NotFound
 from service.model import Channel, ConnectionState, Reason, SuggestionState
+from service.platforms.base import Span
 from service.rules import (
     NO_EXCHANGES,
     ConnectionFacts,
@@ -63,6 +64,9 @@ def transition(
         raise InvalidTransition(
             f"suggestion {suggestion.id} is {current.value}; it cannot become {to.value}"
         )
+    if to is S.CONFIRMED and actor != PERSON:
+        # Invariant 1: the executor acts on confirmed suggestions, so only a person confirms.
+        raise InvalidTransition(f"suggestion {suggestion.id}: only the person can confirm it")
     suggestion.state = to
     suggestion.updated_at = now
     if actor == PERSON:
@@ -166,7 +170,9 @@ class Evaluation:
     brake: bool
 
 
-def judge_account(session: Session, account: Account, rules: Rules, now: datetime) -> Evaluation:
+def judge_account(
+    session: Session, account: Account, rules: Rules, now: datetime, *, with_evidence: bool = True
+) -> Evaluation:
     """Every active connection of the account with its judgement (no writes)."""
     coverage = account_coverage(session, account)
     brake = account.brake_engaged_at is not None
@@ -174,7 +180,8 @@ def judge_account(session: Session, account: Account, rules: Rules, now: datetim
     items = []
     for facts in connection_facts(session, account.id):
         s = stats.get(facts.user_id, NO_EXCHANGES)
-        items.append(PlanItem(facts, s, judge(facts, s, rules, coverage, now, brake=brake)))
+        judgement = judge(facts, s, rules, coverage, now, brake=brake, with_evidence=with_evidence)
+        items.append(PlanItem(facts, s, judgement))
     span = (coverage.start, coverage.end) if coverage else None
     return Evaluation(account, items, span, brake)
 
@@ -192,7 +199,15 @@ def evaluate_account(
         account = session.scalar(select(Account).where(Account.key == account_key))
         if account is None:
             raise NotFound(f"account {account_key} has not been synced yet")
-        evaluation = judge_account(session, account, rules, now)
+        # Evidence only for the suggestions written below: for every connection it was a third
+        # of the time spent outside the aggregate query.
+        evaluation = judge_account(session, account, rules, now, with_evidence=False)
+        coverage = Span(*evaluation.coverage) if evaluation.coverage else None
+
+        def complete(item: PlanItem) -> PlanItem:
+            judgement = judge(item.facts, item.stats, rules, coverage, now, brake=evaluation.brake)
+            return PlanItem(item.facts, item.stats, judgement)
+
         report.brake = evaluation.brake
         report.coverage = evaluation.coverage
         by_connection = {item.facts.id: item for item in evaluation.items}
@@ -221,7 +236,10 @@ def evaluate_account(
                     detail="no longer connected",
                 )
                 report.expired += 1
-            elif not item.judgement.removable and item.judgement.verdict is not Verdict.HELD:
+            elif not item.judgement.removable and item.judgement.verdict not in (
+                Verdict.HELD,
+                Verdict.TOO_EARLY,  # missing data says nothing about the person: wait
+            ):
                 transition(
                     session,
                     suggestion,
@@ -246,7 +264,7 @@ def evaluate_account(
                     now=now,
                     detail="snooze ended",
                 )
-                suggestion.evidence = item.judgement.evidence
+                suggestion.evidence = complete(item).judgement.evidence
                 report.woke += 1
 
         busy = set(
@@ -269,7 +287,7 @@ def evaluate_account(
         fresh.sort(
             key=lambda i: (i.judgement.verdict is not Verdict.GONE, i.stats.value, i.facts.id)
         )
-        queue(session, account.id, fresh[:room], now)
+        queue(session, account.id, [complete(i) for i in fresh[:room]], now)
         report.queued = min(room, len(fresh))
         report.capped = max(0, len(fresh) - room)
         account.last_evaluated_at = now
@@ -353,6 +371,7 @@ def facts_of(connection: Connection) -> ConnectionFacts:
         moved_to=connection.moved_to,
         lists=tuple(connection.lists or ()),
         kept=connection.protected,
+        last_active_at=connection.last_active_at,
     )
 
 

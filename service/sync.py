@@ -11,14 +11,16 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import BigInteger, String, func, insert, literal, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from service.config import Account as AccountConfig
 from service.config import Rules
+from service.logs import scrub
 from service.model import ConnectionState
 from service.platforms.base import (
     AuthError,
@@ -39,6 +41,21 @@ log = structlog.get_logger("lopper.sync")
 CONNECTIONS = "connections"
 Clock = Callable[[], datetime]
 Progress = Callable[[str, int], None]
+
+_INTERACTION_COLUMNS = (
+    "account_id",
+    "event_id",
+    "counterpart_id",
+    "kind",
+    "direction",
+    "occurred_at",
+)
+# SQLite: the statement as the driver takes it, fed plain tuples. Through a Core insert each
+# value of each row would go through its column type's conversion again (a fifth of the time).
+_SQLITE_INSERT_EXCHANGE = (
+    f"INSERT INTO interactions ({', '.join(_INTERACTION_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (account_id, event_id) DO NOTHING"
+)
 
 
 @dataclass
@@ -109,14 +126,19 @@ def sync_account(
             _sync_stream(store, account_id, adapter, stream, clock, report, progress)
     except AuthError as exc:
         report.outcome = "paused"
-        report.problems.append(f"credentials refused: {exc}")
+        report.problems.append(f"credentials refused: {scrub(str(exc))}")
         with store.session() as session:
             account = session.get_one(Account, account_id)
-            account.paused_reason = f"credentials refused: {exc}"
+            account.paused_reason = f"credentials refused: {scrub(str(exc))}"
             account.paused_at = clock()
     except PlatformError as exc:
         report.outcome = "failed"
-        report.problems.append(str(exc))
+        report.problems.append(scrub(str(exc)))
+    except BaseException as exc:
+        # A crash: the committed pages stay, but the run must not be recorded as a good one.
+        report.outcome = "failed"
+        report.problems.append(f"interrupted by {type(exc).__name__}")
+        raise
     finally:
         with store.session() as session:
             run = session.get_one(SyncRun, run_pk)
@@ -153,11 +175,11 @@ def _sync_connections(
             page = adapter.connections(cursor)
         except RateLimited as exc:
             report.outcome = "partial"
-            report.streams[CONNECTIONS] = f"deferred: {exc}"
+            report.streams[CONNECTIONS] = f"deferred: {scrub(str(exc))}"
             return
         except Unsupported as exc:
             report.outcome = "partial"
-            report.streams[CONNECTIONS] = f"unavailable: {exc}"
+            report.streams[CONNECTIONS] = f"unavailable: {scrub(str(exc))}"
             return
         with store.session() as session:
             report.connections_new += _save_people(
@@ -190,34 +212,53 @@ def _save_people(
             )
         )
     }
-    new = 0
+    # New people go in as one bulk INSERT: an ORM object each costs five times as much on a
+    # first sync of tens of thousands.
+    fresh: dict[str, dict[str, Any]] = {}
     for person in people:
+        values = _listed_values(person, listing, now)
         connection = existing.get(person.user_id)
-        if connection is None:
-            new += 1
-            connection = Connection(
-                account_id=account_id,
-                platform_user_id=person.user_id,
-                first_seen_at=now,
-                protected=False,
-            )
-            session.add(connection)
-            existing[person.user_id] = connection
-        connection.handle = person.handle
-        connection.display_name = person.display_name
-        connection.profile_url = person.profile_url
-        connection.following = person.following
-        connection.followed_by = person.followed_by
-        connection.lists = list(person.lists)
-        if person.connected_since is not None:
-            connection.connected_since = person.connected_since
-        connection.gone = person.gone or person.moved_to is not None
-        connection.moved_to = person.moved_to
-        connection.last_seen_at = now
-        connection.last_listing = listing
-        connection.state = ConnectionState.ACTIVE
-        connection.vanished_at = None
-    return new
+        if connection is not None:
+            for key, value in values.items():
+                setattr(connection, key, value)
+            continue
+        row = fresh.get(person.user_id)
+        if row is None:
+            row = fresh[person.user_id] = {
+                "account_id": account_id,
+                "platform_user_id": person.user_id,
+                "first_seen_at": now,
+                "protected": False,
+                "connected_since": None,
+                "last_active_at": None,
+            }
+        row.update(values)
+    if fresh:
+        session.execute(insert(Connection), list(fresh.values()))
+    return len(fresh)
+
+
+def _listed_values(person: Person, listing: str, now: datetime) -> dict[str, Any]:
+    """What a listing says of a connection (a date it leaves out keeps the one stored)."""
+    values: dict[str, Any] = {
+        "handle": person.handle,
+        "display_name": person.display_name,
+        "profile_url": person.profile_url,
+        "following": person.following,
+        "followed_by": person.followed_by,
+        "lists": list(person.lists),
+        "gone": person.gone or person.moved_to is not None,
+        "moved_to": person.moved_to,
+        "last_seen_at": now,
+        "last_listing": listing,
+        "state": ConnectionState.ACTIVE,
+        "vanished_at": None,
+    }
+    if person.connected_since is not None:
+        values["connected_since"] = person.connected_since
+    if person.last_active_at is not None:
+        values["last_active_at"] = person.last_active_at
+    return values
 
 
 def _close_listing(
@@ -287,17 +328,17 @@ def _sync_stream(
             page = adapter.interactions(stream, cursor)
         except RateLimited as exc:
             report.outcome = "partial"
-            report.streams[stream] = f"deferred: {exc}"
+            report.streams[stream] = f"deferred: {scrub(str(exc))}"
             return
         except Unsupported as exc:
             report.outcome = "partial"
-            report.streams[stream] = f"unavailable: {exc}"
+            report.streams[stream] = f"unavailable: {scrub(str(exc))}"
             return
         except AuthError:
             raise
         except PlatformError as exc:
             report.outcome = "partial"
-            report.streams[stream] = f"failed: {exc}"
+            report.streams[stream] = f"failed: {scrub(str(exc))}"
             return
         with store.session() as session:
             report.interactions_new += save_exchanges(session, account_id, page.exchanges)
@@ -316,24 +357,55 @@ def save_exchanges(session: Session, account_id: int, exchanges: Sequence[Exchan
     """Insert exchanges, ignoring any already stored (same platform event id)."""
     if not exchanges:
         return 0
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        return _save_exchanges_postgresql(session, account_id, exchanges)
     rows = [
-        {
-            "account_id": account_id,
-            "event_id": e.event_id,
-            "counterpart_id": e.counterpart_id,
-            "kind": e.kind.value,
-            "direction": e.direction.value,
-            "occurred_at": to_epoch(e.occurred_at),
-        }
+        (
+            account_id,
+            e.event_id,
+            e.counterpart_id,
+            e.kind.value,
+            e.direction.value,
+            to_epoch(e.occurred_at),
+        )
         for e in exchanges
     ]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(Interaction.__table__).on_conflict_do_nothing(
-        index_elements=["account_id", "event_id"]
+    # executemany: sqlite3 sums the rows each statement inserted.
+    result = connection.exec_driver_sql(_SQLITE_INSERT_EXCHANGE, rows)
+    return max(0, result.rowcount or 0)
+
+
+def _save_exchanges_postgresql(
+    session: Session, account_id: int, exchanges: Sequence[Exchange]
+) -> int:
+    """One INSERT ... SELECT FROM unnest(arrays) per page.
+
+    An executemany there sends one multi-row VALUES statement per thousand rows, which the
+    driver parses again each time: three times slower than handing over one array per column.
+    """
+    texts, numbers = postgresql.ARRAY(String), postgresql.ARRAY(BigInteger)
+    values = (
+        func.unnest(
+            literal([e.event_id for e in exchanges], texts),
+            literal([e.counterpart_id for e in exchanges], texts),
+            literal([e.kind.value for e in exchanges], texts),
+            literal([e.direction.value for e in exchanges], texts),
+            literal([to_epoch(e.occurred_at) for e in exchanges], numbers),
+        )
+        .table_valued(*_INTERACTION_COLUMNS[1:])
+        .render_derived()
     )
-    # Core executemany: the drivers sum the rows each statement inserted.
-    result = session.connection().execute(statement, rows)
+    statement = (
+        postgresql.insert(Interaction.__table__)
+        .from_select(
+            list(_INTERACTION_COLUMNS),
+            select(literal(account_id), *values.c),
+        )
+        .on_conflict_do_nothing(index_elements=["account_id", "event_id"])
+    )
+    # An INSERT's rowcount is dropped with its cursor unless asked for.
+    result = session.connection().execution_options(preserve_rowcount=True).execute(statement)
     return max(0, result.rowcount or 0)
 
 

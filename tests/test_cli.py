@@ -24,7 +24,12 @@ runner = CliRunner()
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    for name in ("CONFIGURATION_DIRECTORY", "STATE_DIRECTORY", "LOPPER_CONFIG", "CREDENTIALS_DIRECTORY"):
+    for name in (
+        "CONFIGURATION_DIRECTORY",
+        "STATE_DIRECTORY",
+        "LOPPER_CONFIG",
+        "CREDENTIALS_DIRECTORY",
+    ):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
 
@@ -37,9 +42,17 @@ def lopper(*args: str, input: str | None = None) -> str:
 
 def run_module(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The real entry point, for exit codes (python -m service)."""
-    env = {**os.environ, "XDG_CONFIG_HOME": str(home / "config"), "XDG_STATE_HOME": str(home / "state")}
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_STATE_HOME": str(home / "state"),
+    }
     return subprocess.run(
-        [sys.executable, "-m", "service", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "service", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 
@@ -66,7 +79,13 @@ def test_demo_then_the_whole_loop(home):
     assert first, "the demo leaves suggestions pending"
     assert all(s["state"] == "pending" for s in first)
     evidence = first[0]["evidence"]
-    for key in ("last_exchange", "inbound_in_window", "outbound_in_window", "connected_since", "value"):
+    for key in (
+        "last_exchange",
+        "inbound_in_window",
+        "outbound_in_window",
+        "connected_since",
+        "value",
+    ):
         assert key in evidence
 
     ids = [str(s["id"]) for s in first[:3]]
@@ -180,7 +199,9 @@ def test_missing_configuration_points_to_the_demo(home):
 )
 def test_corrupt_database_url_is_explained(home, tmp_path, url):
     config = tmp_path / "c.yaml"
-    config.write_text(f"version: 1\naccounts: [{{platform: sandbox, handle: '@a'}}]\nstorage: {{url: '{url}'}}\n")
+    config.write_text(
+        f"version: 1\naccounts: [{{platform: sandbox, handle: '@a'}}]\nstorage: {{url: '{url}'}}\n"
+    )
     result = run_module(home, "--config", str(config), "status")
     assert result.returncode == 78, result.stderr
     assert "Traceback" not in result.stderr
@@ -224,7 +245,13 @@ def test_a_planted_secret_reaches_no_output_log_or_database(home, tmp_path, monk
         f"storage: {{url: 'sqlite:///{database}'}}\n"
     )
     outputs = []
-    for args in (["sync"], ["evaluate"], ["suggestions", "--json", "--all"], ["status", "--json"], ["status"]):
+    for args in (
+        ["sync"],
+        ["evaluate"],
+        ["suggestions", "--json", "--all"],
+        ["status", "--json"],
+        ["status"],
+    ):
         result = runner.invoke(app, ["--config", str(config), "-v", "--json-logs", *args])
         assert result.exit_code == 0, result.output
         outputs.append(result.output)
@@ -248,6 +275,8 @@ def test_typer_app_is_importable_without_platform_sdks():
         "heavy = [m for m in ('tweepy', 'facebook', 'mastodon', 'atproto') if m in sys.modules]; "
         "print(heavy)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.stdout.strip() == "[]", result.stderr
     assert isinstance(app, typer.Typer)

@@ -26,7 +26,10 @@ def test_example_is_valid_and_its_secrets_are_only_warnings(monkeypatch):
     monkeypatch.delenv("SMTP_PASSWORD", raising=False)
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     loaded = load_config(EXAMPLE)
-    assert [a.key for a in loaded.settings.accounts] == ["sandbox:@you", "mastodon:@you@example.social"]
+    assert [a.key for a in loaded.settings.accounts] == [
+        "sandbox:@you",
+        "mastodon:@you@example.social",
+    ]
     assert loaded.account_ready("mastodon:@you@example.social") == ["MASTODON_TOKEN"]
     assert loaded.account_ready("sandbox:@you") == []
     assert any("MASTODON_TOKEN" in str(w) and "line" in str(w) for w in loaded.warnings)
@@ -34,7 +37,9 @@ def test_example_is_valid_and_its_secrets_are_only_warnings(monkeypatch):
 
 def test_example_holds_no_inline_secret():
     for line in EXAMPLE.read_text().splitlines():
-        if any(word in line for word in ("token:", "password:")) and not line.strip().startswith("#"):
+        if any(word in line for word in ("token:", "password:")) and not line.strip().startswith(
+            "#"
+        ):
             assert "${" in line, line
 
 
@@ -96,7 +101,10 @@ def test_secrets_come_from_environment_then_credentials_directory(monkeypatch, t
     assert secret.get_secret_value() == "from-file"
     assert "from-file" not in repr(loaded.settings)
     monkeypatch.setenv("TOK", "from-env")
-    assert load_config(text=text).settings.accounts[0].credentials["access_token"].get_secret_value() == "from-env"
+    assert (
+        load_config(text=text).settings.accounts[0].credentials["access_token"].get_secret_value()
+        == "from-env"
+    )
 
 
 def test_rules_defaults_and_parsing():
@@ -111,7 +119,8 @@ def test_rules_defaults_and_parsing():
 
 
 @pytest.mark.parametrize(
-    ("value", "seconds"), [("30m", 1800), ("6h", 21600), ("180d", 15552000), ("2w", 1209600), (90, 90)]
+    ("value", "seconds"),
+    [("30m", 1800), ("6h", 21600), ("180d", 15552000), ("2w", 1209600), (90, 90)],
 )
 def test_durations(value, seconds):
     assert parse_duration(value).total_seconds() == seconds

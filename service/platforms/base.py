@@ -48,6 +48,7 @@ class Person:
     gone: bool = False  # deleted or suspended
     moved_to: str | None = None  # migrated to another account
     lists: tuple[str, ...] = ()
+    last_active_at: datetime | None = None  # their last post anywhere (None: unknown)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ STREAM = "activity"
 PAGE_SIZE = 1000
 PAGE_EVENTS = 5000
 LABEL = "simulated sandbox network"
+_INBOUND, _OUTBOUND = Direction.INBOUND, Direction.OUTBOUND
 
 _KINDS = (
     (Kind.LIKE, 40),
@@ -142,23 +143,25 @@ class SandboxNetwork:
         rng = random.Random(self.options.seed * 1_000_003 + day)
         count = max(0, int(self._daily + math.sqrt(self._daily) * rng.gauss(0.0, 1.0)))
         picks = rng.choices(range(len(self.members)), cum_weights=self._cum, k=count)
+        # Large networks draw millions of exchanges here: look the names up once.
+        members, kinds, kind_cum, draw = self.members, self._kinds, self._kind_cum, rng.random
+        kind_total = kind_cum[-1]
         base = day * DAY
         for j, index in enumerate(picks):
-            member = self.members[index]
-            kind_roll = rng.random() * self._kind_cum[-1]
-            inbound = rng.random() < 0.55
-            second = int(rng.random() * DAY)
+            member = members[index]
+            kind_roll = draw() * kind_total
+            inbound = draw() < 0.55
+            second = int(draw() * DAY)
             if member.connected_day > day or (
                 member.quiet_day is not None and day > member.quiet_day
             ):
                 continue
-            kind = self._kinds[bisect.bisect_right(self._kind_cum, kind_roll)]
             yield Exchange(
-                event_id=f"sb-{day}-{j}",
-                counterpart_id=member.user_id,
-                kind=kind,
-                direction=Direction.INBOUND if inbound else Direction.OUTBOUND,
-                occurred_at=datetime.fromtimestamp(base + second, tz=UTC),
+                f"sb-{day}-{j}",
+                member.user_id,
+                kinds[bisect.bisect_right(kind_cum, kind_roll)],
+                _INBOUND if inbound else _OUTBOUND,
+                datetime.fromtimestamp(base + second, tz=UTC),
             )
 
 
@@ -275,10 +278,14 @@ class SandboxPlatform:
         bound = since
         while bound < now and len(exchanges) < PAGE_EVENTS:
             day_end = min((day + 1) * DAY, now)
-            for exchange in self.network.events_on(day):
-                t = int(exchange.occurred_at.timestamp())
-                if since < t <= day_end:
-                    exchanges.append(exchange)
+            events = self.network.events_on(day)
+            if since < day * DAY and day_end == (day + 1) * DAY:
+                exchanges.extend(events)  # the whole day lies within (since, day_end]
+            else:
+                for exchange in events:
+                    t = int(exchange.occurred_at.timestamp())
+                    if since < t <= day_end:
+                        exchanges.append(exchange)
             bound = day_end
             day += 1
         bound = max(bound, since)

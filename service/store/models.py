@@ -78,6 +78,17 @@ class Account(Base):
     last_evaluated_at: Mapped[datetime | None] = mapped_column(UTCTime)
 
 
+class PersonLink(Base):
+    """One person known on several platforms: their connections share a ``person_id``."""
+
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCTime)
+    via: Mapped[str] = mapped_column(String(32))  # person | suggested
+
+
 class Connection(Base):
     __tablename__ = "connections"
     __table_args__ = (
@@ -105,6 +116,10 @@ class Connection(Base):
     gone: Mapped[bool] = mapped_column(default=False)  # deleted, suspended on the platform
     moved_to: Mapped[str | None] = mapped_column(String(300))
     protected: Mapped[bool] = mapped_column(default=False)  # set when the person keeps them
+    last_active_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    person_id: Mapped[int | None] = mapped_column(
+        ForeignKey("people.id", ondelete="SET NULL"), index=True
+    )
 
     account: Mapped[Account] = relationship()
 

@@ -42,9 +42,11 @@ def exchange_statement(account_id: int, rules: Rules, now: datetime):  # type: i
         (inbound, literal(rules.inbound_weight)), else_=literal(rules.outbound_weight)
     )
     k = math.log(2) / rules.half_life.total_seconds()
-    value = func.sum(
-        weight * direction_weight * func.exp(type_coerce(at - now_s, Float) * k), type_=Float
-    )
+    exponent = type_coerce(at - now_s, Float) * k
+    # PostgreSQL raises on a float underflow instead of returning 0: below e**-600 an
+    # exchange is worth nothing anyway, so it is counted as exactly that.
+    decayed = case((exponent < -600, literal(0.0)), else_=func.exp(exponent))
+    value = func.sum(weight * direction_weight * decayed, type_=Float)
     return (
         select(
             i.counterpart_id,
@@ -108,6 +110,7 @@ def connection_facts(session: Session, account_id: int) -> list[ConnectionFacts]
             c.moved_to,
             c.lists,
             c.protected,
+            c.last_active_at,
         ).where(c.account_id == account_id, c.state == ConnectionState.ACTIVE.value)
     )
     return [
@@ -125,6 +128,7 @@ def connection_facts(session: Session, account_id: int) -> list[ConnectionFacts]
             moved_to=r[10],
             lists=tuple(r[11] or ()),
             kept=bool(r[12]),
+            last_active_at=_aware(r[13]),
         )
         for r in rows
     ]

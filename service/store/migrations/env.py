@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 from sqlalchemy import create_engine
 
 from service.store.models import Base
+from service.store.types import UTCTime
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    # Migrations must not import the package's types: UTCTime is a BIGINT on disk.
+    if type_ == "type" and isinstance(obj, UTCTime):
+        return "sa.BigInteger()"
+    return False
 
 
 def run() -> None:
@@ -18,6 +28,7 @@ def run() -> None:
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
+            render_item=render_item,
         )
         with context.begin_transaction():
             context.run_migrations()
@@ -28,6 +39,7 @@ def run() -> None:
             connection=conn,
             target_metadata=target_metadata,
             render_as_batch=conn.dialect.name == "sqlite",
+            render_item=render_item,
         )
         with context.begin_transaction():
             context.run_migrations()

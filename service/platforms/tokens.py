@@ -1,0 +1,54 @@
+"""Tokens that platforms hand back at run time (OAuth grants, refreshed sessions).
+
+They live in 0600 files under ``<state>/tokens/`` (0700), one per account, written
+atomically so that a crash mid-write leaves the previous token, never a torn one. They are
+never stored in the database and never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from service.logs import register_secrets
+
+
+def token_path(state_dir: Path, account_key: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in account_key)
+    return state_dir / "tokens" / f"{safe}.json"
+
+
+def save_token(state_dir: Path, account_key: str, data: dict[str, Any]) -> Path:
+    path = token_path(state_dir, account_key)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    register_secrets(str(v) for v in data.values() if isinstance(v, str))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_token(state_dir: Path, account_key: str) -> dict[str, Any] | None:
+    path = token_path(state_dir, account_key)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    register_secrets(str(v) for v in data.values() if isinstance(v, str))
+    return data

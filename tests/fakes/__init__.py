@@ -1,0 +1,1 @@
+"""Stand-in platforms for the tests."""

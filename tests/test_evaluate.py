@@ -1,0 +1,293 @@
+"""Evaluation end to end: no verdict on missing data (invariant 3), expiry, the digest cap."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from fakes.scripted import ScriptedPlatform
+from helpers import (
+    ACCOUNT,
+    NOW,
+    Clock,
+    audit,
+    make_rules,
+    scripted,
+    states,
+    suggestion_ids,
+)
+from sqlalchemy import select
+
+from service.config import Rules
+from service.errors import NotFound
+from service.model import Channel, Direction, Kind, SuggestionState
+from service.store import Store
+from service.store.models import Account
+from service.suggestions import decide, evaluate_account, judge_account, pending_ids
+from service.sync import sync_account
+
+YEAR_AGO = NOW - timedelta(days=365)
+
+
+def verdicts(store: Store, rules: Rules, clock: Clock) -> dict[str, str]:
+    with store.session() as session:
+        account = session.scalars(select(Account)).one()
+        return {
+            item.facts.user_id: item.judgement.verdict.value
+            for item in judge_account(session, account, rules, clock()).items
+        }
+
+
+def mixed_network(clock: Clock) -> ScriptedPlatform:
+    platform = scripted(clock)
+    add = platform.add_person
+    add("talks", since=YEAR_AGO)  # replied ten days ago
+    add("silent", since=YEAR_AGO)  # never a word
+    add("long-ago", since=YEAR_AGO)  # last word before the window
+    add("outbound", since=YEAR_AGO)  # only the account speaks to them
+    add("newcomer", since=NOW - timedelta(days=10))
+    add("vip", handle="@VIP", since=YEAR_AGO)
+    add("friend", since=YEAR_AGO, lists=("Close friends",))
+    add("mutual", since=YEAR_AGO, followed_by=True)
+    add("fan", since=YEAR_AGO, following=False, followed_by=True)
+    add("deleted", since=YEAR_AGO, gone=True)
+    platform.add_exchange("talks", NOW - timedelta(days=10))
+    platform.add_exchange("long-ago", NOW - timedelta(days=181))
+    platform.add_exchange("outbound", NOW - timedelta(days=5), direction=Direction.OUTBOUND)
+    return platform
+
+
+def protective_rules(**overrides: object) -> Rules:
+    return make_rules(
+        protected=frozenset({"@vip"}),
+        protected_lists=frozenset({"Close friends"}),
+        protect_mutuals=True,
+        **overrides,
+    )
+
+
+def test_only_quiet_unprotected_followed_people_are_flagged(store: Store, clock: Clock) -> None:
+    rules = protective_rules()
+    sync_account(store, ACCOUNT, mixed_network(clock), rules, clock)
+
+    report = evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    assert verdicts(store, rules, clock) == {
+        "talks": "keep",
+        "silent": "flag",
+        "long-ago": "flag",
+        "outbound": "keep",
+        "newcomer": "new",
+        "vip": "protected",
+        "friend": "protected",
+        "mutual": "protected",
+        "fan": "not-following",
+        "deleted": "gone",
+    }
+    assert report.queued == 3
+    assert states(store) == {"silent": "pending", "long-ago": "pending", "deleted": "pending"}
+
+
+def test_an_exchange_exactly_at_the_window_edge_still_counts(store: Store, clock: Clock) -> None:
+    rules = make_rules()
+    platform = scripted(clock, people=2)
+    platform.add_exchange("u1", NOW - rules.window)
+    platform.add_exchange("u2", NOW - rules.window - timedelta(seconds=1))
+    sync_account(store, ACCOUNT, platform, rules, clock)
+
+    assert verdicts(store, rules, clock) == {"u1": "keep", "u2": "flag"}
+
+
+def test_counted_kinds_and_directions_are_honoured(store: Store, clock: Clock) -> None:
+    rules = make_rules(
+        count_kinds=frozenset({Kind.REPLY, Kind.MESSAGE}),
+        count_directions=frozenset({Direction.INBOUND}),
+    )
+    platform = scripted(clock, people=3)
+    platform.add_exchange("u1", NOW - timedelta(days=1), kind=Kind.LIKE)
+    platform.add_exchange("u2", NOW - timedelta(days=1), direction=Direction.OUTBOUND)
+    platform.add_exchange("u3", NOW - timedelta(days=1), kind=Kind.MESSAGE)
+    sync_account(store, ACCOUNT, platform, rules, clock)
+
+    assert verdicts(store, rules, clock) == {"u1": "flag", "u2": "flag", "u3": "keep"}
+
+
+def test_grace_ends_after_the_configured_time(store: Store, clock: Clock) -> None:
+    rules = make_rules(grace=timedelta(days=30))
+    platform = scripted(clock)
+    platform.add_person("fresh", since=NOW - timedelta(days=29))
+    platform.add_person("settled", since=NOW - timedelta(days=31))
+    sync_account(store, ACCOUNT, platform, rules, clock)
+
+    assert verdicts(store, rules, clock) == {"fresh": "new", "settled": "flag"}
+
+
+def test_coverage_shorter_than_the_window_flags_nobody(store: Store, clock: Clock) -> None:
+    rules = make_rules(window=timedelta(days=180))
+    platform = scripted(clock, people=5)
+    platform.history_start = NOW - timedelta(days=179)
+    sync_account(store, ACCOUNT, platform, rules, clock)
+
+    report = evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    assert report.verdicts == {"too-early": 5}
+    assert report.queued == 0
+    assert states(store) == {}
+
+
+def test_no_interaction_history_at_all_flags_nobody(store: Store, clock: Clock) -> None:
+    rules = make_rules()
+    platform = scripted(clock, people=3)
+    platform.inject("interactions", RuntimeError("crash before any page"))
+    with pytest.raises(RuntimeError):
+        sync_account(store, ACCOUNT, platform, rules, clock)
+
+    report = evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    assert report.coverage is None
+    assert report.verdicts == {"too-early": 3}
+    assert report.queued == 0
+
+
+def test_every_stream_must_cover_the_window(store: Store, clock: Clock) -> None:
+    rules = make_rules()
+    platform = scripted(clock, people=2, streams=("activity", "messages"))
+    platform.inject("interactions", RuntimeError("crash on the second stream"), skip=1)
+    with pytest.raises(RuntimeError):
+        sync_account(store, ACCOUNT, platform, rules, clock)
+
+    assert evaluate_account(store, ACCOUNT.key, rules, clock()).verdicts == {"too-early": 2}
+
+
+@pytest.mark.parametrize(("days_since_sync", "flagged"), [(8, 0), (6, 3)])
+def test_stale_coverage_flags_nobody(
+    store: Store, clock: Clock, days_since_sync: int, flagged: int
+) -> None:
+    rules = make_rules(stale_after=timedelta(days=7))
+    clock.now = NOW - timedelta(days=days_since_sync)
+    sync_account(store, ACCOUNT, scripted(clock, people=3), rules, clock)
+    clock.now = NOW
+
+    report = evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    assert report.queued == flagged
+    assert report.verdicts.get("flag", 0) == flagged
+
+
+def test_people_the_person_kept_are_never_flagged_again(store: Store, clock: Clock) -> None:
+    rules = make_rules()
+    platform = scripted(clock, people=2)
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    evaluate_account(store, ACCOUNT.key, rules, clock())
+    decide(store, [suggestion_ids(store)["u1"]], SuggestionState.KEPT, via=Channel.CLI, now=NOW)
+    clock.advance(timedelta(days=200))
+    sync_account(store, ACCOUNT, platform, rules, clock)
+
+    evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    assert verdicts(store, rules, clock)["u1"] == "protected"
+    assert states(store) == {"u1": "kept", "u2": "pending"}
+
+
+def test_a_pending_suggestion_expires_when_the_person_comes_back_to_life(
+    store: Store, clock: Clock
+) -> None:
+    rules = make_rules()
+    platform = scripted(clock, people=2)
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    evaluate_account(store, ACCOUNT.key, rules, clock())
+    assert states(store) == {"u1": "pending", "u2": "pending"}
+    clock.advance()
+    platform.add_exchange("u1", clock.now - timedelta(hours=2), kind=Kind.LIKE)
+    sync_account(store, ACCOUNT, platform, rules, clock)
+
+    report = evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    assert report.expired == 1
+    assert states(store) == {"u1": "expired", "u2": "pending"}
+    last = audit(store, suggestion_ids(store)["u1"])[-1]
+    assert (last.actor, last.via, last.from_state, last.to_state) == (
+        "lopper",
+        Channel.SYSTEM,
+        "pending",
+        "expired",
+    )
+
+
+def test_a_snoozed_suggestion_expires_too_and_a_due_one_wakes(store: Store, clock: Clock) -> None:
+    rules = make_rules()
+    platform = scripted(clock, people=2)
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    evaluate_account(store, ACCOUNT.key, rules, clock())
+    ids = suggestion_ids(store)
+    decide(
+        store,
+        list(ids.values()),
+        SuggestionState.SNOOZED,
+        via=Channel.CLI,
+        now=NOW,
+        until=NOW + timedelta(days=3),
+    )
+    clock.advance(timedelta(days=2))
+    platform.add_exchange("u1", clock.now - timedelta(hours=1))
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    evaluate_account(store, ACCOUNT.key, rules, clock())
+    assert states(store) == {"u1": "expired", "u2": "snoozed"}
+
+    clock.advance(timedelta(days=2))
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    report = evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    assert report.woke == 1
+    assert states(store) == {"u1": "expired", "u2": "pending"}
+
+
+def test_at_most_the_digest_cap_is_pending(store: Store, clock: Clock) -> None:
+    rules = make_rules(per_digest_cap=3)
+    sync_account(store, ACCOUNT, scripted(clock, people=8), rules, clock)
+
+    first = evaluate_account(store, ACCOUNT.key, rules, clock())
+    again = evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    assert (first.queued, first.capped) == (3, 5)
+    assert again.queued == 0
+    assert len(pending_ids(store)) == 3
+    decide(store, pending_ids(store)[:2], SuggestionState.CONFIRMED, via=Channel.CLI, now=NOW)
+    assert evaluate_account(store, ACCOUNT.key, rules, clock()).queued == 2
+    assert len(pending_ids(store)) == 3
+    assert len(states(store)) == 5
+
+
+def test_one_open_suggestion_per_connection(store: Store, clock: Clock) -> None:
+    rules = make_rules()
+    sync_account(store, ACCOUNT, scripted(clock, people=4), rules, clock)
+    evaluate_account(store, ACCOUNT.key, rules, clock())
+    decide(store, pending_ids(store)[:2], SuggestionState.CONFIRMED, via=Channel.CLI, now=NOW)
+
+    report = evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    assert report.queued == 0
+    assert len(states(store)) == 4
+
+
+def test_evaluating_an_account_never_synced_is_refused(store: Store, clock: Clock) -> None:
+    with pytest.raises(NotFound):
+        evaluate_account(store, "x:@nobody", make_rules(), clock())
+
+
+def test_stale_data_leaves_the_queue_as_it_is(store: Store, clock: Clock) -> None:
+    rules = make_rules(stale_after=timedelta(days=7))
+    platform = scripted(clock, people=2)
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    evaluate_account(store, ACCOUNT.key, rules, clock())
+    ids = suggestion_ids(store)
+    until = NOW + timedelta(days=30)
+    decide(store, [ids["u2"]], SuggestionState.SNOOZED, via=Channel.CLI, now=NOW, until=until)
+    clock.advance(timedelta(days=8))
+
+    report = evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    # Not knowing is not the same as the person coming back: nothing expires, nothing is new.
+    assert report.verdicts == {"too-early": 2}
+    assert (report.expired, report.queued) == (0, 0)
+    assert states(store) == {"u1": "pending", "u2": "snoozed"}

@@ -1,0 +1,384 @@
+"""Sync: idempotence (invariant 2), the sanity brake (invariant 4), crash safety (invariant 6)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from fakes.scripted import ScriptedPlatform
+from helpers import ACCOUNT, NOW, Clock, make_rules, reset_cursors, scripted, snapshot, states
+from sqlalchemy import select
+
+from service.config import Rules
+from service.model import ConnectionState, Kind
+from service.platforms.base import AuthError, PlatformError, RateLimited
+from service.store import Store
+from service.store.models import Account, Connection, SyncCursor, SyncRun
+from service.suggestions import evaluate_account, judge_account
+from service.sync import CONNECTIONS, SyncReport, sync_account
+
+
+def sync(
+    store: Store, platform: ScriptedPlatform, clock: Clock, rules: Rules | None = None
+) -> SyncReport:
+    return sync_account(store, ACCOUNT, platform, rules or make_rules(), clock)
+
+
+def busy_network(clock: Clock) -> ScriptedPlatform:
+    """Several pages of people and of exchanges, on two streams."""
+    platform = scripted(clock, people=10, streams=("activity", "messages"))
+    for index in range(1, 11):
+        for days in (3, 40, 200):
+            platform.add_exchange(f"u{index}", NOW - timedelta(days=days + index))
+        platform.add_exchange(
+            f"u{index}", NOW - timedelta(days=index), kind=Kind.MESSAGE, stream="messages"
+        )
+    return platform
+
+
+# --- invariant 2: a sync is idempotent ---------------------------------------------------
+
+
+def test_second_sync_changes_no_count(store: Store, clock: Clock) -> None:
+    platform = busy_network(clock)
+    first = sync(store, platform, clock)
+    before = snapshot(store)
+    assert first.outcome == "ok"
+    assert before["connections"] == 10
+    assert before["interactions"] == 40
+    assert first.interactions_new == 40
+    assert first.connections_new == 10
+
+    second = sync(store, platform, clock)
+
+    assert snapshot(store) == before
+    assert (second.interactions_new, second.connections_new, second.connections_vanished) == (
+        0,
+        0,
+        0,
+    )
+
+
+def test_fetching_every_page_again_changes_no_count(store: Store, clock: Clock) -> None:
+    platform = busy_network(clock)
+    sync(store, platform, clock)
+    before = snapshot(store)
+    platform.reset_calls()
+    reset_cursors(store)
+
+    again = sync(store, platform, clock)
+
+    assert platform.called("connections")[0] == (None,)
+    assert ("activity", None) in platform.called("interactions")
+    assert snapshot(store) == before
+    assert again.interactions_new == 0
+    assert again.connections_new == 0
+
+
+def test_later_sync_adds_only_what_is_new(store: Store, clock: Clock) -> None:
+    platform = busy_network(clock)
+    sync(store, platform, clock)
+    clock.advance()
+    platform.add_exchange("u1", clock.now - timedelta(hours=1))
+    platform.add_person("u99", since=clock.now - timedelta(hours=2))
+
+    report = sync(store, platform, clock)
+
+    assert (report.interactions_new, report.connections_new) == (1, 1)
+    after = snapshot(store)
+    assert (after["interactions"], after["connections"]) == (41, 11)
+    # Touching spans merge: still one span per stream, now ending a day later.
+    assert [(s, end) for s, _start, end in after["coverage"]] == [
+        ("activity", clock.now),
+        ("messages", clock.now),
+    ]
+
+
+def test_duplicate_event_ids_in_one_page_are_stored_once(store: Store, clock: Clock) -> None:
+    platform = scripted(clock, people=2, events_page_size=10)
+    platform.add_exchange("u1", NOW - timedelta(days=1), event_id="same")
+    platform.add_exchange("u1", NOW - timedelta(days=1), event_id="same")
+    platform.add_exchange("u2", NOW - timedelta(days=2), event_id="other")
+    platform.add_exchange("u2", NOW - timedelta(days=2), event_id="other")
+
+    report = sync(store, platform, clock)
+
+    assert report.interactions_new == 2
+    assert snapshot(store)["event_ids"] == ["other", "same"]
+
+
+def test_the_same_event_on_two_streams_is_stored_once(store: Store, clock: Clock) -> None:
+    platform = scripted(clock, people=1, streams=("a", "b"))
+    platform.add_exchange("u1", NOW - timedelta(days=1), stream="a", event_id="e1")
+    platform.add_exchange("u1", NOW - timedelta(days=1), stream="b", event_id="e1")
+
+    report = sync(store, platform, clock)
+
+    assert report.interactions_new == 1
+    assert snapshot(store)["interactions"] == 1
+
+
+# --- invariant 4: the sanity brake -------------------------------------------------------
+
+
+def quiet_network(clock: Clock) -> ScriptedPlatform:
+    """Ten people nobody exchanged with, one of them gone: everyone is removable."""
+    platform = scripted(clock, people=9)
+    platform.add_person("u10", since=NOW - timedelta(days=365), gone=True)
+    return platform
+
+
+def removable(store: Store, rules: Rules, clock: Clock) -> dict[str, str]:
+    with store.session() as session:
+        account = session.scalars(select(Account)).one()
+        return {
+            item.facts.user_id: item.judgement.verdict.value
+            for item in judge_account(session, account, rules, clock()).items
+            if item.judgement.removable
+        }
+
+
+def active_ids(store: Store) -> set[str]:
+    with store.session() as session:
+        return set(
+            session.scalars(
+                select(Connection.platform_user_id).where(
+                    Connection.state == ConnectionState.ACTIVE
+                )
+            )
+        )
+
+
+def brake_engaged(store: Store) -> bool:
+    with store.session() as session:
+        return session.scalars(select(Account)).one().brake_engaged_at is not None
+
+
+def test_a_listing_that_suddenly_loses_most_people_engages_the_brake(
+    store: Store, clock: Clock
+) -> None:
+    rules = make_rules()
+    platform = quiet_network(clock)
+    sync(store, platform, clock, rules)
+    assert len(removable(store, rules, clock)) == 10
+    clock.advance(timedelta(hours=6))
+    platform.glitch_listing()
+
+    report = sync(store, platform, clock, rules)
+
+    assert report.brake is not None
+    assert report.connections_vanished == 0
+    assert active_ids(store) == {f"u{i}" for i in range(1, 11)}
+    assert brake_engaged(store)
+    evaluation = evaluate_account(store, ACCOUNT.key, rules, clock())
+    assert evaluation.brake
+    assert evaluation.queued == 0
+    assert evaluation.verdicts == {"held": 10}
+    assert removable(store, rules, clock) == {}
+    assert states(store) == {}
+
+
+def test_brake_keeps_open_suggestions_as_they_are(store: Store, clock: Clock) -> None:
+    rules = make_rules()
+    platform = quiet_network(clock)
+    sync(store, platform, clock, rules)
+    evaluate_account(store, ACCOUNT.key, rules, clock())
+    platform.glitch_listing()
+    clock.advance(timedelta(hours=6))
+    sync(store, platform, clock, rules)
+
+    report = evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    assert report.expired == 0
+    assert set(states(store).values()) == {"pending"}
+
+
+def test_a_later_sync_that_agrees_applies_the_vanishing(store: Store, clock: Clock) -> None:
+    rules = make_rules()
+    platform = quiet_network(clock)
+    sync(store, platform, clock, rules)
+    evaluate_account(store, ACCOUNT.key, rules, clock())
+    for index in range(1, 9):
+        platform.drop_person(f"u{index}")
+    clock.advance(timedelta(hours=6))
+    held = sync(store, platform, clock, rules)
+    assert held.brake is not None
+    assert len(active_ids(store)) == 10
+
+    clock.advance(timedelta(hours=6))
+    agreed = sync(store, platform, clock, rules)
+
+    assert agreed.brake is None
+    assert agreed.connections_vanished == 8
+    assert active_ids(store) == {"u9", "u10"}
+    assert not brake_engaged(store)
+    report = evaluate_account(store, ACCOUNT.key, rules, clock())
+    assert report.expired == 8
+    assert sorted(states(store).items()) == sorted(
+        {**{f"u{i}": "expired" for i in range(1, 9)}, "u9": "pending", "u10": "pending"}.items()
+    )
+
+
+def test_a_later_sync_that_disagrees_releases_the_brake_without_marking(
+    store: Store, clock: Clock
+) -> None:
+    rules = make_rules()
+    platform = quiet_network(clock)
+    sync(store, platform, clock, rules)
+    platform.glitch_listing()
+    clock.advance(timedelta(hours=6))
+    sync(store, platform, clock, rules)
+    assert brake_engaged(store)
+
+    clock.advance(timedelta(hours=6))
+    report = sync(store, platform, clock, rules)
+
+    assert report.brake is None
+    assert report.connections_vanished == 0
+    assert not brake_engaged(store)
+    assert len(active_ids(store)) == 10
+    assert evaluate_account(store, ACCOUNT.key, rules, clock()).queued == 10
+
+
+def test_a_few_people_leaving_is_no_glitch(store: Store, clock: Clock) -> None:
+    rules = make_rules(brake_min=3, brake_share=0.3)
+    platform = quiet_network(clock)
+    sync(store, platform, clock, rules)
+    platform.drop_person("u1")
+    platform.drop_person("u2")
+
+    report = sync(store, platform, clock, rules)
+
+    assert report.brake is None
+    assert report.connections_vanished == 2
+    assert active_ids(store) == {f"u{i}" for i in range(3, 11)}
+
+
+# --- invariant 6: a crash mid-sync loses nothing committed and resumes from the cursor ---
+
+
+@pytest.mark.parametrize("crash", [RuntimeError("adapter bug"), KeyboardInterrupt()])
+def test_crash_mid_listing_resumes_from_the_stored_cursor(
+    make_store: Callable[[], Store], clock: Clock, crash: BaseException
+) -> None:
+    store, reference = make_store(), make_store()
+    sync(reference, busy_network(clock), clock)
+    platform = busy_network(clock)  # pages of 3: cursors None, 3, 6, 9
+    platform.inject("connections", crash, skip=2)
+
+    with pytest.raises(type(crash)):
+        sync(store, platform, clock)
+
+    with store.session() as session:
+        assert session.get_one(SyncCursor, (1, CONNECTIONS)).cursor == "6"
+        assert len(session.scalars(select(Connection)).all()) == 6
+    platform.reset_calls()
+    report = sync(store, platform, clock)
+
+    assert platform.called("connections") == [("6",), ("9",)]
+    assert report.connections_vanished == 0
+    assert snapshot(store) == snapshot(reference)
+
+
+@pytest.mark.parametrize("crash", [RuntimeError("adapter bug"), KeyboardInterrupt()])
+def test_crash_mid_stream_resumes_from_the_stored_cursor(
+    make_store: Callable[[], Store], clock: Clock, crash: BaseException
+) -> None:
+    store, reference = make_store(), make_store()
+    sync(reference, busy_network(clock), clock)
+    platform = busy_network(clock)  # 30 exchanges on "activity", pages of 4
+    platform.inject("interactions", crash, skip=3)
+
+    with pytest.raises(type(crash)):
+        sync(store, platform, clock)
+
+    with store.session() as session:
+        assert session.get_one(SyncCursor, (1, "activity")).cursor == "12"
+    assert snapshot(store)["interactions"] == 12
+    platform.reset_calls()
+    sync(store, platform, clock)
+
+    assert platform.called("interactions")[0] == ("activity", "12")
+    assert ("activity", None) not in platform.called("interactions")
+    assert snapshot(store) == snapshot(reference)
+
+
+def test_a_crashed_sync_is_not_recorded_as_a_good_one(store: Store, clock: Clock) -> None:
+    platform = busy_network(clock)
+    sync(store, platform, clock)
+    clock.advance()
+    platform.inject("interactions", RuntimeError("adapter bug"))
+
+    with pytest.raises(RuntimeError):
+        sync(store, platform, clock)
+
+    with store.session() as session:
+        runs = session.scalars(select(SyncRun).order_by(SyncRun.id)).all()
+        assert [r.outcome for r in runs] == ["ok", "failed"]
+        assert session.scalars(select(Account)).one().last_sync_at == NOW
+
+
+# --- the contract's errors during a sync -------------------------------------------------
+
+
+def test_rate_limit_mid_stream_keeps_the_cursor_for_next_time(store: Store, clock: Clock) -> None:
+    platform = busy_network(clock)
+    platform.inject("interactions", RateLimited(NOW + timedelta(minutes=15)), skip=2)
+
+    report = sync(store, platform, clock)
+
+    assert report.outcome == "partial"
+    assert report.streams["activity"].startswith("deferred")
+    with store.session() as session:
+        assert session.get_one(SyncCursor, (1, "activity")).cursor == "8"
+    platform.reset_calls()
+    assert sync(store, platform, clock).outcome == "ok"
+    assert platform.called("interactions")[0] == ("activity", "8")
+    assert snapshot(store)["interactions"] == 40
+
+
+def test_refused_credentials_pause_the_account_until_a_good_sync(
+    store: Store, clock: Clock
+) -> None:
+    platform = busy_network(clock)
+    platform.inject("connections", AuthError("token revoked"))
+
+    report = sync(store, platform, clock)
+
+    assert report.outcome == "paused"
+    with store.session() as session:
+        account = session.scalars(select(Account)).one()
+        assert account.paused_reason is not None
+        assert account.last_sync_at is None
+    assert sync(store, platform, clock).outcome == "ok"
+    with store.session() as session:
+        assert session.scalars(select(Account)).one().paused_reason is None
+
+
+def test_transient_trouble_fails_the_run_and_changes_nothing_else(
+    store: Store, clock: Clock
+) -> None:
+    platform = busy_network(clock)
+    sync(store, platform, clock)
+    before = snapshot(store)
+    clock.advance()
+    platform.inject("connections", PlatformError("502 bad gateway"))
+
+    report = sync(store, platform, clock)
+
+    assert report.outcome == "failed"
+    assert snapshot(store)["connections"] == before["connections"]
+    with store.session() as session:
+        assert session.scalars(select(Account)).one().last_sync_at == NOW
+
+
+def test_credentials_of_another_person_are_refused(store: Store, clock: Clock) -> None:
+    sync(store, busy_network(clock), clock)
+    other = busy_network(clock)
+    other.user_id = "2"
+
+    report = sync(store, other, clock)
+
+    assert report.outcome == "failed"
+    assert "not to @harry" in report.problems[0]
