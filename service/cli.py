@@ -26,6 +26,7 @@ from service.app import AccountSkipped, App
 from service.errors import EX_CONFIG, ConfigError, LopperError
 from service.logs import configure_logging
 from service.model import Channel, ConnectionState, RemovalState, SuggestionState
+from service.people import link, suggest_links, unlink
 from service.removals import manual_done, removals_today, restore
 from service.rules import plan_reduction
 from service.store.models import (
@@ -690,6 +691,49 @@ def plan(
             if queue:
                 queued = queue_plan(application.store, acc.key, result.remove, application.clock())
                 out.print(f"queued {queued:,} pending suggestions; nothing goes until you confirm")
+
+
+@app.command("link")
+def link_people(
+    refs: list[str] = typer.Argument(None, help="Connections as PLATFORM:HANDLE, e.g. x:@ana."),
+    suggest: bool = typer.Option(False, "--suggest", help="List likely links (same user name)."),
+) -> None:
+    """Link one person's connections on several platforms: an exchange on one keeps all."""
+    with _app() as application:
+        if suggest or not refs:
+            found = suggest_links(application.store)
+            for item in found:
+                out.print(f"lopper link {' '.join(item.refs)}", highlight=False)
+            out.print(f"{len(found)} possible link(s); lopper links nobody on its own")
+            return
+        person = link(application.store, refs, now=application.clock())
+        out.print(f"linked as person #{person}: {', '.join(refs)}", highlight=False)
+
+
+@app.command("unlink")
+def unlink_person(ref: str = typer.Argument(..., help="A connection as PLATFORM:HANDLE.")) -> None:
+    """Undo a link made with `lopper link`."""
+    with _app() as application:
+        unlink(application.store, ref, now=application.clock())
+        out.print(f"{ref} is no longer linked", highlight=False)
+
+
+@app.command()
+def resume(account: str = typer.Argument(..., help="The account, e.g. x:@you.")) -> None:
+    """Let removals run again on an account they were stopped on (after you looked)."""
+    with _app() as application:
+        key = application.settings.account(account).key
+        with application.store.session() as session:
+            row = session.scalar(select(Account).where(Account.key == key))
+            if row is None:
+                raise LopperError(f"{key} has not been synced yet")
+            was = [r for r in (row.removals_blocked_reason, row.paused_reason) if r]
+            row.removals_blocked_reason = row.removals_blocked_at = None
+            row.paused_reason = row.paused_at = None
+            row.next_removal_at = None
+        out.print(
+            f"{key}: resumed" + (f" (was: {'; '.join(was)})" if was else " (nothing was stopped)")
+        )
 
 
 @export_app.command("removed")

@@ -14,10 +14,13 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from service.config import Rules
 from service.errors import LopperError, NotFound
 from service.model import Channel, ConnectionState
+from service.rules import NO_EXCHANGES, ExchangeStats, combine
 from service.store import Store
 from service.store.models import Account, AuditEntry, Connection, PersonLink
+from service.store.queries import exchange_stats
 
 
 class LinkError(LopperError):
@@ -52,7 +55,9 @@ def _find(session: Session, ref: str) -> Connection:
 def link(store: Store, refs: list[str], *, now: datetime, via: str = "person") -> int:
     """Link connections as one person; returns the person's id. Existing links merge."""
     if len(refs) < 2:
-        raise LinkError("give at least two connections to link, e.g. x:@ana mastodon:@ana@example.social")
+        raise LinkError(
+            "give at least two connections to link, e.g. x:@ana mastodon:@ana@example.social"
+        )
     with store.session() as session:
         connections = [_find(session, ref) for ref in refs]
         existing = sorted({c.person_id for c in connections if c.person_id is not None})
@@ -65,17 +70,26 @@ def link(store: Store, refs: list[str], *, now: datetime, via: str = "person") -
                     .values(person_id=person_id)
                 )
         else:
-            person = PersonLink(label=connections[0].display_name or connections[0].handle,
-                                created_at=now, via=via)
+            person = PersonLink(
+                label=connections[0].display_name or connections[0].handle, created_at=now, via=via
+            )
             session.add(person)
             session.flush()
             person_id = person.id
         for connection in connections:
             connection.person_id = person_id
         session.add(
-            AuditEntry(at=now, actor="person" if via == "person" else "lopper", via=Channel.CLI,
-                       entity="person", entity_id=person_id, account_id=None, from_state=None,
-                       to_state="linked", detail=", ".join(refs))
+            AuditEntry(
+                at=now,
+                actor="person" if via == "person" else "lopper",
+                via=Channel.CLI,
+                entity="person",
+                entity_id=person_id,
+                account_id=None,
+                from_state=None,
+                to_state="linked",
+                detail=", ".join(refs),
+            )
         )
         return person_id
 
@@ -88,9 +102,17 @@ def unlink(store: Store, ref: str, *, now: datetime) -> None:
         person_id = connection.person_id
         connection.person_id = None
         session.add(
-            AuditEntry(at=now, actor="person", via=Channel.CLI, entity="person",
-                       entity_id=person_id, account_id=None, from_state="linked",
-                       to_state="unlinked", detail=ref)
+            AuditEntry(
+                at=now,
+                actor="person",
+                via=Channel.CLI,
+                entity="person",
+                entity_id=person_id,
+                account_id=None,
+                from_state="linked",
+                to_state="unlinked",
+                detail=ref,
+            )
         )
 
 
@@ -153,3 +175,33 @@ def linked_counterparts(session: Session, account_id: int) -> dict[str, list[tup
         for user_id in by_person[person_id]:
             result[user_id].append((other_account, other_user))
     return dict(result)
+
+
+def with_linked(
+    session: Session,
+    account_id: int,
+    stats: dict[str, ExchangeStats],
+    rules: Rules,
+    now: datetime,
+) -> dict[str, ExchangeStats]:
+    """Add to each linked connection's stats the exchanges with the same person elsewhere."""
+    links = linked_counterparts(session, account_id)
+    if not links:
+        return stats
+    wanted: dict[int, set[str]] = defaultdict(set)
+    for pairs in links.values():
+        for other_account, other_user in pairs:
+            wanted[other_account].add(other_user)
+    elsewhere = {
+        other_account: exchange_stats(session, other_account, rules, now, sorted(users))
+        for other_account, users in wanted.items()
+    }
+    merged = dict(stats)
+    for user_id, pairs in links.items():
+        total = merged.get(user_id, NO_EXCHANGES)
+        for other_account, other_user in pairs:
+            seen = elsewhere[other_account].get(other_user)
+            if seen is not None:
+                total = combine(total, seen)
+        merged[user_id] = total
+    return merged

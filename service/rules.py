@@ -66,6 +66,21 @@ class ExchangeStats:
 NO_EXCHANGES = ExchangeStats()
 
 
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def combine(a: ExchangeStats, b: ExchangeStats) -> ExchangeStats:
+    """The exchanges of one person seen through two accounts, as one."""
+    return ExchangeStats(
+        a.inbound + b.inbound,
+        a.outbound + b.outbound,
+        _later(a.last_inbound, b.last_inbound),
+        _later(a.last_outbound, b.last_outbound),
+        a.value + b.value,
+    )
+
+
 class Verdict(enum.StrEnum):
     FLAG = "flag"  # too few exchanges in the window: suggest removing
     GONE = "gone"  # deleted, suspended or moved: removing hurts nobody
@@ -183,7 +198,9 @@ def judge(
     if is_dormant(facts, rules, now):
         assert facts.last_active_at is not None
         return Judgement(
-            Verdict.GONE, f"dormant: no post of their own since {facts.last_active_at:%Y-%m-%d}", evidence
+            Verdict.GONE,
+            f"dormant: no post of their own since {facts.last_active_at:%Y-%m-%d}",
+            evidence,
         )
     return Judgement(
         Verdict.FLAG,

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from service.config import Rules
 from service.errors import InvalidTransition, NotFound
 from service.model import Channel, ConnectionState, Reason, SuggestionState
+from service.people import with_linked
 from service.platforms.base import Span
 from service.rules import (
     NO_EXCHANGES,
@@ -177,6 +178,8 @@ def judge_account(
     coverage = account_coverage(session, account)
     brake = account.brake_engaged_at is not None
     stats = exchange_stats(session, account.id, rules, now)
+    if rules.count_linked:
+        stats = with_linked(session, account.id, stats, rules, now)
     items = []
     for facts in connection_facts(session, account.id):
         s = stats.get(facts.user_id, NO_EXCHANGES)

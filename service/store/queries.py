@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, Float, and_, case, func, literal, select, type_coerce
@@ -22,7 +23,9 @@ def _aware(value: int | datetime | None) -> datetime | None:
     return datetime.fromtimestamp(int(value), tz=UTC)
 
 
-def exchange_statement(account_id: int, rules: Rules, now: datetime):  # type: ignore[no-untyped-def]
+def exchange_statement(  # type: ignore[no-untyped-def]
+    account_id: int, rules: Rules, now: datetime, counterparts: Sequence[str] | None = None
+):
     """One aggregate over the account's interactions, grouped by the other person."""
     now_s = to_epoch(now)
     since = to_epoch(now - rules.window)
@@ -47,7 +50,7 @@ def exchange_statement(account_id: int, rules: Rules, now: datetime):  # type: i
     # exchange is worth nothing anyway, so it is counted as exactly that.
     decayed = case((exponent < -600, literal(0.0)), else_=func.exp(exponent))
     value = func.sum(weight * direction_weight * decayed, type_=Float)
-    return (
+    statement = (
         select(
             i.counterpart_id,
             func.sum(case((and_(counted, inbound), 1), else_=0)),
@@ -59,12 +62,19 @@ def exchange_statement(account_id: int, rules: Rules, now: datetime):  # type: i
         .where(i.account_id == account_id, at <= now_s)
         .group_by(i.counterpart_id)
     )
+    if counterparts is not None:
+        statement = statement.where(i.counterpart_id.in_(list(counterparts)))
+    return statement
 
 
 def exchange_stats(
-    session: Session, account_id: int, rules: Rules, now: datetime
+    session: Session,
+    account_id: int,
+    rules: Rules,
+    now: datetime,
+    counterparts: Sequence[str] | None = None,
 ) -> dict[str, ExchangeStats]:
-    result = session.execute(exchange_statement(account_id, rules, now))
+    result = session.execute(exchange_statement(account_id, rules, now, counterparts))
     return {
         row[0]: ExchangeStats(
             int(row[1] or 0), int(row[2] or 0), _aware(row[3]), _aware(row[4]), float(row[5] or 0.0)
