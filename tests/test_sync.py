@@ -382,3 +382,17 @@ def test_credentials_of_another_person_are_refused(store: Store, clock: Clock) -
 
     assert report.outcome == "failed"
     assert "not to @harry" in report.problems[0]
+
+
+def test_a_page_larger_than_the_drivers_batches_is_counted_exactly(store):
+    # Drivers split big inserts into batches; the count of new rows must still be exact.
+    clock = Clock(NOW)
+    platform = scripted(clock, people=3, events_page_size=2500)
+    for index in range(2500):
+        platform.add_exchange(f"u{index % 3 + 1}", NOW - timedelta(days=1 + index % 300))
+    first = sync_account(store, ACCOUNT, platform, make_rules(), clock)
+    assert first.interactions_new == 2500
+    reset_cursors(store)
+    again = sync_account(store, ACCOUNT, platform, make_rules(), clock)
+    assert again.interactions_new == 0
+    assert snapshot(store)["interactions"] == 2500
