@@ -16,19 +16,18 @@ from sqlalchemy.orm import Session
 
 from service.config import Rules
 from service.errors import InvalidTransition, NotFound
-from service.model import Channel, ConnectionState, Reason, SuggestionState
+from service.model import Channel, Reason, SuggestionState
 from service.people import with_linked
 from service.platforms.base import Span
 from service.rules import (
     NO_EXCHANGES,
-    ConnectionFacts,
     Judgement,
     PlanItem,
     Verdict,
     judge,
 )
 from service.store import Store
-from service.store.models import Account, AuditEntry, Connection, Suggestion
+from service.store.models import Account, AuditEntry, Suggestion
 from service.store.queries import account_coverage, connection_facts, exchange_stats
 
 log = structlog.get_logger("lopper.suggestions")
@@ -357,26 +356,3 @@ def queue_plan(store: Store, account_key: str, items: Sequence[PlanItem], now: d
         fresh = [i for i in items if i.facts.id not in busy]
         queue(session, account.id, fresh, now, reason=Reason.PLAN)
         return len(fresh)
-
-
-def facts_of(connection: Connection) -> ConnectionFacts:
-    return ConnectionFacts(
-        id=connection.id,
-        user_id=connection.platform_user_id,
-        handle=connection.handle,
-        display_name=connection.display_name,
-        profile_url=connection.profile_url,
-        following=connection.following,
-        followed_by=connection.followed_by,
-        connected_since=connection.connected_since,
-        first_seen_at=connection.first_seen_at,
-        gone=connection.gone,
-        moved_to=connection.moved_to,
-        lists=tuple(connection.lists or ()),
-        kept=connection.protected,
-        last_active_at=connection.last_active_at,
-    )
-
-
-def is_active(connection: Connection) -> bool:
-    return connection.state is ConnectionState.ACTIVE

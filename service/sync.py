@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import BigInteger, String, func, insert, literal, select, update
@@ -39,6 +39,7 @@ from service.store.types import to_epoch
 log = structlog.get_logger("lopper.sync")
 
 CONNECTIONS = "connections"
+_Page = TypeVar("_Page")
 Clock = Callable[[], datetime]
 Progress = Callable[[str, int], None]
 
@@ -154,6 +155,27 @@ def sync_account(
     return report
 
 
+def _fetch_page(report: SyncReport, stream: str, fetch: Callable[[], _Page]) -> _Page | None:
+    """One page, or None when this stream must stop for now; its cursor stays where it was.
+
+    Refused credentials stop the whole sync (the account is paused); anything else the
+    platform answers stops only this stream, and the others still run.
+    """
+    try:
+        return fetch()
+    except AuthError:
+        raise
+    except RateLimited as exc:
+        problem = f"deferred: {exc}"
+    except Unsupported as exc:
+        problem = f"unavailable: {exc}"
+    except PlatformError as exc:
+        problem = f"failed: {exc}"
+    report.outcome = "partial"
+    report.streams[stream] = scrub(problem)
+    return None
+
+
 # --- connections -------------------------------------------------------------------------
 
 
@@ -171,15 +193,8 @@ def _sync_connections(
         listing = row.listing if row and row.listing else uuid.uuid4().hex[:12]
         cursor = row.cursor if row and row.listing else None
     while True:
-        try:
-            page = adapter.connections(cursor)
-        except RateLimited as exc:
-            report.outcome = "partial"
-            report.streams[CONNECTIONS] = f"deferred: {scrub(str(exc))}"
-            return
-        except Unsupported as exc:
-            report.outcome = "partial"
-            report.streams[CONNECTIONS] = f"unavailable: {scrub(str(exc))}"
+        page = _fetch_page(report, CONNECTIONS, lambda c=cursor: adapter.connections(c))
+        if page is None:
             return
         with store.session() as session:
             report.connections_new += _save_people(
@@ -324,21 +339,8 @@ def _sync_stream(
         row = session.get(SyncCursor, (account_id, stream))
         cursor = row.cursor if row else None
     while True:
-        try:
-            page = adapter.interactions(stream, cursor)
-        except RateLimited as exc:
-            report.outcome = "partial"
-            report.streams[stream] = f"deferred: {scrub(str(exc))}"
-            return
-        except Unsupported as exc:
-            report.outcome = "partial"
-            report.streams[stream] = f"unavailable: {scrub(str(exc))}"
-            return
-        except AuthError:
-            raise
-        except PlatformError as exc:
-            report.outcome = "partial"
-            report.streams[stream] = f"failed: {scrub(str(exc))}"
+        page = _fetch_page(report, stream, lambda c=cursor: adapter.interactions(stream, c))
+        if page is None:
             return
         with store.session() as session:
             report.interactions_new += save_exchanges(session, account_id, page.exchanges)

@@ -356,21 +356,23 @@ def test_refused_credentials_pause_the_account_until_a_good_sync(
         assert session.scalars(select(Account)).one().paused_reason is None
 
 
-def test_transient_trouble_fails_the_run_and_changes_nothing_else(
-    store: Store, clock: Clock
-) -> None:
+def test_transient_trouble_stops_only_its_stream(store: Store, clock: Clock) -> None:
     platform = busy_network(clock)
     sync(store, platform, clock)
     before = snapshot(store)
     clock.advance()
+    platform.drop_person("u1")
+    platform.add_exchange("u2", clock())
     platform.inject("connections", PlatformError("502 bad gateway"))
 
     report = sync(store, platform, clock)
 
-    assert report.outcome == "failed"
-    assert snapshot(store)["connections"] == before["connections"]
-    with store.session() as session:
-        assert session.scalars(select(Account)).one().last_sync_at == NOW
+    assert report.outcome == "partial"
+    assert report.streams["connections"].startswith("failed: 502")
+    # The listing stopped: nobody is marked vanished on half a listing ...
+    assert snapshot(store)["connection_states"] == before["connection_states"]
+    # ... while the exchanges still came in.
+    assert report.interactions_new == 1
 
 
 def test_credentials_of_another_person_are_refused(store: Store, clock: Clock) -> None:
