@@ -97,13 +97,12 @@ def _zone(application: App) -> Any:
     return application.settings.digest.zone
 
 
-def _when(value: Any, zone: Any, with_time: bool = False) -> str:
+def _when(value: datetime | str | None, zone: Any, with_time: bool = False) -> str:
+    """A stored (UTC) time in the person's time zone."""
     if value is None:
         return "never"
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    local = value.astimezone(zone)
-    return local.strftime("%Y-%m-%d %H:%M" if with_time else "%Y-%m-%d")
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M" if with_time else "%Y-%m-%d")
 
 
 def _parse_percent(text: str) -> float | int:

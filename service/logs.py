@@ -57,7 +57,7 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
-def _scrub_rendered(_logger: Any, _name: str, rendered: str) -> str:
+def _scrub_rendered(_logger: Any, _name: str, rendered: Any) -> Any:
     # Last line of defence: tracebacks and stdlib messages are rendered before this.
     return scrub(rendered)
 

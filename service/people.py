@@ -164,7 +164,8 @@ def linked_counterparts(session: Session, account_id: int) -> dict[str, list[tup
         return {}
     by_person: dict[int, list[str]] = defaultdict(list)
     for user_id, person_id in mine:
-        by_person[person_id].append(user_id)
+        if person_id is not None:
+            by_person[person_id].append(user_id)
     others = session.execute(
         select(Connection.person_id, Connection.account_id, Connection.platform_user_id).where(
             Connection.person_id.in_(list(by_person)), Connection.account_id != account_id
@@ -172,7 +173,7 @@ def linked_counterparts(session: Session, account_id: int) -> dict[str, list[tup
     ).all()
     result: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for person_id, other_account, other_user in others:
-        for user_id in by_person[person_id]:
+        for user_id in by_person.get(person_id or 0, ()):
             result[user_id].append((other_account, other_user))
     return dict(result)
 

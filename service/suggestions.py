@@ -226,22 +226,17 @@ def evaluate_account(
             )
         )
         for suggestion in open_suggestions:
-            item = by_connection.get(suggestion.connection_id)
-            if item is None:
-                transition(
-                    session,
-                    suggestion,
-                    S.EXPIRED,
-                    actor=LOPPER,
-                    via=Channel.SYSTEM,
-                    now=now,
-                    detail="no longer connected",
-                )
-                report.expired += 1
-            elif not item.judgement.removable and item.judgement.verdict not in (
+            current = by_connection.get(suggestion.connection_id)
+            if current is None:
+                expire: str | None = "no longer connected"
+            elif not current.judgement.removable and current.judgement.verdict not in (
                 Verdict.HELD,
                 Verdict.TOO_EARLY,  # missing data says nothing about the person: wait
             ):
+                expire = f"no longer flagged: {current.judgement.why}"
+            else:
+                expire = None
+            if expire is not None:
                 transition(
                     session,
                     suggestion,
@@ -249,11 +244,12 @@ def evaluate_account(
                     actor=LOPPER,
                     via=Channel.SYSTEM,
                     now=now,
-                    detail=f"no longer flagged: {item.judgement.why}",
+                    detail=expire,
                 )
                 report.expired += 1
             elif (
-                suggestion.state is S.SNOOZED
+                current is not None
+                and suggestion.state is S.SNOOZED
                 and suggestion.snoozed_until
                 and suggestion.snoozed_until <= now
             ):
@@ -266,7 +262,7 @@ def evaluate_account(
                     now=now,
                     detail="snooze ended",
                 )
-                suggestion.evidence = complete(item).judgement.evidence
+                suggestion.evidence = complete(current).judgement.evidence
                 report.woke += 1
 
         busy = set(

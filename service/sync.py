@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -193,7 +194,7 @@ def _sync_connections(
         listing = row.listing if row and row.listing else uuid.uuid4().hex[:12]
         cursor = row.cursor if row and row.listing else None
     while True:
-        page = _fetch_page(report, CONNECTIONS, lambda c=cursor: adapter.connections(c))
+        page = _fetch_page(report, CONNECTIONS, partial(adapter.connections, cursor))
         if page is None:
             return
         with store.session() as session:
@@ -339,7 +340,7 @@ def _sync_stream(
         row = session.get(SyncCursor, (account_id, stream))
         cursor = row.cursor if row else None
     while True:
-        page = _fetch_page(report, stream, lambda c=cursor: adapter.interactions(stream, c))
+        page = _fetch_page(report, stream, partial(adapter.interactions, stream, cursor))
         if page is None:
             return
         with store.session() as session:
@@ -399,7 +400,7 @@ def _save_exchanges_postgresql(
         .render_derived()
     )
     statement = (
-        postgresql.insert(Interaction.__table__)
+        postgresql.insert(Interaction)
         .from_select(
             list(_INTERACTION_COLUMNS),
             select(literal(account_id), *values.c),

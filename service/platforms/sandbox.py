@@ -192,7 +192,7 @@ class SandboxPlatform:
         self.state_file = state_file
         self.clock = clock or (lambda: datetime.now(UTC))
         self._state = self._load_state()
-        self.network = SandboxNetwork(options, self._state["anchor_day"])
+        self.network = SandboxNetwork(options, int(str(self._state["anchor_day"])))
 
     # -- state kept between runs ---------------------------------------------------------
 
