@@ -235,6 +235,8 @@ def _save_people(
         values = _listed_values(person, listing, now)
         connection = existing.get(person.user_id)
         if connection is not None:
+            if connection.last_listing == listing:
+                _merge_flags(values, connection.following, connection.followed_by)
             for key, value in values.items():
                 setattr(connection, key, value)
             continue
@@ -248,10 +250,22 @@ def _save_people(
                 "connected_since": None,
                 "last_active_at": None,
             }
+        elif row["last_listing"] == listing:
+            _merge_flags(values, row["following"], row["followed_by"])
         row.update(values)
     if fresh:
         session.execute(insert(Connection), list(fresh.values()))
     return len(fresh)
+
+
+def _merge_flags(values: dict[str, Any], following: bool, followed_by: bool) -> None:
+    """A person listed twice in one listing (in "following", then in "followers") is both.
+
+    Platforms list the two directions separately; each appearance says what that list knows,
+    so within one listing the flags add up instead of the later page overwriting the earlier.
+    """
+    values["following"] = values["following"] or following
+    values["followed_by"] = values["followed_by"] or followed_by
 
 
 def _listed_values(person: Person, listing: str, now: datetime) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from service.config import Rules
 from service.model import ConnectionState, Kind
-from service.platforms.base import AuthError, PlatformError, RateLimited
+from service.platforms.base import AuthError, ConnectionPage, Person, PlatformError, RateLimited
 from service.store import Store
 from service.store.models import Account, Connection, SyncCursor, SyncRun
 from service.suggestions import evaluate_account, judge_account
@@ -398,3 +398,37 @@ def test_a_page_larger_than_the_drivers_batches_is_counted_exactly(store):
     again = sync_account(store, ACCOUNT, platform, make_rules(), clock)
     assert again.interactions_new == 0
     assert snapshot(store)["interactions"] == 2500
+
+
+def test_a_person_in_both_lists_of_one_listing_is_mutual(store: Store, clock: Clock) -> None:
+    # Platforms page "following" and "followers" separately: the second appearance of a
+    # person must add to what the first said, not overwrite it.
+    platform = scripted(clock)
+    pages = {
+        None: ConnectionPage(
+            [Person("a", "@a", following=True), Person("b", "@b", following=True)], "1"
+        ),
+        "1": ConnectionPage(
+            [Person("a", "@a", followed_by=True), Person("c", "@c", followed_by=True)], None
+        ),
+    }
+    platform.connections = pages.__getitem__  # type: ignore[method-assign]
+    sync(store, platform, clock)
+    with store.session() as session:
+        flags = {
+            c.platform_user_id: (c.following, c.followed_by)
+            for c in session.scalars(select(Connection))
+        }
+    assert flags == {"a": (True, True), "b": (True, False), "c": (False, True)}
+
+
+def test_flags_from_an_earlier_listing_do_not_stick(store: Store, clock: Clock) -> None:
+    platform = scripted(clock)
+    platform.add_person("a", following=True, followed_by=True)
+    sync(store, platform, clock)
+    platform.add_person("a", following=True, followed_by=False)  # they unfollowed the account
+    clock.advance()
+    sync(store, platform, clock)
+    with store.session() as session:
+        connection = session.scalars(select(Connection)).one()
+    assert (connection.following, connection.followed_by) == (True, False)
