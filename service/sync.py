@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import BigInteger, String, func, insert, literal, select, update
+from sqlalchemy import BigInteger, String, func, insert, literal, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,7 @@ from service.store.types import to_epoch
 log = structlog.get_logger("lopper.sync")
 
 CONNECTIONS = "connections"
+_ANALYZE_AFTER = 2000  # new connections in one sync before PostgreSQL's statistics are renewed
 _Page = TypeVar("_Page")
 Clock = Callable[[], datetime]
 Progress = Callable[[str, int], None]
@@ -193,6 +194,7 @@ def _sync_connections(
         row = session.get(SyncCursor, (account_id, CONNECTIONS))
         listing = row.listing if row and row.listing else uuid.uuid4().hex[:12]
         cursor = row.cursor if row and row.listing else None
+    analyzed = False
     while True:
         page = _fetch_page(report, CONNECTIONS, partial(adapter.connections, cursor))
         if page is None:
@@ -202,6 +204,15 @@ def _sync_connections(
                 session, account_id, page.people, listing, clock()
             )
             _set_cursor(session, account_id, CONNECTIONS, page.next_cursor, clock(), listing)
+            if (
+                not analyzed
+                and report.connections_new >= _ANALYZE_AFTER
+                and store.dialect == "postgresql"
+            ):
+                # A first listing grows the table from nothing: with the planner's statistics
+                # still saying "empty", each page's lookup scans every row instead of the index.
+                session.execute(text("ANALYZE connections"))
+                analyzed = True
         report.connections_seen += len(page.people)
         if progress:
             progress(CONNECTIONS, len(page.people))

@@ -12,7 +12,11 @@ from service.errors import ConfigError, ConfigProblem
 from service.platforms.base import Platform
 
 # platform name -> module that provides ``build(account, state_dir, clock)``
-_MODULES = {"sandbox": "service.platforms.sandbox"}
+_MODULES = {
+    "sandbox": "service.platforms.sandbox",
+    "bluesky": "service.platforms.bluesky",
+    "mastodon": "service.platforms.mastodon",
+}
 
 
 def build_adapter(

@@ -62,7 +62,7 @@ class Account(Base):
     key: Mapped[str] = mapped_column(String(200), unique=True)
     platform: Mapped[str] = mapped_column(String(32))
     handle: Mapped[str] = mapped_column(String(200))
-    platform_user_id: Mapped[str | None] = mapped_column(String(64))
+    platform_user_id: Mapped[str | None] = mapped_column(String(255))
     streams: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCTime)
     paused_reason: Mapped[str | None] = mapped_column(Text)
@@ -98,7 +98,7 @@ class Connection(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    platform_user_id: Mapped[str] = mapped_column(String(64))
+    platform_user_id: Mapped[str] = mapped_column(String(255))  # a did:web can be long
     handle: Mapped[str] = mapped_column(String(200))
     display_name: Mapped[str | None] = mapped_column(String(300))
     profile_url: Mapped[str | None] = mapped_column(Text)
@@ -138,7 +138,7 @@ class Interaction(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     event_id: Mapped[str] = mapped_column(String(128))
-    counterpart_id: Mapped[str] = mapped_column(String(64))
+    counterpart_id: Mapped[str] = mapped_column(String(255))
     kind: Mapped[Kind] = mapped_column(_enum(Kind, "interaction_kind"))
     direction: Mapped[Direction] = mapped_column(_enum(Direction, "interaction_direction"))
     occurred_at: Mapped[datetime] = mapped_column(UTCTime)
