@@ -23,10 +23,12 @@ from sqlalchemy.engine import make_url
 
 from service import config as cfg
 from service.app import AccountSkipped, App
-from service.errors import EX_CONFIG, ConfigError, LopperError
-from service.logs import configure_logging
+from service.config import Account as AccountConfig
+from service.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError, LopperError
+from service.logs import configure_logging, scrub
 from service.model import Channel, ConnectionState, RemovalState, SuggestionState
 from service.people import link, suggest_links, unlink
+from service.platforms.base import PlatformError
 from service.removals import manual_done, removals_today, restore
 from service.rules import plan_reduction
 from service.store.models import (
@@ -58,7 +60,13 @@ db_app = typer.Typer(help="Manage the database.", no_args_is_help=True)
 export_app = typer.Typer(help="Export what lopper recorded.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+auth_app = typer.Typer(
+    help="Sign in to a platform; its token is kept in a 0600 file in the state directory, "
+    "never in the database or the configuration.",
+    no_args_is_help=True,
+)
 app.add_typer(export_app, name="export")
+app.add_typer(auth_app, name="auth")
 
 _state: dict[str, Any] = {"config": None}
 
@@ -735,6 +743,74 @@ def resume(account: str = typer.Argument(..., help="The account, e.g. x:@you."))
         )
 
 
+def _account_on(application: App, platform: str, account: str | None) -> AccountConfig:
+    matches = [
+        a
+        for a in application.settings.accounts
+        if a.platform == platform and account in (None, a.key, a.handle)
+    ]
+    if not matches:
+        raise LopperError(
+            f"no {platform} account{' ' + account if account else ''} in the configuration; "
+            "add it under accounts: (see config.example.yaml)"
+        )
+    if len(matches) > 1:
+        raise LopperError(f"several {platform} accounts: choose one with --account")
+    return matches[0]
+
+
+AuthAccount = typer.Option(None, "--account", "-a", help="Which account, if there are several.")
+
+
+@auth_app.command("mastodon")
+def auth_mastodon(
+    instance: str | None = typer.Option(
+        None, "--instance", help="The server, e.g. https://example.social (default: the handle's)."
+    ),
+    account: str | None = AuthAccount,
+) -> None:
+    """Let lopper read your Mastodon account and unfollow/follow for you (nothing else)."""
+    from service.platforms import mastodon
+
+    with _app() as application:
+        chosen = _account_on(application, "mastodon", account)
+        url = instance or mastodon.instance_url(chosen.handle)
+
+        def ask(link: str) -> str:
+            out.print(f"Open this page, approve lopper, and paste the code it shows:\n{link}")
+            return str(typer.prompt("code")).strip()
+
+        result = mastodon.authorize(url, cfg.state_dir(), chosen.key, ask)
+        out.print(
+            f"authorized as {result.handle}; token kept in {result.token_file}", highlight=False
+        )
+
+
+@auth_app.command("bluesky")
+def auth_bluesky(account: str | None = AuthAccount) -> None:
+    """Sign in to Bluesky with an app password (bsky.app → Settings → App passwords)."""
+    from service.platforms import bluesky
+
+    with _app() as application:
+        chosen = _account_on(application, "bluesky", account)
+        secret = chosen.credentials.get("app_password")
+        password = (
+            secret.get_secret_value() if secret else typer.prompt("app password", hide_input=True)
+        )
+        base = chosen.credentials.get("base_url")
+        who = bluesky.login(
+            chosen.handle,
+            password,
+            cfg.state_dir(),
+            chosen.key,
+            base_url=base.get_secret_value() if base else None,
+        )
+        out.print(
+            f"signed in as {who.handle}; the session is kept and refreshed from now on",
+            highlight=False,
+        )
+
+
 @export_app.command("removed")
 def export_removed(
     csv_: bool = typer.Option(True, "--csv", help="CSV (the only format for now)."),
@@ -916,3 +992,8 @@ def main() -> None:
     except LopperError as exc:
         err.print(f"lopper: {exc}", highlight=False, markup=False)
         sys.exit(exc.exit_code)
+    except PlatformError as exc:
+        err.print(
+            f"lopper: the platform answered: {scrub(str(exc))}", highlight=False, markup=False
+        )
+        sys.exit(EX_UNAVAILABLE)
