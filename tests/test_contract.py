@@ -98,13 +98,13 @@ def test_every_stream_pages_to_done_with_unique_ids_and_honest_coverage(adapter)
     assert streams
     now = datetime.now(UTC) + timedelta(minutes=1)
     for stream in streams:
-        seen: set[str] = set()
+        seen: dict[str, object] = {}
         cursor = None
         for _ in range(10_000):
             page = adapter.interactions(stream, cursor)
             for exchange in page.exchanges:
                 assert exchange.event_id not in seen, f"{stream}: {exchange.event_id} twice"
-                seen.add(exchange.event_id)
+                seen[exchange.event_id] = exchange
                 assert isinstance(exchange.counterpart_id, str) and exchange.counterpart_id
                 assert _aware(exchange.occurred_at) and exchange.occurred_at <= now
             if page.covers is not None:
@@ -117,10 +117,12 @@ def test_every_stream_pages_to_done_with_unique_ids_and_honest_coverage(adapter)
                 break
         else:
             pytest.fail(f"{stream} never said it was done")
+        # A caught-up cursor may read a little of the past again (late-indexed items), but
+        # an id always names the same exchange, so the store's deduplication makes it harmless.
         again = adapter.interactions(stream, cursor)
-        assert not {e.event_id for e in again.exchanges} & seen, (
-            "a caught-up cursor fetches nothing old"
-        )
+        for exchange in again.exchanges:
+            if exchange.event_id in seen:
+                assert seen[exchange.event_id] == exchange, f"{exchange.event_id} changed"
 
 
 def test_remove_is_idempotent_and_restore_undoes_it(adapter):
