@@ -27,8 +27,9 @@ from service.rules import (
     judge,
 )
 from service.store import Store
-from service.store.models import Account, AuditEntry, Suggestion
+from service.store.models import Account, AuditEntry, Suggestion, SyncCursor
 from service.store.queries import account_coverage, connection_facts, exchange_stats
+from service.sync import CONNECTIONS
 
 log = structlog.get_logger("lopper.suggestions")
 
@@ -225,13 +226,28 @@ def evaluate_account(
                 )
             )
         )
+        # Halfway through a listing (a rate limit split it across runs) a mutual may so far
+        # have been seen in one list only: the flags are not final, so they expire nothing.
+        listing_open = (
+            session.scalar(
+                select(SyncCursor.listing).where(
+                    SyncCursor.account_id == account.id, SyncCursor.stream == CONNECTIONS
+                )
+            )
+            is not None
+        )
         for suggestion in open_suggestions:
             current = by_connection.get(suggestion.connection_id)
             if current is None:
                 expire: str | None = "no longer connected"
-            elif not current.judgement.removable and current.judgement.verdict not in (
-                Verdict.HELD,
-                Verdict.TOO_EARLY,  # missing data says nothing about the person: wait
+            elif (
+                not listing_open
+                and not current.judgement.removable
+                and current.judgement.verdict
+                not in (
+                    Verdict.HELD,
+                    Verdict.TOO_EARLY,  # missing data says nothing about the person: wait
+                )
             ):
                 expire = f"no longer flagged: {current.judgement.why}"
             else:

@@ -432,3 +432,28 @@ def test_flags_from_an_earlier_listing_do_not_stick(store: Store, clock: Clock) 
     with store.session() as session:
         connection = session.scalars(select(Connection)).one()
     assert (connection.following, connection.followed_by) == (True, False)
+
+
+def test_a_listing_split_by_a_rate_limit_expires_no_suggestion(store: Store, clock: Clock) -> None:
+    platform = scripted(clock)
+    since = NOW - timedelta(days=365)
+    first = {None: ConnectionPage([Person("p", "@p", following=True, connected_since=since)], None)}
+    platform.connections = first.__getitem__  # type: ignore[method-assign]
+    sync(store, platform, clock)
+    evaluate_account(store, ACCOUNT.key, make_rules(), clock())
+    assert states(store) == {"p": "pending"}
+
+    # The next listing pages followers first; the window runs out before "following".
+    def split(cursor: str | None) -> ConnectionPage:
+        if cursor is None:
+            return ConnectionPage(
+                [Person("p", "@p", followed_by=True, connected_since=since)], "following"
+            )
+        raise RateLimited(detail="window spent")
+
+    platform.connections = split  # type: ignore[method-assign]
+    clock.advance()
+    report = sync(store, platform, clock)
+    assert report.streams["connections"].startswith("deferred")
+    evaluate_account(store, ACCOUNT.key, make_rules(), clock())
+    assert states(store) == {"p": "pending"}, "half a listing says nothing final about p"
