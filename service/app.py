@@ -123,7 +123,9 @@ class App:
 
     # -- units of work, each bound to a run id and the account -----------------------------
 
-    def sync(self, account: AccountConfig, progress: Progress | None = None) -> SyncReport:
+    def sync(
+        self, account: AccountConfig, progress: Progress | None = None, *, full: bool = False
+    ) -> SyncReport:
         run_id = uuid.uuid4().hex[:12]
         bind_run(run_id, account=account.key, job="sync")
         adapter = self.adapter(account)
@@ -135,6 +137,7 @@ class App:
             self.clock,
             run_id=run_id,
             progress=progress,
+            relist_after=None if full else self.settings.schedule.relist_every,
         )
         log.info(
             "sync finished",

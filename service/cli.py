@@ -289,6 +289,7 @@ def db_upgrade() -> None:
 @app.command()
 def sync(
     account: str | None = typer.Argument(None, help="Only this account (e.g. x:@you)."),
+    full: bool = typer.Option(False, "--full", help="List every connection again, however fresh."),
 ) -> None:
     """Fetch connections and interactions from each account's platform."""
     failed = False
@@ -296,7 +297,7 @@ def sync(
         for acc in application.accounts(account):
             try:
                 with _sync_progress(acc.key) as tick:
-                    report = application.sync(acc, progress=tick)
+                    report = application.sync(acc, progress=tick, full=full)
             except AccountSkipped as exc:
                 err.print(f"[red]{exc}[/red]")
                 failed = True

@@ -191,6 +191,8 @@ class Schedule(_DurationModel):
     sync_every: timedelta = timedelta(hours=6)
     sync_jitter: timedelta = timedelta(minutes=30)
     execute_every: timedelta = timedelta(minutes=15)
+    # A complete listing of connections is fetched again only after this long.
+    relist_every: timedelta = timedelta(hours=12)
     digest: str = "0 8 * * mon"
 
     @field_validator("digest")

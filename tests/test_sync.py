@@ -299,8 +299,9 @@ def test_crash_mid_stream_resumes_from_the_stored_cursor(
     platform.reset_calls()
     sync(store, platform, clock)
 
-    assert platform.called("interactions")[0] == ("activity", "12")
-    assert ("activity", None) not in platform.called("interactions")
+    activity = [call for call in platform.called("interactions") if call[0] == "activity"]
+    assert activity[0] == ("activity", "12")
+    assert ("activity", None) not in activity
     assert snapshot(store) == snapshot(reference)
 
 
@@ -457,3 +458,39 @@ def test_a_listing_split_by_a_rate_limit_expires_no_suggestion(store: Store, clo
     assert report.streams["connections"].startswith("deferred")
     evaluate_account(store, ACCOUNT.key, make_rules(), clock())
     assert states(store) == {"p": "pending"}, "half a listing says nothing final about p"
+
+
+def test_a_fresh_listing_is_not_fetched_again(store: Store, clock: Clock) -> None:
+    platform = busy_network(clock)
+    fresh = timedelta(hours=12)
+
+    def listings() -> int:
+        return sum(1 for call in platform.calls if call.method == "connections")
+
+    sync_account(store, ACCOUNT, platform, make_rules(), clock, relist_after=fresh)
+    listed = listings()
+    assert listed > 0
+    clock.advance(timedelta(hours=1))
+    report = sync_account(store, ACCOUNT, platform, make_rules(), clock, relist_after=fresh)
+    assert listings() == listed
+    assert "still fresh" in report.streams["connections"]
+    clock.advance(fresh)
+    sync_account(store, ACCOUNT, platform, make_rules(), clock, relist_after=fresh)
+    assert listings() > listed
+
+
+def test_a_stream_cut_short_by_a_rate_limit_goes_first_next_time(
+    store: Store, clock: Clock
+) -> None:
+    platform = busy_network(clock)
+    sync(store, platform, clock)
+    clock.advance()
+    platform.calls.clear()
+    # The window runs out on the second stream of the run.
+    platform.inject("interactions", RateLimited(detail="spent"), skip=1)
+    sync(store, platform, clock)
+    starved = [call.args[0] for call in platform.calls if call.method == "interactions"][-1]
+    clock.advance()
+    platform.calls.clear()
+    sync(store, platform, clock)
+    assert next(call.args[0] for call in platform.calls if call.method == "interactions") == starved
