@@ -29,6 +29,7 @@ def test_example_is_valid_and_its_secrets_are_only_warnings(monkeypatch):
     assert [a.key for a in loaded.settings.accounts] == [
         "sandbox:@you",
         "mastodon:@you@example.social",
+        "bluesky:@you.bsky.social",
     ]
     assert loaded.account_ready("mastodon:@you@example.social") == ["MASTODON_TOKEN"]
     assert loaded.account_ready("sandbox:@you") == []
