@@ -489,6 +489,24 @@ AccountFilter = typer.Option(None, "--account", "-a", help="With --all-pending: 
 Yes = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 
 
+def _decide_from_cli(
+    ids: list[int],
+    all_pending: bool,
+    account: str | None,
+    yes: bool,
+    to: SuggestionState,
+    question: str,
+    until: Callable[[App], datetime] | None = None,
+) -> None:
+    with _app() as application:
+        chosen = _ids_or_all(application, ids or [], all_pending, account, question, yes)
+        when = until(application) if until else None
+        result = decide(
+            application.store, chosen, to, via=Channel.CLI, now=application.clock(), until=when
+        )
+        _report_decision(result, to.value + (f" until {when:%Y-%m-%d}" if when else ""))
+
+
 @app.command()
 def confirm(
     ids: list[int] = IdsArgument,
@@ -497,14 +515,7 @@ def confirm(
     yes: bool = Yes,
 ) -> None:
     """Confirm removals; `lopper execute` (or the daemon) carries them out."""
-    with _app() as application:
-        chosen = _ids_or_all(
-            application, ids or [], all_pending, account, "Confirm removal of", yes
-        )
-        result = decide(
-            application.store, chosen, S.CONFIRMED, via=Channel.CLI, now=application.clock()
-        )
-        _report_decision(result, "confirmed")
+    _decide_from_cli(ids, all_pending, account, yes, S.CONFIRMED, "Confirm removal of")
 
 
 @app.command()
@@ -515,19 +526,18 @@ def keep(
     yes: bool = Yes,
 ) -> None:
     """Keep these connections; they are never suggested again."""
-    with _app() as application:
-        chosen = _ids_or_all(application, ids or [], all_pending, account, "Keep", yes)
-        result = decide(application.store, chosen, S.KEPT, via=Channel.CLI, now=application.clock())
-        _report_decision(result, "kept")
+    _decide_from_cli(ids, all_pending, account, yes, S.KEPT, "Keep")
 
 
-def _until(for_: str | None, until: str | None, now: datetime) -> datetime:
+def _until(for_: str | None, until: str | None, application: App) -> datetime:
+    now = application.clock()
     if until:
         try:
             day = datetime.fromisoformat(until)
         except ValueError:
             raise typer.BadParameter(f"--until: {until!r} is not a date (YYYY-MM-DD)") from None
-        return day if day.tzinfo else day.replace(tzinfo=now.tzinfo)
+        # A date as the person means it: midnight where they live.
+        return day if day.tzinfo else day.replace(tzinfo=_zone(application))
     try:
         return now + cfg.parse_duration(for_ or "30d")
     except ValueError as exc:
@@ -544,18 +554,9 @@ def snooze(
     until: str | None = typer.Option(None, "--until", help="Until this date (YYYY-MM-DD)."),
 ) -> None:
     """Ask again later."""
-    with _app() as application:
-        chosen = _ids_or_all(application, ids or [], all_pending, account, "Snooze", yes)
-        when = _until(for_, until, application.clock())
-        result = decide(
-            application.store,
-            chosen,
-            S.SNOOZED,
-            via=Channel.CLI,
-            now=application.clock(),
-            until=when,
-        )
-        _report_decision(result, f"snoozed until {when:%Y-%m-%d}")
+    _decide_from_cli(
+        ids, all_pending, account, yes, S.SNOOZED, "Snooze", lambda a: _until(for_, until, a)
+    )
 
 
 def _read_key() -> str:

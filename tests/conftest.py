@@ -177,3 +177,18 @@ def _reset_global_state() -> Iterator[None]:
     for handler in _structlog_handlers():
         root.removeHandler(handler)
     root.setLevel(level)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A person's own machine: XDG folders of their own, no systemd variables."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    for name in (
+        "CONFIGURATION_DIRECTORY",
+        "STATE_DIRECTORY",
+        "LOPPER_CONFIG",
+        "CREDENTIALS_DIRECTORY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path

@@ -20,20 +20,6 @@ from service.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    for name in (
-        "CONFIGURATION_DIRECTORY",
-        "STATE_DIRECTORY",
-        "LOPPER_CONFIG",
-        "CREDENTIALS_DIRECTORY",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
 def lopper(*args: str, input: str | None = None) -> str:
     result = runner.invoke(app, list(args), input=input)
     assert result.exit_code == 0, (args, result.output, result.exception)

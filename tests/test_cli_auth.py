@@ -17,20 +17,6 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    for name in (
-        "CONFIGURATION_DIRECTORY",
-        "STATE_DIRECTORY",
-        "LOPPER_CONFIG",
-        "CREDENTIALS_DIRECTORY",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
-@pytest.fixture
 def bluesky() -> Iterator[FakeBluesky]:
     with FakeBluesky(handle="me.bsky.social", clock=lambda: datetime.now(UTC)) as server:
         yield server
