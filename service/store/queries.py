@@ -10,7 +10,7 @@ from sqlalchemy import BigInteger, Float, and_, case, func, literal, select, typ
 from sqlalchemy.orm import Session
 
 from service.config import Rules
-from service.model import ConnectionState, Direction
+from service.model import ConnectionState, Direction, Kind
 from service.platforms.base import Span
 from service.rules import ConnectionFacts, ExchangeStats
 from service.store.models import Account, Connection, Coverage, Interaction
@@ -31,14 +31,18 @@ def exchange_statement(  # type: ignore[no-untyped-def]
     since = to_epoch(now - rules.window)
     i = Interaction.__table__.c
     at = type_coerce(i.occurred_at, BigInteger)  # raw epoch seconds, for arithmetic
-    counted = and_(
-        at >= since,
-        i.kind.in_([k.value for k in rules.count_kinds]),
-        i.direction.in_([d.value for d in rules.count_directions]),
-    )
+    # Filters that every row passes (all kinds, both directions: the defaults) are left out.
+    conditions = [at >= since]
+    if rules.count_kinds != frozenset(Kind):
+        conditions.append(i.kind.in_([k.value for k in rules.count_kinds]))
+    if rules.count_directions != frozenset(Direction):
+        conditions.append(i.direction.in_([d.value for d in rules.count_directions]))
+    counted = and_(*conditions)
     inbound = i.direction == Direction.INBOUND.value
+    # CASE kind WHEN ...: the kind is read once per row, not compared once per weight.
     weight = case(
-        *((i.kind == kind.value, literal(w)) for kind, w in rules.weights.items()),
+        {kind.value: literal(w) for kind, w in rules.weights.items()},
+        value=i.kind,
         else_=literal(1.0),
     )
     direction_weight = case(
