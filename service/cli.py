@@ -7,7 +7,7 @@ import json
 import shutil
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from service import config as cfg
-from service.app import AccountSkipped, App
+from service.app import AccountSkipped, App, opened
 from service.config import Account as AccountConfig
 from service.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError, LopperError
 from service.logs import configure_logging, scrub
@@ -92,13 +92,8 @@ def _main(
     configure_logging(json=json_logs, level="DEBUG" if verbose else "WARNING")
 
 
-@contextmanager
-def _app() -> Iterator[App]:
-    application = App.load(_state["config"])
-    try:
-        yield application
-    finally:
-        application.close()
+def _app() -> AbstractContextManager[App]:
+    return opened(_state["config"])
 
 
 def _zone(application: App) -> Any:

@@ -37,8 +37,6 @@ _SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
-PLATFORMS = ("sandbox", "x", "facebook", "mastodon", "bluesky", "linkedin", "instagram")
-
 
 def parse_duration(value: Any) -> timedelta:
     """Accept ``90``(seconds), ``"30m"``, ``"6h"``, ``"180d"``, ``"2w"``."""
@@ -53,14 +51,6 @@ def parse_duration(value: Any) -> timedelta:
         if match:
             return timedelta(seconds=float(match[1]) * _DURATION_UNITS[match[2]])
     raise ValueError(f"expected a duration such as 30m, 6h or 180d, got {value!r}")
-
-
-def _format_duration(value: timedelta) -> str:
-    seconds = int(value.total_seconds())
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 class _Model(BaseModel):
@@ -455,7 +445,3 @@ def find_config(explicit: Path | None) -> Path:
     if env:
         return Path(env)
     return default_config_path()
-
-
-def describe_duration(value: timedelta) -> str:
-    return _format_duration(value)

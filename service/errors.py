@@ -7,7 +7,6 @@ from dataclasses import dataclass
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd's RestartPreventExitStatus=78
 EX_DATAERR = 65
 EX_UNAVAILABLE = 69
-EX_SOFTWARE = 70
 
 
 class LopperError(Exception):

@@ -413,7 +413,7 @@ def test_a_person_in_both_lists_of_one_listing_is_mutual(store: Store, clock: Cl
             [Person("a", "@a", followed_by=True), Person("c", "@c", followed_by=True)], None
         ),
     }
-    platform.connections = pages.__getitem__  # type: ignore[method-assign]
+    platform.listing = pages.__getitem__
     sync(store, platform, clock)
     with store.session() as session:
         flags = {
@@ -439,7 +439,7 @@ def test_a_listing_split_by_a_rate_limit_expires_no_suggestion(store: Store, clo
     platform = scripted(clock)
     since = NOW - timedelta(days=365)
     first = {None: ConnectionPage([Person("p", "@p", following=True, connected_since=since)], None)}
-    platform.connections = first.__getitem__  # type: ignore[method-assign]
+    platform.listing = first.__getitem__
     sync(store, platform, clock)
     evaluate_account(store, ACCOUNT.key, make_rules(), clock())
     assert states(store) == {"p": "pending"}
@@ -452,7 +452,7 @@ def test_a_listing_split_by_a_rate_limit_expires_no_suggestion(store: Store, clo
             )
         raise RateLimited(detail="window spent")
 
-    platform.connections = split  # type: ignore[method-assign]
+    platform.listing = split
     clock.advance()
     report = sync(store, platform, clock)
     assert report.streams["connections"].startswith("deferred")

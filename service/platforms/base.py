@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -167,13 +167,3 @@ class Platform(Protocol):
     def restore(self, user_id: str) -> None: ...
 
     def profile_link(self, handle: str, user_id: str) -> str | None: ...
-
-
-@dataclass
-class AdapterInfo:
-    """What the rest of lopper may know of a platform without importing its SDK."""
-
-    name: str
-    capabilities: frozenset[Capability]
-    simulated: bool = False
-    notes: list[str] = field(default_factory=list)

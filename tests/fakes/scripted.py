@@ -61,6 +61,9 @@ class ScriptedPlatform:
     removed: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     on_remove: Callable[[str], None] | None = None
+    # Pages by cursor, for listings the list of people cannot express (one person in two
+    # lists, a listing split across runs); None pages through ``people``.
+    listing: Callable[[str | None], ConnectionPage] | None = None
     _faults: dict[str, list[_Fault]] = field(default_factory=dict)
     _glitches: int = 0
     _unfollowed: dict[str, Person] = field(default_factory=dict)
@@ -169,6 +172,8 @@ class ScriptedPlatform:
 
     def connections(self, cursor: str | None) -> ConnectionPage:
         self._enter("connections", cursor)
+        if self.listing is not None:
+            return self.listing(cursor)
         if self._glitches and cursor is None:
             self._glitches -= 1
             return ConnectionPage([], None)
