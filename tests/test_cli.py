@@ -245,7 +245,8 @@ def test_a_planted_secret_reaches_no_output_log_or_database(home, tmp_path, monk
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
-    assert secret.encode() in config.read_bytes() or "${PLANTED_TOKEN}" in config.read_text()
+    # The secret was really in play: the account it belongs to synced.
+    assert "sandbox:@a: ok" in outputs[0]
 
 
 def test_python_dash_m_service_runs(home):
