@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import shutil
 import sys
@@ -65,8 +66,13 @@ auth_app = typer.Typer(
     "never in the database or the configuration.",
     no_args_is_help=True,
 )
+import_app = typer.Typer(
+    help="Read a platform's data export into the store (a zip or its unpacked folder).",
+    no_args_is_help=True,
+)
 app.add_typer(export_app, name="export")
 app.add_typer(auth_app, name="auth")
+app.add_typer(import_app, name="import")
 
 _state: dict[str, Any] = {"config": None}
 
@@ -977,6 +983,16 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                 if entry.get(label):
                     lines.append(f"[yellow]{label.replace('_', ' ')}: {entry[label]}[/yellow]")
             out.print(Panel("\n".join(lines), title=title, title_align="left"))
+
+
+def _register_command_modules() -> None:
+    from service import commands
+
+    for name in commands.MODULES:
+        importlib.import_module(f"service.commands.{name}")
+
+
+_register_command_modules()
 
 
 def main() -> None:

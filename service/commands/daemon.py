@@ -1,0 +1,1 @@
+"""Commands of the long-running service: ``lopper run``."""

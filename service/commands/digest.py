@@ -1,0 +1,1 @@
+"""Commands of the digest and the review page: ``lopper digest``, ``lopper web``."""

@@ -1,0 +1,1 @@
+"""Imports of the exports of networks with little or no API: Facebook, LinkedIn, Instagram."""

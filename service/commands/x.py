@@ -1,0 +1,1 @@
+"""Commands for X: ``lopper auth x`` and ``lopper import x-archive``."""

@@ -1,0 +1,131 @@
+"""A platform's data export, read the same way whether it is a zip or its unpacked folder.
+
+Exports are large (a Facebook export runs to gigabytes), so members are opened as streams,
+never read whole by this module. Whatever goes wrong while reading one member (a truncated
+zip, a bad checksum, bytes that are not text) becomes an :class:`ExportError` that names the
+export and the member, so the person knows which file to look at.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import re
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from service.errors import EX_DATAERR, LopperError
+
+
+class ExportError(LopperError):
+    """The export cannot be read: not found, not an export of this kind, or damaged."""
+
+    exit_code = EX_DATAERR
+
+
+def _natural_key(name: str) -> list[object]:
+    """``part2`` before ``part10``: archives split a file into numbered parts."""
+    return [int(piece) if piece.isdigit() else piece for piece in re.split(r"(\d+)", name)]
+
+
+@dataclass
+class Export:
+    """The files of one export, by their path inside it (``/``-separated)."""
+
+    path: Path
+    _zip: zipfile.ZipFile | None = None
+    _sizes: dict[str, int] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        return sorted(self._sizes, key=_natural_key)
+
+    def size(self, name: str) -> int:
+        return self._sizes[name]
+
+    def total_size(self, names: list[str]) -> int:
+        return sum(self._sizes[name] for name in names)
+
+    def find(self, *patterns: str) -> list[str]:
+        """Members matching any of the shell patterns, in natural order.
+
+        A pattern matches the member's whole path or any tail of it, so ``data/tweets.js``
+        finds ``twitter-2024-01-01/data/tweets.js`` in an export unpacked with a top folder.
+        """
+        found = []
+        for name in self.names():
+            parts = PurePosixPath(name).parts
+            tails = ["/".join(parts[i:]) for i in range(len(parts))]
+            if any(fnmatch.fnmatchcase(t, p) for p in patterns for t in tails):
+                found.append(name)
+        return found
+
+    def describe(self, name: str | None = None) -> str:
+        return f"{self.path}:{name}" if name else str(self.path)
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[IO[bytes]]:
+        """The member as a binary stream; read errors name the member."""
+        with self.reading(name):
+            if self._zip is not None:
+                with self._zip.open(name) as stream:
+                    yield stream
+            else:
+                with (self.path / name).open("rb") as stream:
+                    yield stream
+
+    @contextmanager
+    def open_text(self, name: str, encoding: str = "utf-8-sig") -> Iterator[IO[str]]:
+        with self.open(name) as raw:
+            # newline="": CSV readers need the line ends as they are.
+            yield io.TextIOWrapper(raw, encoding=encoding, newline="")
+
+    @contextmanager
+    def reading(self, name: str) -> Iterator[None]:
+        """Turn a failure while reading a member into an error that names it."""
+        try:
+            yield
+        except ExportError:
+            raise
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise ExportError(f"{self.describe(name)}: the file is damaged ({exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise ExportError(f"{self.describe(name)}: not text in {exc.encoding}") from exc
+        except OSError as exc:
+            raise ExportError(f"{self.describe(name)}: {exc.strerror or exc}") from exc
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+
+@contextmanager
+def open_export(path: Path) -> Iterator[Export]:
+    """Open a zip file or a folder as an export."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ExportError(f"{path}: no such file or folder")
+    if path.is_dir():
+        sizes = {
+            p.relative_to(path).as_posix(): p.stat().st_size for p in path.rglob("*") if p.is_file()
+        }
+        export = Export(path, None, sizes)
+    else:
+        try:
+            archive = zipfile.ZipFile(path)
+        except zipfile.BadZipFile as exc:
+            raise ExportError(
+                f"{path}: not a zip file or a folder (or the zip is truncated: {exc})"
+            ) from exc
+        except OSError as exc:
+            raise ExportError(f"{path}: {exc.strerror or exc}") from exc
+        sizes = {i.filename: i.file_size for i in archive.infolist() if not i.is_dir()}
+        export = Export(path, archive, sizes)
+    try:
+        yield export
+    finally:
+        export.close()
