@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import Any
 
@@ -241,3 +242,52 @@ class AuditEntry(Base):
     from_state: Mapped[str | None] = mapped_column(String(16))
     to_state: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class DigestState(enum.StrEnum):
+    QUEUED = "queued"  # waiting to be sent (again, after a failure: see next_attempt_at)
+    SENDING = "sending"  # claimed by a sender; the claim lapses if that sender died
+    SENT = "sent"
+    PREVIEW = "preview"  # written for the person to look at, never delivered
+
+
+class Digest(Base):
+    """The outbox: one digest per schedule slot, kept until it is delivered."""
+
+    __tablename__ = "digests"
+    __table_args__ = (Index("ix_digests_state_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The schedule's fire time it belongs to: unique, so a slot never yields two digests.
+    slot: Mapped[datetime | None] = mapped_column(UTCTime, unique=True)
+    preview: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCTime)
+    since: Mapped[datetime | None] = mapped_column(UTCTime)
+    subject: Mapped[str] = mapped_column(String(300))
+    recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    message_id: Mapped[str] = mapped_column(String(255))
+    message: Mapped[str] = mapped_column(Text)  # the whole RFC 5322 message, sent as is
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    suggestion_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    state: Mapped[DigestState] = mapped_column(_enum(DigestState, "digest_state"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ReviewLink(Base):
+    """A signed review-page link: it expires, and carries one decision (one submit)."""
+
+    __tablename__ = "review_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), unique=True)
+    digest_id: Mapped[int] = mapped_column(ForeignKey("digests.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    digest: Mapped[Digest] = relationship()
