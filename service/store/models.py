@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -17,8 +17,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 from service.model import (
     Channel,
@@ -291,3 +294,81 @@ class ReviewLink(Base):
     outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     digest: Mapped[Digest] = relationship()
+
+
+# --- the daemon: its work queue and its own few facts -------------------------------------
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"  # due, waiting for a worker to claim it
+    RUNNING = "running"  # claimed: its lease must be renewed, or it lapses
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # stopped (SIGTERM) or its worker died (lease lapsed)
+
+
+class PreciseUTCTime(TypeDecorator[datetime]):
+    """An aware UTC datetime kept to the microsecond: job runs are compared for overlap."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} refused: times must be aware")
+        delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+        return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(value))
+
+
+class JobRun(Base):
+    """One unit of the daemon's work, from the moment it came due to its outcome.
+
+    What is due is decided from these rows (and the accounts' own last sync), never from the
+    scheduler's memory. At most one row per (job, account) is queued or running at a time:
+    the partial unique index makes a second copy of a job impossible, whatever the number
+    of daemons sharing the database.
+    """
+
+    __tablename__ = "job_runs"
+    __table_args__ = (
+        Index(
+            "uq_job_runs_active",
+            "job",
+            "account",
+            unique=True,
+            sqlite_where=text("state IN ('queued', 'running')"),
+            postgresql_where=text("state IN ('queued', 'running')"),
+        ),
+        Index("ix_job_runs_job_account", "job", "account", "id"),
+        Index("ix_job_runs_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job: Mapped[str] = mapped_column(String(32))  # sync | evaluate | execute | digest | deliver
+    account: Mapped[str] = mapped_column(String(200), default="")  # "" for global jobs
+    slot: Mapped[datetime | None] = mapped_column(UTCTime)  # the digest's schedule slot
+    state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"))
+    run_id: Mapped[str] = mapped_column(String(40))
+    instance: Mapped[str | None] = mapped_column(String(200))  # host:pid of the worker
+    queued_at: Mapped[datetime] = mapped_column(PreciseUTCTime)
+    started_at: Mapped[datetime | None] = mapped_column(PreciseUTCTime)
+    finished_at: Mapped[datetime | None] = mapped_column(PreciseUTCTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCTime)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class DaemonFact(Base):
+    """A few named facts of the daemon: when it first started, who leads."""
+
+    __tablename__ = "daemon_facts"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCTime)
