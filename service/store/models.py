@@ -372,3 +372,22 @@ class DaemonFact(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCTime)
+
+
+class CostRecord(Base):
+    """The estimated cost of one sync (or import lookup) on a pay-per-use platform (X)."""
+
+    __tablename__ = "cost_records"
+    __table_args__ = (Index("ix_cost_records_account_at", "account_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    sync_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sync_runs.id", ondelete="SET NULL")
+    )
+    at: Mapped[datetime] = mapped_column(UTCTime)
+    source: Mapped[str] = mapped_column(String(16))  # sync | import
+    reads: Mapped[dict[str, int]] = mapped_column(JSON)  # resources charged, by price key
+    writes: Mapped[dict[str, int]] = mapped_column(JSON)
+    micros: Mapped[int] = mapped_column(BigInteger)  # US dollars x 1,000,000
+    listing_micros: Mapped[int] = mapped_column(BigInteger)  # the listing's share of it
