@@ -42,6 +42,8 @@ def _secrets_of(loaded: LoadedConfig) -> list[str]:
     values = [v.get_secret_value() for a in s.accounts for v in a.credentials.values()]
     if s.digest.smtp.password is not None:
         values.append(s.digest.smtp.password.get_secret_value())
+    if s.web.secret is not None:
+        values.append(s.web.secret.get_secret_value())
     if s.storage.url is not None:
         from sqlalchemy.engine import make_url
 

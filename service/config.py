@@ -227,6 +227,41 @@ class Storage(_Model):
     url: SecretStr | None = None
 
 
+class Web(_DurationModel):
+    """The review page the digest links to."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8470, ge=0, le=65535)
+    # What the links in the digest start with, when the page is reached through a proxy or
+    # another name (e.g. https://lopper.example.net); default http://HOST:PORT.
+    base_url: str | None = None
+    link_ttl: timedelta = timedelta(days=14)
+    # The key that signs the links. Unset: a random key kept in `link-secret` (0600) in the
+    # state directory, made on first use.
+    secret: SecretStr | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _base(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
+            raise ValueError("expected an http(s) URL such as https://lopper.example.net")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _ttl(self) -> Web:
+        if self.link_ttl <= timedelta(0):
+            raise ValueError("link_ttl must be longer than zero")
+        return self
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self.base_url or f"http://{host}:{self.port}"
+
+
 class Settings(_Model):
     version: Literal[1]
     accounts: list[Account] = Field(default_factory=list)
@@ -234,6 +269,7 @@ class Settings(_Model):
     schedule: Schedule = Schedule()
     digest: Digest = Digest()
     storage: Storage = Storage()
+    web: Web = Web()
 
     @model_validator(mode="after")
     def _unique_accounts(self) -> Settings:

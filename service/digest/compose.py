@@ -1,0 +1,300 @@
+"""What a digest says, read from the store as plain values for the templates.
+
+``gather`` is the only part that reads the store; rendering (``render.py``) takes the
+values it returns and an explicit time zone, so a digest can be rendered and measured
+without a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from service.config import Account as AccountConfig
+from service.config import Rules
+from service.model import ConnectionState, RemovalState, SuggestionState
+from service.rules import Verdict, coverage_gap
+from service.store.models import Account, Connection, Removal, Suggestion, SyncRun
+from service.store.queries import account_coverage
+from service.suggestions import OPEN, judge_account
+
+S = SuggestionState
+
+# Age of the last exchange with a connection, youngest first: (label, upper bound).
+BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
+    ("under 1 month", timedelta(days=30)),
+    ("1–3 months", timedelta(days=91)),
+    ("3–6 months", timedelta(days=182)),
+    ("6–12 months", timedelta(days=365)),
+    ("over a year", None),
+)
+NEVER = "never"
+
+
+def _when(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """One suggestion (or removal) as the digest and the review page show it."""
+
+    id: int
+    account: str
+    handle: str
+    name: str | None
+    profile_url: str | None
+    why: str
+    reason: str
+    connected_since: datetime | None
+    last_exchange: datetime | None
+    last_inbound: datetime | None
+    last_outbound: datetime | None
+    inbound: int
+    outbound: int
+    window_days: int | None
+    value: float
+    mutual: bool
+    created_at: datetime
+    state: str = S.PENDING.value
+    note: str | None = None
+    at: datetime | None = None  # removed at, for removals
+
+    @classmethod
+    def of(cls, suggestion: Suggestion, account_key: str, at: datetime | None = None) -> Person:
+        e = suggestion.evidence or {}
+        connection = suggestion.connection
+        return cls(
+            id=suggestion.id,
+            account=account_key,
+            handle=connection.handle,
+            name=connection.display_name,
+            profile_url=connection.profile_url or e.get("profile_url"),
+            why=str(e.get("why") or suggestion.reason.value),
+            reason=suggestion.reason.value,
+            connected_since=_when(e.get("connected_since") or e.get("first_seen")),
+            last_exchange=_when(e.get("last_exchange")),
+            last_inbound=_when(e.get("last_inbound")),
+            last_outbound=_when(e.get("last_outbound")),
+            inbound=int(e.get("inbound_in_window") or 0),
+            outbound=int(e.get("outbound_in_window") or 0),
+            window_days=e.get("window_days"),
+            value=float(e.get("value") or 0.0),
+            mutual=bool(e.get("mutual")),
+            created_at=suggestion.created_at,
+            state=suggestion.state.value,
+            note=suggestion.note,
+            at=at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    label: str
+    kept: int
+    suggested: int
+
+    @property
+    def total(self) -> int:
+        return self.kept + self.suggested
+
+
+@dataclass
+class AccountDigest:
+    key: str
+    simulated: bool = False
+    synced: bool = True
+    connections: int = 0
+    following: int = 0
+    change: int | None = None  # since the last digest; None: no earlier digest
+    new: list[Person] = field(default_factory=list)
+    pending: list[Person] = field(default_factory=list)  # still pending from earlier digests
+    removed: list[Person] = field(default_factory=list)
+    manual: list[Person] = field(default_factory=list)
+    failed: list[Person] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    history_gap: str | None = None  # invariant 3: why nobody can be judged yet
+    too_early: int = 0  # connections not judgeable yet for lack of history
+    brake: str | None = None
+    buckets: list[Bucket] = field(default_factory=list)
+
+    @property
+    def suggestion_ids(self) -> list[int]:
+        return [p.id for p in self.new] + [p.id for p in self.pending]
+
+
+@dataclass
+class DigestData:
+    generated_at: datetime
+    since: datetime | None
+    accounts: list[AccountDigest]
+    review_url: str | None = None
+    schedule: str = ""
+    link_expires: datetime | None = None
+    preview: bool = False
+
+    @property
+    def new_count(self) -> int:
+        return sum(len(a.new) for a in self.accounts)
+
+    @property
+    def pending_count(self) -> int:
+        return sum(len(a.new) + len(a.pending) for a in self.accounts)
+
+    @property
+    def suggestion_ids(self) -> list[int]:
+        return [i for a in self.accounts for i in a.suggestion_ids]
+
+    def summary(self) -> dict[str, Any]:
+        """What the next digest compares against."""
+        return {
+            a.key: {"connections": a.connections, "following": a.following}
+            for a in self.accounts
+            if a.synced
+        }
+
+
+def bucket_of(last: datetime | None, now: datetime) -> str:
+    if last is None:
+        return NEVER
+    age = now - last
+    for label, bound in BUCKETS:
+        if bound is None or age < bound:
+            return label
+    return BUCKETS[-1][0]
+
+
+def count_buckets(rows: Iterable[tuple[datetime | None, bool]], now: datetime) -> list[Bucket]:
+    """Connections per age of their last exchange: (last exchange, has an open suggestion)."""
+    labels = [label for label, _ in BUCKETS] + [NEVER]
+    kept = dict.fromkeys(labels, 0)
+    suggested = dict.fromkeys(labels, 0)
+    for last, open_suggestion in rows:
+        target = suggested if open_suggestion else kept
+        target[bucket_of(last, now)] += 1
+    return [Bucket(label, kept[label], suggested[label]) for label in labels]
+
+
+def _count(session: Session, *where: Any) -> int:
+    return session.scalar(select(func.count()).select_from(Connection).where(*where)) or 0
+
+
+def gather_account(
+    session: Session,
+    config: AccountConfig,
+    rules: Rules,
+    now: datetime,
+    since: datetime | None,
+    previous: dict[str, Any] | None,
+) -> AccountDigest:
+    digest = AccountDigest(config.key, simulated=config.platform == "sandbox")
+    account = session.scalar(select(Account).where(Account.key == config.key))
+    if account is None:
+        digest.synced = False
+        digest.problems.append("not synced yet")
+        return digest
+    active = Connection.state == ConnectionState.ACTIVE
+    digest.connections = _count(session, Connection.account_id == account.id, active)
+    digest.following = _count(
+        session, Connection.account_id == account.id, active, Connection.following
+    )
+    if previous and config.key in previous:
+        digest.change = digest.following - int(previous[config.key].get("following", 0))
+
+    pending = session.scalars(
+        select(Suggestion)
+        .where(Suggestion.account_id == account.id, Suggestion.state == S.PENDING)
+        .options(selectinload(Suggestion.connection))
+        .order_by(Suggestion.id)
+    )
+    for suggestion in pending:
+        person = Person.of(suggestion, config.key)
+        if since is None or suggestion.created_at > since:
+            digest.new.append(person)
+        else:
+            digest.pending.append(person)
+
+    removals = (
+        select(Suggestion, Removal.finished_at)
+        .join(Removal, Removal.suggestion_id == Suggestion.id)
+        .options(selectinload(Suggestion.connection))
+    )
+    removals = removals.where(
+        Suggestion.account_id == account.id, Removal.state == RemovalState.DONE
+    )
+    if since is not None:
+        removals = removals.where(Removal.finished_at > since)
+    for suggestion, finished in session.execute(removals.order_by(Removal.finished_at)):
+        digest.removed.append(Person.of(suggestion, config.key, at=finished))
+    for state, target in ((S.MANUAL, digest.manual), (S.FAILED, digest.failed)):
+        for suggestion in session.scalars(
+            select(Suggestion)
+            .where(Suggestion.account_id == account.id, Suggestion.state == state)
+            .options(selectinload(Suggestion.connection))
+            .order_by(Suggestion.id)
+        ):
+            target.append(Person.of(suggestion, config.key))
+
+    if account.paused_reason:
+        digest.problems.append(f"paused: {account.paused_reason}")
+    if account.removals_blocked_reason:
+        digest.problems.append(
+            f"removals stopped: {account.removals_blocked_reason} "
+            f"(after you looked: `lopper resume {config.key}`)"
+        )
+    runs = select(SyncRun).where(
+        SyncRun.account_id == account.id, SyncRun.outcome.in_(["failed", "paused", "partial"])
+    )
+    if since is not None:
+        runs = runs.where(SyncRun.started_at > since)
+    for run in session.scalars(runs.order_by(SyncRun.id.desc()).limit(3)):
+        digest.problems.append(
+            f"sync {run.outcome} on {run.started_at:%Y-%m-%d %H:%M} UTC"
+            + (f": {run.detail}" if run.detail else "")
+        )
+    if account.brake_engaged_at is not None:
+        digest.brake = (
+            f"{account.brake_vanished} of {account.brake_total} connections vanished at once "
+            f"on {account.brake_engaged_at:%Y-%m-%d}; nobody is marked gone or suggested "
+            "until a later sync agrees"
+        )
+    digest.history_gap = coverage_gap(account_coverage(session, account), rules, now)
+
+    evaluation = judge_account(session, account, rules, now, with_evidence=False)
+    open_ids = set(
+        session.scalars(
+            select(Suggestion.connection_id).where(
+                Suggestion.account_id == account.id, Suggestion.state.in_(OPEN)
+            )
+        )
+    )
+    rows = []
+    for item in evaluation.items:
+        if item.judgement.verdict is Verdict.TOO_EARLY:
+            digest.too_early += 1
+        if item.facts.following:
+            rows.append((item.stats.last_exchange, item.facts.id in open_ids))
+    digest.buckets = count_buckets(rows, now)
+    return digest
+
+
+def gather(
+    session: Session,
+    accounts: Sequence[AccountConfig],
+    rules: Rules,
+    now: datetime,
+    since: datetime | None,
+    previous: dict[str, Any] | None,
+) -> DigestData:
+    return DigestData(
+        generated_at=now,
+        since=since,
+        accounts=[gather_account(session, a, rules, now, since, previous) for a in accounts],
+    )
