@@ -126,9 +126,14 @@ class App:
     # -- units of work, each bound to a run id and the account -----------------------------
 
     def sync(
-        self, account: AccountConfig, progress: Progress | None = None, *, full: bool = False
+        self,
+        account: AccountConfig,
+        progress: Progress | None = None,
+        *,
+        full: bool = False,
+        run_id: str | None = None,
     ) -> SyncReport:
-        run_id = uuid.uuid4().hex[:12]
+        run_id = run_id or uuid.uuid4().hex[:12]
         bind_run(run_id, account=account.key, job="sync")
         adapter = self.adapter(account)
         report = sync_account(
@@ -152,16 +157,20 @@ class App:
         )
         return report
 
-    def evaluate(self, account: AccountConfig) -> EvaluationReport:
-        bind_run(uuid.uuid4().hex[:12], account=account.key, job="evaluate")
+    def evaluate(self, account: AccountConfig, *, run_id: str | None = None) -> EvaluationReport:
+        bind_run(run_id or uuid.uuid4().hex[:12], account=account.key, job="evaluate")
         return evaluate_account(self.store, account.key, self.settings.rules, self.clock())
 
     def execute(
-        self, account: AccountConfig, sleep: Callable[[float], None] | None = None
+        self,
+        account: AccountConfig,
+        sleep: Callable[[float], None] | None = None,
+        *,
+        run_id: str | None = None,
     ) -> ExecutionReport:
         import time
 
-        bind_run(uuid.uuid4().hex[:12], account=account.key, job="execute")
+        bind_run(run_id or uuid.uuid4().hex[:12], account=account.key, job="execute")
         adapter = self.adapter(account)
         return execute_account(
             self.store,

@@ -95,6 +95,7 @@ def _main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail."),
 ) -> None:
     _state["config"] = config
+    _state["json_logs"], _state["verbose"] = json_logs, verbose  # `lopper run` logs at INFO
     configure_logging(json=json_logs, level="DEBUG" if verbose else "WARNING")
 
 

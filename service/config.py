@@ -184,12 +184,45 @@ class Schedule(_DurationModel):
     # A complete listing of connections is fetched again only after this long.
     relist_every: timedelta = timedelta(hours=12)
     digest: str = "0 8 * * mon"
+    # `lopper run`: how often an undelivered digest is tried again, how long a claimed job
+    # stays another daemon's without a sign of life, how often a daemon that does not lead
+    # looks for work (PostgreSQL replicas), and how many jobs run at once.
+    deliver_every: timedelta = timedelta(minutes=5)
+    # A job that failed (platform down, bad token) is tried again after this long.
+    retry_after: timedelta = timedelta(minutes=15)
+    lease: timedelta = timedelta(minutes=2)
+    poll_every: timedelta = timedelta(seconds=15)
+    workers: int = Field(2, ge=1, le=32)
+
+    @model_validator(mode="after")
+    def _positive(self) -> Schedule:
+        for name in (
+            "sync_every",
+            "execute_every",
+            "deliver_every",
+            "retry_after",
+            "lease",
+            "poll_every",
+        ):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"{name} must be longer than zero")
+        if self.sync_jitter < timedelta(0):
+            raise ValueError("sync_jitter must not be negative")
+        if self.lease < 2 * self.poll_every:
+            raise ValueError("lease must be at least twice poll_every (leases are renewed then)")
+        return self
 
     @field_validator("digest")
     @classmethod
     def _cron(cls, value: str) -> str:
         if len(value.split()) != 5:
             raise ValueError("expected a cron expression with five fields, e.g. '0 8 * * mon'")
+        from service.daemon.cron import trigger
+
+        try:
+            trigger(value, "UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a cron expression APScheduler can read: {exc}") from None
         return value
 
 

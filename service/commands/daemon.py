@@ -1,1 +1,27 @@
 """Commands of the long-running service: ``lopper run``."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from service.app import App
+from service.cli import _state, app
+from service.daemon.runner import run as run_daemon
+from service.logs import configure_logging
+
+
+@app.command("run")
+def run() -> None:
+    """Run the service: sync, evaluate, remove and send digests on the configured schedule.
+
+    Stays in the foreground (systemd: Type=notify). SIGTERM or Ctrl-C stops it after the
+    current page; SIGHUP reloads the configuration. Exits 78 on a bad configuration.
+    """
+    json_logs = _state.get("json_logs")
+    if json_logs is None and os.environ.get("JOURNAL_STREAM"):
+        json_logs = True  # journald reads JSON lines into fields
+    configure_logging(json=json_logs, level="DEBUG" if _state.get("verbose") else "INFO")
+    application = App.load(_state["config"])
+    raise typer.Exit(run_daemon(application))

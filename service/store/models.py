@@ -318,7 +318,7 @@ class PreciseUTCTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value.isoformat()} refused: times must be aware")
-        delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+        delta: timedelta = value - datetime(1970, 1, 1, tzinfo=UTC)
         return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
@@ -345,6 +345,14 @@ class JobRun(Base):
             unique=True,
             sqlite_where=text("state IN ('queued', 'running')"),
             postgresql_where=text("state IN ('queued', 'running')"),
+        ),
+        # One job at a time per account: its adapter and its rows are not shared.
+        Index(
+            "uq_job_runs_account_running",
+            "account",
+            unique=True,
+            sqlite_where=text("state = 'running' AND account <> ''"),
+            postgresql_where=text("state = 'running' AND account <> ''"),
         ),
         Index("ix_job_runs_job_account", "job", "account", "id"),
         Index("ix_job_runs_state", "state"),

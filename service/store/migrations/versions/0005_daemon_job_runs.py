@@ -16,6 +16,7 @@ branch_labels = None
 depends_on = None
 
 _ACTIVE = "state IN ('queued', 'running')"
+_RUNNING = "state = 'running' AND account <> ''"
 
 
 def upgrade() -> None:
@@ -56,6 +57,14 @@ def upgrade() -> None:
         sqlite_where=sa.text(_ACTIVE),
         postgresql_where=sa.text(_ACTIVE),
     )
+    op.create_index(
+        "uq_job_runs_account_running",
+        "job_runs",
+        ["account"],
+        unique=True,
+        sqlite_where=sa.text(_RUNNING),
+        postgresql_where=sa.text(_RUNNING),
+    )
     op.create_index("ix_job_runs_job_account", "job_runs", ["job", "account", "id"])
     op.create_index("ix_job_runs_state", "job_runs", ["state"])
     op.create_table(
@@ -71,5 +80,6 @@ def downgrade() -> None:
     op.drop_table("daemon_facts")
     op.drop_index("ix_job_runs_state", table_name="job_runs")
     op.drop_index("ix_job_runs_job_account", table_name="job_runs")
+    op.drop_index("uq_job_runs_account_running", table_name="job_runs")
     op.drop_index("uq_job_runs_active", table_name="job_runs")
     op.drop_table("job_runs")

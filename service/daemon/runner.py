@@ -1,0 +1,494 @@
+"""``lopper run``: the scheduler in the foreground, its signals, and systemd's protocol.
+
+One APScheduler 3 ``BackgroundScheduler`` with an in-memory job store and three jobs of
+its own (nothing of it is persisted, so nothing of it can go stale):
+
+- ``tick`` (every ``poll_every``, and sooner when something comes due or a job ends): the
+  leader reads from the store what is due and queues it; every daemon renews its leases
+  and claims queued work for its free workers;
+- one one-shot job per claimed unit of work, on the worker pool;
+- ``watchdog``: ``WATCHDOG=1`` from an executor of its own, so that a long sync never
+  starves it while a scheduler that hangs stops it (and systemd restarts the service).
+
+SIGTERM and SIGINT stop it: a running sync stops after its current page (each page is one
+transaction), removals stop between two, and the process exits 0. SIGHUP reloads the
+configuration; a bad new one is refused and the old one stays in force.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.engine import make_url
+
+from service.app import AccountSkipped, App
+from service.daemon import due as d
+from service.daemon import queue as q
+from service.daemon.notify import Notifier, watchdog_interval
+from service.errors import ConfigError, LopperError
+from service.logs import bind_run, scrub
+from service.store.models import JobState
+
+log = structlog.get_logger("lopper.daemon")
+
+STOP_TIMEOUT = 8.0  # seconds a job has to stop after SIGTERM (systemd waits TimeoutStopSec)
+PRUNE_AFTER = timedelta(days=30)
+
+
+class Stopping(Exception):
+    """Raised inside a job (between two pages or two removals) once the daemon stops."""
+
+
+class _Server(Protocol):
+    url: str
+
+    def stop(self) -> None: ...
+
+
+def _digest_functions() -> tuple[Any, Any] | None:
+    """``queue_digest`` and ``deliver_outbox`` of the digest package, once it has them."""
+    try:
+        from service import digest
+    except ImportError:
+        return None
+    queue_digest = getattr(digest, "queue_digest", None)
+    deliver_outbox = getattr(digest, "deliver_outbox", None)
+    if queue_digest is None or deliver_outbox is None:
+        return None
+    return queue_digest, deliver_outbox
+
+
+def _start_web(app: App) -> _Server | None:
+    """The review page, when the configuration enables it; the daemon runs on without it."""
+    web_settings = getattr(app.settings, "web", None)
+    if web_settings is None or not getattr(web_settings, "enabled", False):
+        return None
+    try:
+        from service import web
+    except ImportError:
+        return None
+    start = getattr(web, "start", None)
+    if start is None:
+        return None
+    try:
+        server: _Server | None = start(app)
+    except OSError as exc:
+        log.error("review page not started", error=scrub(str(exc)))
+        return None
+    return server
+
+
+@dataclass
+class Daemon:
+    app: App
+    notifier: Notifier = field(default_factory=Notifier)
+    instance: str = field(default_factory=q.instance_name)
+    clock_now: Any = None  # tests may pass a clock; the app's clock otherwise
+
+    def __post_init__(self) -> None:
+        self.stop_event = threading.Event()
+        self._wake = threading.Event()
+        self._reload = False
+        self._lock = threading.Lock()
+        self._running: dict[int, q.Work] = {}
+        self._idle = threading.Condition(self._lock)
+        self._leadership: q.Leadership | None = None
+        self._sqlite_lock: q.SqliteLock | None = None
+        self._scheduler: BackgroundScheduler | None = None
+        self._web: _Server | None = None
+        self._digest = _digest_functions()
+        self._first_start: datetime | None = None
+        self._last_prune: datetime | None = None
+        self._status = ""
+        self._ticking = False
+        self._again = False
+        self._upcoming: d.Due | None = None
+
+    # -- time ------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        now: datetime = self.app.clock()
+        return now
+
+    # -- start and stop --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the store, take the lock or join the replicas, load the schedule."""
+        # APScheduler logs every run of every job at INFO; the job lines below replace that.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        store = self.app.store  # migrates; a StoreError ends the start with exit code 78
+        url = make_url(self.app.database_url)
+        if store.dialect == "sqlite":
+            database = url.database or ":memory:"
+            self._sqlite_lock = q.SqliteLock(Path(f"{database}.lock"))
+            self._sqlite_lock.acquire(database)
+            self._leadership = self._sqlite_lock
+            # Alone on this database: whatever was running died with its process.
+            q.reap(store, self.now(), everything=True)
+        else:
+            self._leadership = q.PostgresLeader(store)
+            self._leadership.try_lead()
+        now = self.now()
+        stored = q.set_fact(store, q.FIRST_START, now.isoformat(), now, only_once=True)
+        self._first_start = datetime.fromisoformat(stored)
+        self._web = _start_web(self.app)
+        schedule = self.app.settings.schedule
+        self._scheduler = BackgroundScheduler(
+            executors={
+                "default": ThreadPoolExecutor(schedule.workers),
+                "control": ThreadPoolExecutor(1),
+                "watchdog": ThreadPoolExecutor(1),
+            },
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+        self._scheduler.add_job(
+            self._tick,
+            "interval",
+            seconds=schedule.poll_every.total_seconds(),
+            id="tick",
+            executor="control",
+            next_run_time=datetime.now(UTC),
+        )
+        interval = watchdog_interval()
+        if interval is not None and self.notifier.enabled:
+            self._scheduler.add_job(
+                self.notifier.watchdog,
+                "interval",
+                seconds=interval.total_seconds(),
+                id="watchdog",
+                executor="watchdog",
+                next_run_time=datetime.now(UTC),
+            )
+        self._scheduler.start()
+        role = "leading" if self._leadership.leading else "standing by"
+        self._set_status(f"running, {role}: {len(self.app.accounts())} account(s)")
+        self.notifier.ready(self._status)
+        log.info(
+            "daemon started",
+            instance=self.instance,
+            accounts=[a.key for a in self.app.accounts()],
+            database=url.render_as_string(hide_password=True),
+            leading=self._leadership.leading,
+            web=self._web.url if self._web is not None else None,
+            watchdog=interval.total_seconds() if interval else None,
+        )
+
+    def stop(self) -> bool:
+        """Stop the schedule, let running jobs end their page, release everything.
+
+        Returns False when a job did not stop in time (the caller exits anyway: what it had
+        not committed rolls back, and the job runs again after the next start).
+        """
+        self.notifier.stopping()
+        log.info("daemon stopping", running=len(self._running))
+        self.stop_event.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        with self._idle:
+            while self._running and time.monotonic() < deadline:
+                self._idle.wait(deadline - time.monotonic())
+            clean = not self._running
+        if not clean:
+            log.warning(
+                "a job did not stop in time; it runs again after the next start",
+                jobs=[f"{w.job} {w.account}".strip() for w in self._running.values()],
+            )
+        if self._web is not None:
+            try:
+                self._web.stop()
+            except Exception as exc:
+                log.warning("review page did not stop cleanly", error=scrub(str(exc)))
+        if clean:
+            if self._leadership is not None:
+                self._leadership.release()
+            self.app.close()
+        self.notifier.close()
+        log.info("daemon stopped", clean=clean)
+        return clean
+
+    def serve(self) -> bool:
+        """Run until SIGTERM/SIGINT; returns whether every job stopped in time."""
+        previous = {
+            sig: signal.signal(sig, self._on_signal)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        }
+        try:
+            self.start()
+            while not self.stop_event.is_set():
+                self._wake.wait(5.0)
+                self._wake.clear()
+                if self._reload:
+                    self._reload = False
+                    self.reload()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return self.stop()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self.stop_event.set()
+        self._wake.set()
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Read and check the configuration again; a bad one leaves the old one in force."""
+        self.notifier.reloading()
+        path = self.app.loaded.path
+        try:
+            fresh = App.load(path)
+            if fresh.database_url != self.app.database_url:
+                raise LopperError("storage.url changed: that needs a restart, not a reload")
+            if fresh.settings.schedule.workers != self.app.settings.schedule.workers:
+                log.warning("schedule.workers takes effect at the next start")
+        except (ConfigError, LopperError) as exc:
+            log.error(
+                "configuration refused; the previous one stays in force",
+                config=str(path),
+                problem=str(exc),
+            )
+            self.notifier.send("READY=1", f"STATUS={self._status} (last reload refused)")
+            return False
+        self.app.loaded = fresh.loaded
+        self.app._adapters.clear()  # accounts may have new credentials or options
+        if self._scheduler is not None:
+            self._scheduler.reschedule_job(
+                "tick",
+                trigger="interval",
+                seconds=fresh.settings.schedule.poll_every.total_seconds(),
+            )
+        self._set_status(f"running: {len(self.app.accounts())} account(s), configuration reloaded")
+        self.notifier.send("READY=1", f"STATUS={self._status}")
+        log.info("configuration reloaded", accounts=[a.key for a in self.app.accounts()])
+        self._kick()
+        return True
+
+    # -- the tick: plan, renew, claim ------------------------------------------------------
+
+    def _kick(self) -> None:
+        """Run the tick now (a job ended, or new work may be due)."""
+        scheduler = self._scheduler
+        if scheduler is None or self.stop_event.is_set():
+            return
+        with self._lock:
+            if self._ticking:
+                self._again = True  # the running tick goes round once more
+                return
+        with contextlib.suppress(Exception):  # the scheduler is shutting down
+            scheduler.modify_job("tick", next_run_time=datetime.now(UTC))
+
+    def _tick(self) -> None:
+        with self._lock:
+            self._ticking = True
+        try:
+            while True:
+                self._tick_once()
+                with self._lock:
+                    if not self._again or self.stop_event.is_set():
+                        return
+                    self._again = False
+        finally:
+            with self._lock:
+                self._ticking = False
+
+    def _tick_once(self) -> None:
+        if self.stop_event.is_set():
+            return
+        store, settings = self.app.store, self.app.settings
+        try:
+            now = self.now()
+            q.renew(store, self.instance, now, settings.schedule.lease)
+            assert self._leadership is not None
+            following = None
+            if self._leadership.try_lead():
+                following = self._plan(now)
+            self._claim(now)
+            self._show_idle()
+        except Exception as exc:
+            # The database may be away for a moment: the next tick tries again.
+            log.error("schedule tick failed", error=scrub(str(exc)), exc_info=True)
+            return
+        if following is not None and self._scheduler is not None:
+            wait = (following - self.now()).total_seconds()
+            if wait < settings.schedule.poll_every.total_seconds():
+                run_at = datetime.now(UTC) + timedelta(seconds=max(wait, 0.0))
+                with contextlib.suppress(Exception):
+                    self._scheduler.modify_job("tick", next_run_time=run_at)
+
+    def _plan(self, now: datetime) -> datetime | None:
+        """Queue what is due; return when the next thing comes due."""
+        store, settings = self.app.store, self.app.settings
+        q.reap(store, now)
+        if self._last_prune is None or now - self._last_prune > timedelta(days=1):
+            q.prune(store, now - PRUNE_AFTER)
+            self._last_prune = now
+        with store.session() as session:
+            dues = d.all_dues(
+                session,
+                settings,
+                now,
+                digest_ready=self._digest is not None,
+                first_start=self._first_start,
+            )
+        upcoming: d.Due | None = None
+        for item in dues:
+            if item.ready(now):
+                q.enqueue(store, item.job, item.account, now, item.slot)
+            elif item.at is not None and (upcoming is None or item.at < (upcoming.at or item.at)):
+                upcoming = item
+        self._upcoming = upcoming
+        return upcoming.at if upcoming is not None else None
+
+    def _claim(self, now: datetime) -> None:
+        assert self._scheduler is not None
+        settings = self.app.settings
+        while not self.stop_event.is_set():
+            with self._lock:
+                if len(self._running) >= settings.schedule.workers:
+                    return
+            work = q.claim(self.app.store, self.instance, now, settings.schedule.lease)
+            if work is None:
+                return
+            with self._lock:
+                self._running[work.id] = work
+            self._scheduler.add_job(
+                self._run, args=[work], id=f"work-{work.id}", executor="default"
+            )
+
+    # -- one unit of work ------------------------------------------------------------------
+
+    def _run(self, work: q.Work) -> None:
+        bind_run(work.run_id, job=work.job, **({"account": work.account} if work.account else {}))
+        started = time.monotonic()
+        log.info("job started", slot=work.slot.isoformat() if work.slot else None)
+        self._show_busy()
+        state, detail = JobState.DONE, None
+        try:
+            detail = self._dispatch(work)
+        except Stopping:
+            state, detail = JobState.INTERRUPTED, "stopped by the daemon's shutdown"
+        except (AccountSkipped, LopperError) as exc:
+            state, detail = JobState.FAILED, str(exc)
+        except Exception as exc:
+            state, detail = JobState.FAILED, f"{type(exc).__name__}: {exc}"
+            log.error("job failed", error=scrub(detail), exc_info=True)
+        if detail and detail.startswith("failed:"):
+            state, detail = JobState.FAILED, detail.removeprefix("failed:").strip()
+        try:
+            kept = q.finish(self.app.store, work, self.instance, state, self.now(), detail)
+        except Exception as exc:
+            kept = False
+            log.error("job outcome not recorded", error=scrub(str(exc)))
+        log.info(
+            "job finished",
+            outcome=state.value,
+            duration_s=round(time.monotonic() - started, 3),
+            detail=scrub(detail) if detail else None,
+            **({} if kept else {"lease": "lapsed before the end"}),
+        )
+        with self._idle:
+            self._running.pop(work.id, None)
+            self._idle.notify_all()
+        self._kick()
+
+    def _check_stop(self, _stream: str = "", _count: int = 0) -> None:
+        if self.stop_event.is_set():
+            raise Stopping()
+
+    def _sleep(self, seconds: float) -> None:
+        """The executor's spacing between removals, cut short by a stop."""
+        if self.stop_event.wait(seconds):
+            raise Stopping()
+
+    def _dispatch(self, work: q.Work) -> str | None:
+        """Run one job; returns a detail line ("failed: ..." when it did not succeed)."""
+        app = self.app
+        if work.job in d.ACCOUNT_JOBS:
+            account = next((a for a in app.accounts() if a.key == work.account), None)
+            if account is None:
+                return "failed: the account is no longer in the configuration (or disabled)"
+            if work.job == d.SYNC:
+                report = app.sync(account, progress=self._check_stop, run_id=work.run_id)
+                problems = "; ".join(report.problems + list(report.streams.values()))
+                if report.outcome in ("failed", "paused"):
+                    return f"failed: {report.outcome}: {problems}"
+                return (
+                    f"{report.outcome}: {report.connections_seen} connections, {report.interactions_new} new interactions"
+                    + (f"; {problems}" if report.outcome == "partial" else "")
+                )
+            if work.job == d.EVALUATE:
+                evaluation = app.evaluate(account, run_id=work.run_id)
+                return f"{evaluation.queued} new suggestions, {evaluation.expired} expired"
+            result = app.execute(account, sleep=self._sleep, run_id=work.run_id)
+            line = (
+                f"{len(result.removed)} removed, {len(result.manual)} manual, "
+                f"{len(result.dropped)} dropped, {len(result.failed)} failed"
+            )
+            return line + (f"; {result.stopped}" if result.stopped else "")
+        if self._digest is None:
+            return "failed: this installation has no digest"
+        queue_digest, deliver_outbox = self._digest
+        if work.job == d.DIGEST:
+            assert work.slot is not None
+            made = queue_digest(app, work.slot)
+            sent = deliver_outbox(app, self.now())
+            return f"{'made' if made else 'already made'} for {work.slot:%Y-%m-%d %H:%M} UTC, {sent} delivered"
+        if work.job == d.DELIVER:
+            return f"{deliver_outbox(app, self.now())} delivered"
+        return f"failed: unknown job {work.job!r}"
+
+    # -- status ----------------------------------------------------------------------------
+
+    def _set_status(self, text: str) -> None:
+        if text != self._status:
+            self._status = text
+            self.notifier.status(text)
+
+    def _show_busy(self) -> None:
+        with self._lock:
+            doing = [f"{w.job} {w.account}".strip() for w in self._running.values()]
+        if doing:
+            self._set_status("running: " + ", ".join(sorted(doing)))
+
+    def _show_idle(self) -> None:
+        with self._lock:
+            if self._running:
+                return
+        item = self._upcoming
+        if item is None or item.at is None:
+            role = "idle" if self._leadership and self._leadership.leading else "standing by"
+            self._set_status(f"{role}, waiting for work")
+            return
+        what = f"{item.job} {item.account}".strip()
+        self._set_status(f"idle; next: {what} at {item.at:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def run(app: App, notifier: Notifier | None = None) -> int:
+    """Serve until stopped; the exit status (0 after a clean or a timely stop)."""
+    daemon = Daemon(app, notifier or Notifier())
+    clean = daemon.serve()
+    if not clean:
+        # Threads still inside a job would hold the interpreter open: leave now. Their open
+        # transaction rolls back; the job is resumed after the next start.
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(0)
+    return 0
