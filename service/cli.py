@@ -984,6 +984,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                 if entry.get(label):
                     lines.append(f"[yellow]{label.replace('_', ' ')}: {entry[label]}[/yellow]")
             out.print(Panel("\n".join(lines), title=title, title_align="left"))
+        from service.digest import outbox_lines
+
+        for line in outbox_lines(application):
+            out.print(line, highlight=False, markup=False)
 
 
 def _register_command_modules() -> None:

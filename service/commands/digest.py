@@ -27,14 +27,15 @@ def digest(
     with _app() as application:
         if preview:
             written = preview_digest(application, output)
-            out.print(f"subject: {written.subject}", highlight=False)
-            out.print(f"message: {written.eml}", highlight=False)
-            out.print(f"html:    {written.html}", highlight=False)
+            out.print(f"subject: {written.subject}", highlight=False, soft_wrap=True)
+            out.print(f"message: {written.eml}", highlight=False, soft_wrap=True)
+            out.print(f"html:    {written.html}", highlight=False, soft_wrap=True)
             if written.review_url:
                 out.print(
                     "review:  the digest's link opens the review page while `lopper web` "
                     f"(or `lopper run`) serves it at {application.settings.web.url}",
                     highlight=False,
+                    soft_wrap=True,
                 )
             return
         now = application.clock()

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Preview",
     "deliver_outbox",
+    "outbox_lines",
     "outbox_summary",
     "preview_digest",
     "queue_digest",
@@ -124,6 +125,31 @@ def deliver_outbox(app: App, now: datetime) -> int:
 def outbox_summary(app: App) -> OutboxSummary:
     with app.store.session() as session:
         return summarize(session)
+
+
+def outbox_lines(app: App) -> list[str]:
+    """What `lopper status` says of the outbox."""
+    box = outbox_summary(app)
+    zone = app.settings.digest.zone
+
+    def when(moment: datetime | None) -> str:
+        return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M") if moment else "never"
+
+    where = (
+        f"SMTP {app.settings.digest.smtp.host}:{app.settings.digest.smtp.port}"
+        if app.settings.digest.delivery == "smtp"
+        else f"files in {outbox_folder(app.settings)}"
+    )
+    lines = [
+        f"outbox:   {box.waiting} waiting, {box.sent} sent (last {when(box.last_sent_at)}; "
+        f"delivery: {where})"
+    ]
+    if box.waiting:
+        lines.append(
+            f"          next attempt {when(box.next_attempt_at)} after {box.attempts} failed "
+            f"attempt(s): {box.last_error or 'not tried yet'}"
+        )
+    return lines
 
 
 @dataclass(frozen=True)
