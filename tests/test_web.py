@@ -213,7 +213,7 @@ def test_one_truth_across_the_terminal_and_the_page(page: Page) -> None:
     decide(page.app.store, [ids[0]], S.KEPT, via=Channel.CLI, now=NOW)
     body = page.get().get_data(as_text=True)
     row = body.split(f'id="s-{ids[0]}"')[1].split("</li>")[0]
-    assert "kept through the cli" in row and 'type="radio"' not in row
+    assert "kept in the terminal" in row and 'type="radio"' not in row
     # a page opened before the terminal's decision cannot override it
     form.update({f"d-{ids[0]}": "remove", f"d-{ids[1]}": "remove"})
     assert page.client.post(page.path, data=form).status_code == 303

@@ -233,7 +233,7 @@ class ReviewApp:
                 key = s.account.key
                 decided = None
                 if s.state is not S.PENDING:
-                    how = f" through the {s.decided_via.value}" if s.decided_via else ""
+                    how = f" {_VIA.get(s.decided_via, '')}" if s.decided_via else ""
                     when = (
                         f" on {s.decided_at.astimezone(self.app.settings.digest.zone):%Y-%m-%d}"
                         if s.decided_at
@@ -352,6 +352,15 @@ class ReviewApp:
         response = Response(status=303)
         response.headers["Location"] = f"{self.prefix}/review/{token}"
         return response
+
+
+_VIA = {
+    Channel.CLI: "in the terminal",
+    Channel.REVIEW: "in the terminal (lopper review)",
+    Channel.WEB: "on this page",
+    Channel.DAEMON: "by the service",
+    Channel.SYSTEM: "by lopper",
+}
 
 
 def _said(state: S) -> str:
