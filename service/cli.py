@@ -224,6 +224,16 @@ def demo(
             f"\n[bold]{evaluation.queued}[/bold] suggestions are pending "
             f"({evaluation.capped:,} more wait for later digests). Nothing has been removed.\n"
         )
+        from service.digest import preview_digest
+
+        written = preview_digest(application)
+        out.print(
+            f"The digest as it would arrive: {written.html}\n(the email itself: {written.eml}). "
+            f"Its link opens the review page at {application.settings.web.url} while "
+            "`lopper web` or `lopper run` serves it.\n",
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(
         "Try next:\n"
         "  lopper suggestions        the suggestions, with their evidence\n"
@@ -232,6 +242,7 @@ def demo(
         "  lopper plan --keep 20%    who goes first to keep a fifth\n"
         "  lopper status             the state of each account\n"
         "  lopper undo ID            follow someone again\n"
+        "  lopper web                the review page the digest links to\n"
     )
 
 

@@ -373,3 +373,15 @@ def test_send_command_queues_for_now_and_delivers(home, tmp_path):
     result = CliRunner().invoke(cli, ["--config", str(site.config), "status"])
     assert "1 sent" in result.output
     site.close()
+
+
+def test_the_demo_writes_a_digest_preview_and_says_where_the_review_page_is(home):
+    result = CliRunner().invoke(cli, ["demo", "--size", "150"])
+    assert result.exit_code == 0, result.output
+    said = result.output
+    assert "review page at http://127.0.0.1:8470" in said
+    html = Path(said.split("The digest as it would arrive: ")[1].split()[0])
+    eml = Path(said.split("(the email itself: ")[1].split(")")[0])
+    text, body = parts(parse(eml.read_bytes()))
+    assert html.read_text(encoding="utf-8").strip() == body.replace("\r\n", "\n").strip()
+    assert review_links(text)[0].startswith("http://127.0.0.1:8470/review/")
