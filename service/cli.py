@@ -171,6 +171,11 @@ rules:
   protected_lists: ["Close friends"]
   per_digest_cap: 50
   daily_removal_cap: 25
+schedule:                      # fast, for the demo: `lopper run` shows its work at once
+  sync_every: 1m
+  sync_jitter: 10s
+  execute_every: 20s
+  digest: "*/5 * * * *"
 digest:
   delivery: files
   folder: {outbox}
@@ -185,6 +190,12 @@ def demo(
         3000, min=10, max=200_000, help="Connections in the simulated network."
     ),
     seed: int = typer.Option(7, help="Seed of the simulation (same seed, same network)."),
+    run: bool = typer.Option(
+        None,
+        "--run/--no-run",
+        help="End by running the service on the simulated account until Ctrl-C (default: on a "
+        "terminal).",
+    ),
 ) -> None:
     """Try lopper on a simulated network: set it up, sync, evaluate, and say what to try next."""
     path = cfg.find_config(_state["config"])
@@ -244,6 +255,16 @@ def demo(
         "  lopper undo ID            follow someone again\n"
         "  lopper web                the review page the digest links to\n"
     )
+    if run or (run is None and sys.stdin.isatty() and sys.stdout.isatty()):
+        from service.daemon.runner import run as run_daemon
+
+        out.print(
+            "Now the service itself (`lopper run`) on the simulated account, with a fast "
+            "schedule: it syncs, evaluates, carries out what you confirm (in another terminal) "
+            "and writes a digest every five minutes. Ctrl-C stops it.\n"
+        )
+        configure_logging(json=_state.get("json_logs"), level="INFO")
+        raise typer.Exit(run_daemon(App.load(path)))
 
 
 def _print_verdicts(verdicts: dict[str, int]) -> None:
@@ -889,6 +910,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
         zone = _zone(application)
         report: list[dict[str, Any]] = []
         with application.store.session() as session:
+            schedule = _schedule_status(session, application, now)
             for acc in application.settings.accounts:
                 row = session.scalar(select(Account).where(Account.key == acc.key))
                 entry: dict[str, Any] = {
@@ -899,6 +921,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                 missing = application.loaded.account_ready(acc.key)
                 if missing:
                     entry["problem"] = f"secret {', '.join(missing)} not set: skipped"
+                entry.update(_schedule_of(schedule, acc.key))
                 if row is None:
                     entry["synced"] = False
                     report.append(entry)
@@ -991,6 +1014,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                     ),
                     f"removals:     {entry['removals_last_24h']} in the last 24 h (cap {entry['daily_removal_cap']})",
                 ]
+            lines += _schedule_lines(entry, zone)
             for label in ("problem", "paused", "removals_blocked", "brake", "last_sync_detail"):
                 if entry.get(label):
                     lines.append(f"[yellow]{label.replace('_', ' ')}: {entry[label]}[/yellow]")
@@ -999,6 +1023,40 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
 
         for line in outbox_lines(application):
             out.print(line, highlight=False, markup=False)
+
+
+def _schedule_status(session: Any, application: App, now: datetime) -> dict[str, Any]:
+    from service.daemon.report import schedule_status
+
+    return schedule_status(session, application.settings, now)
+
+
+def _schedule_of(status: dict[str, Any], key: str) -> dict[str, Any]:
+    """Next runs, last digest and last error of an account, as `lopper run` plans them."""
+    mine = status["accounts"].get(key, {})
+    return {
+        "next_runs": mine.get("next_runs", {}),
+        "last_error": mine.get("last_error"),
+        "last_digest": status["digest"]["last"],
+        "next_digest": status["digest"]["next"],
+    }
+
+
+def _schedule_lines(entry: dict[str, Any], zone: Any) -> list[str]:
+    runs = entry.get("next_runs") or {}
+    nexts = ", ".join(f"{job} {_when(at, zone, True)}" for job, at in runs.items() if at)
+    lines = [f"next runs:    {nexts or 'none'}, digest {_when(entry.get('next_digest'), zone, True)}"]
+    last = entry.get("last_digest")
+    lines.append(
+        "last digest:  "
+        + (f"{_when(last['slot'], zone, True)} (made {_when(last['at'], zone, True)})" if last else "none yet")
+    )
+    error = entry.get("last_error")
+    if error:
+        lines.append(
+            f"[yellow]last error:   {error['job']} at {_when(error['at'], zone, True)}: {error['detail']}[/yellow]"
+        )
+    return lines
 
 
 def _register_command_modules() -> None:

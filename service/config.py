@@ -81,12 +81,27 @@ class SandboxOptions(_Model):
     events_per_active_person: float = Field(12.0, gt=0)
 
 
+class FacebookOptions(_DurationModel):
+    """Where and how lopper talks to Facebook's Graph API (``platform: facebook``)."""
+
+    graph_url: str = "https://graph.facebook.com/"
+    # A current Graph API version; facebook-sdk's own list stops at v3.1 (see platforms/facebook.py).
+    graph_version: str = Field("v25.0", pattern=r"^v\d+\.\d+$")
+    # How far back your posts are read for comments and reactions, on every sync.
+    posts_lookback: timedelta = timedelta(days=365)
+
+
+# Networks lopper reads from the person's data export only: no API, no sync.
+EXPORT_ONLY = frozenset({"linkedin", "instagram"})
+
+
 class Account(_Model):
     platform: Literal["sandbox", "x", "facebook", "mastodon", "bluesky", "linkedin", "instagram"]
     handle: str = Field(min_length=1)
     credentials: dict[str, SecretStr] = Field(default_factory=dict)
     enabled: bool = True
     sandbox: SandboxOptions | None = None
+    facebook: FacebookOptions | None = None
     removal_spacing: tuple[timedelta, timedelta] | None = None
 
     @field_validator("removal_spacing", mode="before")
@@ -105,12 +120,19 @@ class Account(_Model):
     def _sandbox_options(self) -> Account:
         if self.sandbox is not None and self.platform != "sandbox":
             raise ValueError("'sandbox' options are only for platform: sandbox")
+        if self.facebook is not None and self.platform != "facebook":
+            raise ValueError("'facebook' options are only for platform: facebook")
         return self
 
     @property
     def key(self) -> str:
         """Stable name of the account in the store and on the command line: ``x:@harry``."""
         return f"{self.platform}:{self.handle}"
+
+    @property
+    def export_only(self) -> bool:
+        """Read from the person's data export only (``lopper import``); never synced."""
+        return self.platform in EXPORT_ONLY
 
 
 _DEFAULT_WEIGHTS = {
@@ -150,6 +172,9 @@ class Rules(_DurationModel):
     brake_share: float = Field(0.1, gt=0, le=1)
     brake_min: int = Field(20, ge=1)
     max_attempts: int = Field(5, ge=1)
+    # A removal you did by hand (`lopper done`) that the next import or sync still shows this
+    # long after is asked of you again.
+    manual_recheck_after: timedelta = timedelta(days=14)
 
     @field_validator("target_keep", mode="before")
     @classmethod

@@ -1,0 +1,296 @@
+"""The real daemon (``lopper run``) as a subprocess on a sandbox account, fast schedule."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from daemon_helpers import (
+    ROOT,
+    Running,
+    environment,
+    prepared_store,
+    runs,
+    wait_for,
+    write_config,
+)
+from sqlalchemy import func, select
+
+from service.store import Store
+from service.store.models import (
+    Account,
+    Connection,
+    Digest,
+    Interaction,
+    JobState,
+    SyncCursor,
+    SyncRun,
+)
+
+DONE = JobState.DONE
+
+
+def done(store: Store, job: str, after: int = 0) -> bool:
+    return any(r.id > after for r in runs(store, job, DONE))
+
+
+def digests(store: Store) -> int:
+    with store.session() as session:
+        return (
+            session.scalar(select(func.count()).select_from(Digest).where(Digest.slot.is_not(None)))
+            or 0
+        )
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, str, Path, dict[str, str]]:
+    url = f"sqlite:///{tmp_path / 'state' / 'lopper.sqlite3'}"
+    outbox = tmp_path / "outbox"
+    config = write_config(tmp_path / "config.yaml", url, outbox)
+    return config, url, outbox, environment(tmp_path)
+
+
+def test_syncs_evaluates_mails_one_overdue_digest_and_stops_on_sigterm(setup, tmp_path):
+    config, url, outbox, env = setup
+    # Installed a month ago: the last weekly slots passed while it was off.
+    store = prepared_store(url, first_start=datetime.now(UTC) - timedelta(days=30))
+    daemon = Running(config, env, tmp_path / "run-1.log")
+    wait_for(
+        lambda: done(store, "sync") and done(store, "evaluate"),
+        "a sync and an evaluation",
+        process=daemon,
+    )
+    wait_for(lambda: done(store, "digest"), "the digest", process=daemon)
+    wait_for(lambda: list(outbox.glob("*.eml")), "the digest file", process=daemon)
+    assert daemon.stop() == 0
+
+    with store.session() as session:
+        account = session.scalar(select(Account))
+        assert account is not None and account.last_evaluated_at is not None
+        assert account.last_evaluated_at >= account.last_sync_at
+    # Four weekly slots were missed; only the latest is made, once.
+    assert digests(store) == 1
+    assert len(list(outbox.glob("*.eml"))) == 1
+
+    lines = daemon.lines()
+    started = [line for line in lines if line.get("event") == "job started"]
+    finished = [line for line in lines if line.get("event") == "job finished"]
+    assert {line["job"] for line in started} >= {"sync", "evaluate", "execute", "digest"}
+    sync_end = next(line for line in finished if line["job"] == "sync")
+    assert sync_end["account"] == "sandbox:@you" and sync_end["outcome"] == "done"
+    assert isinstance(sync_end["duration_s"], float) and sync_end["run_id"]
+    assert sync_end["run_id"] in {line["run_id"] for line in started if line["job"] == "sync"}
+    # One line per job start and end, no per-item lines at INFO.
+    assert len(lines) < 12 * len(started) + 10
+
+    # A restart after the digest went out sends no second one.
+    last = max(r.id for r in runs(store))
+    again = Running(config, env, tmp_path / "run-2.log")
+    wait_for(lambda: done(store, "execute", after=last), "a run after the restart", process=again)
+    wait_for(lambda: done(store, "deliver", after=last), "a delivery round", process=again)
+    assert again.stop() == 0
+    assert digests(store) == 1
+    assert len(list(outbox.glob("*.eml"))) == 1
+    store.dispose()
+
+
+def _counts(store: Store, cutoff: datetime) -> dict[str, object]:
+    with store.session() as session:
+        events = set(
+            session.scalars(select(Interaction.event_id).where(Interaction.occurred_at <= cutoff))
+        )
+        connections = session.scalar(select(func.count()).select_from(Connection)) or 0
+        following = session.scalar(
+            select(func.count()).select_from(Connection).where(Connection.following)
+        )
+    return {"events": events, "connections": connections, "following": following}
+
+
+def test_sigkill_in_the_middle_of_a_sync_then_a_restart_equals_an_uninterrupted_run(tmp_path):
+    url = f"sqlite:///{tmp_path / 'state' / 'lopper.sqlite3'}"
+    config = write_config(
+        tmp_path / "config.yaml",
+        url,
+        tmp_path / "outbox",
+        size=1500,
+        events=150.0,
+        schedule={"sync_every": "1h"},
+    )
+    env = environment(tmp_path)
+    store = prepared_store(url)
+
+    def mid_sync() -> bool:
+        with store.session() as session:
+            running = session.scalar(select(SyncRun).where(SyncRun.outcome == "running"))
+            cursor = session.scalar(
+                select(SyncCursor).where(
+                    SyncCursor.stream == "activity", SyncCursor.cursor.is_not(None)
+                )
+            )
+            return running is not None and cursor is not None
+
+    daemon = Running(config, env, tmp_path / "killed.log")
+    wait_for(mid_sync, "a sync half-way through", process=daemon)
+    daemon.kill()
+    with store.session() as session:
+        assert session.scalar(select(SyncRun.outcome)) == "running"  # killed mid-sync
+        partial = session.scalar(select(func.count()).select_from(Interaction))
+    assert partial
+
+    again = Running(config, env, tmp_path / "restarted.log")
+    wait_for(
+        lambda: done(store, "sync") and done(store, "evaluate"), "the resumed sync", process=again
+    )
+    assert again.stop() == 0
+    assert [r.state for r in runs(store, "sync")][:1] == [JobState.INTERRUPTED]
+
+    # The same network synced in one go, into a store of its own.
+    other = tmp_path / "reference"
+    other.mkdir()
+    reference_url = f"sqlite:///{other / 'state' / 'lopper.sqlite3'}"
+    reference_config = write_config(
+        other / "config.yaml", reference_url, other / "outbox", size=1500, events=150.0
+    )
+    subprocess.run(
+        [sys.executable, "-m", "service", "--config", str(reference_config), "sync"],
+        cwd=ROOT,
+        env=environment(other),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    reference = prepared_store(reference_url)
+    with store.session() as session, reference.session() as ref_session:
+        cutoff = min(
+            session.scalar(select(Account.last_sync_at)),
+            ref_session.scalar(select(Account.last_sync_at)),
+        )
+    cutoff -= timedelta(seconds=1)  # both runs hold every event up to here
+    resumed, uninterrupted = _counts(store, cutoff), _counts(reference, cutoff)
+    assert len(resumed["events"]) > 10_000
+    assert resumed == uninterrupted
+    store.dispose()
+    reference.dispose()
+
+
+def test_notify_socket_sees_ready_watchdog_and_stopping(setup, tmp_path):
+    config, _url, _outbox, _env = setup
+    name = f"lopper-test-notify-{os.getpid()}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind("\0" + name)  # systemd's abstract namespace, written "@name"
+    listener.settimeout(0.2)
+    received: list[str] = []
+    stop = threading.Event()
+
+    def listen() -> None:
+        while not stop.is_set():
+            try:
+                received.extend(listener.recv(4096).decode().splitlines())
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    env = environment(tmp_path, NOTIFY_SOCKET="@" + name, WATCHDOG_USEC="400000")
+    daemon = Running(config, env, tmp_path / "notify.log")
+    wait_for(lambda: "READY=1" in received, "READY=1", process=daemon)
+    wait_for(lambda: received.count("WATCHDOG=1") >= 2, "WATCHDOG=1", process=daemon)
+    assert any(line.startswith("STATUS=") for line in received)
+    assert f"MAINPID={daemon.process.pid}" in received
+    assert daemon.stop() == 0
+    wait_for(lambda: "STOPPING=1" in received, "STOPPING=1", timeout=2)
+    stop.set()
+    thread.join()
+    listener.close()
+    assert received.index("READY=1") < received.index("STOPPING=1")
+
+
+def test_a_second_daemon_on_the_same_sqlite_database_refuses_to_start(setup, tmp_path):
+    config, url, _outbox, env = setup
+    store = prepared_store(url)
+    first = Running(config, env, tmp_path / "first.log")
+    wait_for(lambda: runs(store), "the first daemon at work", process=first)
+    second = subprocess.run(
+        [sys.executable, "-m", "service", "--config", str(config), "run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 75
+    assert "already using" in second.stderr and "PostgreSQL" in second.stderr
+    assert first.process.poll() is None
+    assert first.stop() == 0
+    store.dispose()
+
+
+def test_a_bad_configuration_exits_78_and_a_bad_reload_keeps_the_old_one(setup, tmp_path):
+    config, url, outbox, env = setup
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nschedule: {sync_every: soon}\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--config", str(bad), "run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 78
+    assert "sync_every" in result.stderr
+
+    store = prepared_store(url)
+    daemon = Running(config, env, tmp_path / "reload.log")
+    wait_for(lambda: done(store, "sync"), "a first sync", process=daemon)
+    good = config.read_text(encoding="utf-8")
+    config.write_text(good.replace('sync_every: "1s"', 'sync_every: "whenever"'), encoding="utf-8")
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration refused" in daemon.text(), "the refusal", process=daemon)
+    last = max(r.id for r in runs(store))
+    wait_for(lambda: done(store, "sync", after=last), "syncs going on", process=daemon)
+
+    write_config(config, url, outbox, accounts=["@you", "@other"])
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in daemon.text(), "the reload", process=daemon)
+    wait_for(
+        lambda: any(r.account == "sandbox:@other" for r in runs(store, "sync", DONE)),
+        "the new account's sync",
+        process=daemon,
+    )
+    assert daemon.stop() == 0
+    refused = next(
+        line for line in daemon.lines() if line.get("event", "").startswith("configuration refused")
+    )
+    assert refused["level"] == "error" and "sync_every" in refused["problem"]
+    store.dispose()
+
+
+def test_the_demo_ends_with_the_daemon_at_work_until_ctrl_c(tmp_path):
+    env = environment(tmp_path)
+    log = (tmp_path / "demo.log").open("wb")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "service", "demo", "--size", "200", "--run"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    text = lambda: (tmp_path / "demo.log").read_text(errors="replace")  # noqa: E731
+    try:
+        wait_for(
+            lambda: "job finished" in text() and "execute" in text(), "the demo's daemon at work"
+        )
+    finally:
+        demo.send_signal(signal.SIGINT)
+        code = demo.wait(timeout=10)
+        log.close()
+    assert code == 0, text()[-2000:]
+    assert "Ctrl-C" in text()
