@@ -33,7 +33,7 @@ from service.platforms.base import (
     RateLimited,
 )
 from service.store import Store
-from service.store.models import Account, Interaction, Removal, Suggestion
+from service.store.models import Account, AuditEntry, Interaction, Removal, Suggestion
 from service.suggestions import LOPPER, PERSON, get_suggestion, transition
 
 log = structlog.get_logger("lopper.removals")
@@ -402,3 +402,90 @@ def manual_done(store: Store, suggestion_id: int, *, via: Channel, now: datetime
         connection.following = False
         if not connection.followed_by:
             connection.state = ConnectionState.REMOVED
+
+
+def settle_manual_removals(
+    session: Session, account_id: int, rules: Rules, now: datetime, source: str
+) -> tuple[int, int]:
+    """After a complete listing (an import or a sync): close or reopen removals done by hand.
+
+    A removal waiting for the person's own click is closed as removed once the listing no
+    longer holds the connection. A connection the person removed by hand (`lopper done`) that
+    is still listed stays out of the verdicts for ``rules.manual_recheck_after`` (an export
+    can predate the click); after that, a new pending suggestion asks the person again.
+    Returns (closed, asked again).
+    """
+    closed = asked = 0
+    for suggestion in session.scalars(
+        select(Suggestion).where(Suggestion.account_id == account_id, Suggestion.state == S.MANUAL)
+    ):
+        connection = suggestion.connection
+        if connection.state is ConnectionState.ACTIVE:
+            continue
+        transition(
+            session,
+            suggestion,
+            S.REMOVED,
+            actor=LOPPER,
+            via=Channel.SYSTEM,
+            now=now,
+            detail=f"no longer connected in the {source} of {now:%Y-%m-%d}",
+        )
+        connection.following = False
+        connection.state = ConnectionState.REMOVED
+        closed += 1
+    latest = dict(
+        session.execute(
+            select(Suggestion.connection_id, func.max(Suggestion.id))
+            .where(Suggestion.account_id == account_id)
+            .group_by(Suggestion.connection_id)
+        ).all()
+    )
+    by_hand = select(Removal.suggestion_id).where(
+        Removal.account_id == account_id, Removal.state == RemovalState.MANUAL
+    )
+    for suggestion in list(
+        session.scalars(
+            select(Suggestion).where(
+                Suggestion.account_id == account_id,
+                Suggestion.state == S.REMOVED,
+                Suggestion.id.in_(by_hand),
+            )
+        )
+    ):
+        connection = suggestion.connection
+        if connection.state is not ConnectionState.ACTIVE or latest[connection.id] != suggestion.id:
+            continue
+        if now - suggestion.updated_at < rules.manual_recheck_after:
+            connection.state = ConnectionState.REMOVED
+            continue
+        why = (
+            f"still connected in the {source} of {now:%Y-%m-%d}, "
+            f"{(now - suggestion.updated_at).days} days after the removal by hand"
+        )
+        again = Suggestion(
+            account_id=account_id,
+            connection_id=connection.id,
+            state=S.PENDING,
+            reason=suggestion.reason,
+            evidence={**suggestion.evidence, "asked_again_after": suggestion.id, "why": why},
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(again)
+        session.flush()
+        session.add(
+            AuditEntry(
+                at=now,
+                actor=LOPPER,
+                via=Channel.SYSTEM,
+                entity="suggestion",
+                entity_id=again.id,
+                account_id=account_id,
+                from_state=None,
+                to_state=S.PENDING.value,
+                detail=why,
+            )
+        )
+        asked += 1
+    return closed, asked

@@ -40,6 +40,7 @@ from service.store.types import to_epoch
 log = structlog.get_logger("lopper.sync")
 
 CONNECTIONS = "connections"
+IMPORT_STREAM = "export"  # coverage streams of data-export imports start with this
 _ANALYZE_AFTER = 2000  # new connections in one sync before PostgreSQL's statistics are renewed
 _Page = TypeVar("_Page")
 Clock = Callable[[], datetime]
@@ -109,6 +110,11 @@ def sync_account(
     """
     run_id = run_id or uuid.uuid4().hex[:12]
     report = SyncReport(config.key, run_id)
+    if getattr(adapter, "export_only", False):
+        # No API to ask: its data comes from `lopper import`, and only from there.
+        report.outcome = "skipped"
+        report.streams[CONNECTIONS] = f"read from its data export: lopper import {config.platform} PATH"
+        return report
     with store.session() as session:
         account = ensure_account(session, config, clock())
         account_id = account.id
@@ -126,7 +132,10 @@ def sync_account(
                     f"the credentials belong to {identity.handle}, not to {config.handle}"
                 )
             account.platform_user_id = identity.user_id
-            account.streams = streams
+            # Streams an export import vouches for stay part of the account's coverage.
+            account.streams = streams + [
+                s for s in account.streams or () if s.startswith(IMPORT_STREAM) and s not in streams
+            ]
             if account.paused_reason:
                 log.info("account resumed", account=config.key)
             account.paused_reason = None
@@ -254,7 +263,15 @@ def _sync_connections(
             break
         cursor = page.next_cursor
     with store.session() as session:
-        _close_listing(session, account_id, listing, rules, clock(), report)
+        # A listing the platform says is partial (Facebook lists only the app's users) marks
+        # nobody as gone.
+        if not getattr(adapter, "partial_listing", False):
+            _close_listing(session, account_id, listing, rules, clock(), report)
+            if report.brake is None:
+                # Imported here: removals imports suggestions, which imports this module.
+                from service.removals import settle_manual_removals
+
+                settle_manual_removals(session, account_id, rules, clock(), "sync")
         _set_cursor(session, account_id, CONNECTIONS, None, clock(), None)
     report.streams[CONNECTIONS] = "complete"
 
@@ -508,3 +525,8 @@ def _set_cursor(
     row.cursor = cursor
     row.listing = listing
     row.updated_at = now
+
+
+# The import of a data export writes a complete listing the same way a sync does.
+save_people = _save_people
+close_listing = _close_listing

@@ -16,6 +16,9 @@ _MODULES = {
     "sandbox": "service.platforms.sandbox",
     "bluesky": "service.platforms.bluesky",
     "mastodon": "service.platforms.mastodon",
+    "facebook": "service.platforms.facebook",
+    "linkedin": "service.platforms.exported",
+    "instagram": "service.platforms.exported",
 }
 
 

@@ -1,0 +1,106 @@
+"""Instagram's data export (JSON): followers, following and messages.
+
+- ``connections/followers_and_following/followers_1.json`` (``_2`` … when split): a list of
+  ``{title, media_list_data, string_list_data: [{href, value, timestamp}]}``;
+- ``following.json``: until 2024 ``{"relationships_following": [… same entries …]}``; by 2026
+  the entries carry the user name in ``title``, no ``value``, and links like
+  ``https://www.instagram.com/_u/<user>``. The user name is taken from ``value``, then
+  ``title``, then the link;
+- messages: ``messages/inbox/<thread>/message_N.json``, the same shape as Facebook's (read by
+  the same code); senders are display names, matched to user names where they agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from service.imports.common import ListedPerson, Listing, Named, Tick, load_json, records
+from service.imports.export import Export, ExportError
+from service.imports.facebook import FacebookReader
+from service.imports.names import instagram_link
+
+FOLLOWERS = ("followers_and_following/followers_*.json", "followers_and_following/followers.json")
+FOLLOWING = ("followers_and_following/following.json", "followers_and_following/following_*.json")
+PROFILE = ("personal_information/personal_information.json",)
+
+
+def username(entry: dict[str, Any]) -> str | None:
+    """``value``, else ``title``, else the last part of the link (``/_u/<user>``)."""
+    items = entry.get("string_list_data") or [{}]
+    first = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
+    for candidate in (first.get("value"), entry.get("title")):
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate.strip().lstrip("@")
+    href = first.get("href")
+    if isinstance(href, str) and href.strip():
+        tail = [p for p in href.split("?")[0].split("/") if p and p != "_u"]
+        if tail and "instagram.com" not in tail[-1]:
+            return tail[-1]
+    return None
+
+
+def _since(entry: dict[str, Any]) -> datetime | None:
+    items = entry.get("string_list_data") or []
+    stamp = items[0].get("timestamp") if items and isinstance(items[0], dict) else None
+    if isinstance(stamp, int | float) and not isinstance(stamp, bool) and stamp > 0:
+        return datetime.fromtimestamp(stamp, tz=UTC)
+    return None
+
+
+class InstagramReader:
+    platform = "instagram"
+
+    def __init__(self) -> None:
+        self._messages = FacebookReader()
+        self.handle: str | None = None
+
+    def members(self, export: Export) -> list[str]:
+        found = export.find(*FOLLOWERS) + export.find(*FOLLOWING) + self._messages._messages(export)
+        if not found:
+            raise ExportError(
+                f"{export.describe()}: no Instagram followers, following or messages (JSON) "
+                "found; request your information from Instagram in JSON format"
+            )
+        return found
+
+    def listing(self, export: Export, tick: Tick) -> Listing | None:
+        followers = export.find(*FOLLOWERS)
+        following = export.find(*FOLLOWING)
+        if not followers and not following:
+            return None
+        people: list[ListedPerson] = []
+        for member, follows_me in [(m, True) for m in followers] + [(m, False) for m in following]:
+            data = load_json(export, member, tick)
+            keys = ("relationships_followers",) if follows_me else ("relationships_following",)
+            for entry in records(data, member, export, *keys):
+                user = username(entry)
+                if user is None:
+                    raise ExportError(f"{export.describe(member)}: an entry without a user name")
+                people.append(
+                    ListedPerson(
+                        name=user,
+                        key=user.casefold(),
+                        following=not follows_me,
+                        followed_by=follows_me,
+                        since=_since(entry),
+                        profile_url=instagram_link(user),
+                    )
+                )
+        # Complete only with both lists: someone missing from one half is not gone.
+        return Listing(
+            people, complete=bool(followers and following), source=(followers + following)[0]
+        )
+
+    def exchanges(self, export: Export, tick: Tick) -> Iterator[Sequence[Named]]:
+        reader = self._messages
+        reader.handle = self.handle
+        reader.owner = reader._owner(export, tick)
+        for batch in reader._read_messages(export, tick):
+            yield [
+                Named(
+                    f"ig{n.event_id[2:]}", n.name, n.kind, n.direction, n.at, key=n.name.casefold()
+                )
+                for n in batch
+            ]
