@@ -91,6 +91,44 @@ class FacebookOptions(_DurationModel):
     posts_lookback: timedelta = timedelta(days=365)
 
 
+class XPrices(_Model):
+    """US dollars per resource read, or per write request: X's pay-per-use prices (2026).
+
+    https://docs.x.com/x-api/getting-started/pricing — repeat reads of one resource within a
+    UTC day are charged once; "owned reads" (your own app reading your own account's data)
+    cost ``owned_read``.
+    """
+
+    post_read: float = Field(0.005, ge=0)
+    user_read: float = Field(0.010, ge=0)
+    follows_read: float = Field(0.010, ge=0)  # a person in a following/followers list
+    dm_event_read: float = Field(0.010, ge=0)
+    owned_read: float = Field(0.001, ge=0)
+    follow: float = Field(0.015, ge=0)  # "User Interaction: Create"
+    unfollow: float = Field(0.010, ge=0)  # "Interaction: Delete"
+
+
+class XOptions(_Model):
+    """How lopper talks to X (``platform: x``)."""
+
+    # oauth2: a user token from `lopper auth x` (client_id below); oauth1: the four keys
+    # consumer_key, consumer_secret, access_token, access_token_secret in credentials.
+    # Unset: oauth1 when those keys are given, else oauth2.
+    auth: Literal["oauth2", "oauth1"] | None = None
+    client_id: str | None = None  # the OAuth 2.0 client id of your X app
+    redirect_uri: str = "http://127.0.0.1:8910/callback"  # as registered in the X app
+    # Your latest posts whose likes, reposts and quotes are read, once a day: each costs
+    # requests and reads (skipped when its counts did not change).
+    recent_posts: int = Field(20, ge=0, le=100)
+    # Stop X syncs (not confirmed removals) before the month's estimate would pass this.
+    monthly_budget: float | None = Field(None, ge=0)
+    # The X app belongs to this same account: its own data is read at the owned-read price.
+    owned_app: bool = False
+    prices: XPrices = XPrices()
+    # Requests go here instead of https://api.twitter.com (a proxy, or a test server).
+    api_base_url: str | None = None
+
+
 # Networks lopper reads from the person's data export only: no API, no sync.
 EXPORT_ONLY = frozenset({"linkedin", "instagram"})
 
@@ -102,6 +140,7 @@ class Account(_Model):
     enabled: bool = True
     sandbox: SandboxOptions | None = None
     facebook: FacebookOptions | None = None
+    x: XOptions | None = None
     removal_spacing: tuple[timedelta, timedelta] | None = None
 
     @field_validator("removal_spacing", mode="before")
@@ -122,6 +161,8 @@ class Account(_Model):
             raise ValueError("'sandbox' options are only for platform: sandbox")
         if self.facebook is not None and self.platform != "facebook":
             raise ValueError("'facebook' options are only for platform: facebook")
+        if self.x is not None and self.platform != "x":
+            raise ValueError("'x' options are only for platform: x")
         return self
 
     @property

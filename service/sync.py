@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from service.config import Account as AccountConfig
 from service.config import Rules
+from service import costs
 from service.logs import scrub
 from service.model import ConnectionState
 from service.platforms.base import (
@@ -140,7 +141,12 @@ def sync_account(
                 log.info("account resumed", account=config.key)
             account.paused_reason = None
             account.paused_at = None
-        if _listing_due(store, account_id, clock(), relist_after, report):
+        if relist_after is not None:
+            # A platform that bills each read sets how seldom its listing may be fetched.
+            relist_after = max(relist_after, getattr(adapter, "min_relist", relist_after))
+        listing_due = _listing_due(store, account_id, clock(), relist_after, report)
+        costs.check_budget(store, account_id, adapter, listing_due, clock())
+        if listing_due:
             _sync_connections(store, account_id, adapter, rules, clock, report, progress)
         for stream in _least_recent_first(store, account_id, streams):
             _sync_stream(store, account_id, adapter, stream, clock, report, progress)
@@ -151,6 +157,9 @@ def sync_account(
             account = session.get_one(Account, account_id)
             account.paused_reason = f"credentials refused: {scrub(str(exc))}"
             account.paused_at = clock()
+    except costs.OverBudget as exc:
+        report.outcome = "skipped"
+        report.problems.append(str(exc))
     except PlatformError as exc:
         report.outcome = "failed"
         report.problems.append(scrub(str(exc)))
@@ -169,6 +178,7 @@ def sync_account(
             run.connections_vanished = report.connections_vanished
             run.interactions_new = report.interactions_new
             run.detail = "; ".join(report.problems + ([report.brake] if report.brake else []))
+            costs.record_sync(session, account_id, run_pk, adapter, clock())
             if report.outcome in ("ok", "partial"):
                 session.get_one(Account, account_id).last_sync_at = clock()
     return report

@@ -16,6 +16,7 @@ _MODULES = {
     "sandbox": "service.platforms.sandbox",
     "bluesky": "service.platforms.bluesky",
     "mastodon": "service.platforms.mastodon",
+    "x": "service.platforms.x",
     "facebook": "service.platforms.facebook",
     "linkedin": "service.platforms.exported",
     "instagram": "service.platforms.exported",

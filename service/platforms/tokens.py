@@ -7,9 +7,12 @@ never stored in the database and never logged.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +55,22 @@ def load_token(state_dir: Path, account_key: str) -> dict[str, Any] | None:
         return None
     register_secrets(str(v) for v in data.values() if isinstance(v, str))
     return data
+
+
+@contextmanager
+def token_lock(state_dir: Path, account_key: str) -> Iterator[None]:
+    """Hold the account's token for a refresh that rotates it.
+
+    A platform whose refresh tokens work once (X) must not be refreshed by two processes at
+    the same time: the second would present a token the first already spent. The holder
+    re-reads the file once it has the lock, since another process may have rotated it.
+    """
+    path = token_path(state_dir, account_key).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -1,0 +1,244 @@
+"""The cost meter of pay-per-use platforms (X): what each sync is estimated to cost, and the budget.
+
+X bills every resource a read returns and every write request
+(https://docs.x.com/x-api/getting-started/pricing); a resource read again within the same UTC
+day is charged once. The adapter counts what its answers return on a :class:`CostMeter`;
+the sync records the estimate of each run (``cost_records``), and before a run checks that
+the month's estimate plus the next run's stays within the account's ``monthly_budget``.
+Removals are never held back by the budget: their cost is counted from the removals table.
+
+All amounts are kept in micro-dollars (integers) so that sums stay exact.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.config import XPrices
+from service.model import RemovalState
+from service.platforms.base import PlatformError
+from service.store import Store
+from service.store.models import Account, CostRecord, Removal
+
+MICROS = 1_000_000
+_RECENT_RUNS = 5  # the next run is estimated from the dearest of this many recent ones
+
+
+class OverBudget(PlatformError):
+    """The next sync would take the month's estimated cost past the account's budget."""
+
+
+def dollars(micros: int) -> str:
+    return f"${micros / MICROS:,.2f}"
+
+
+@dataclass
+class Usage:
+    reads: Counter[str] = field(default_factory=Counter)
+    writes: Counter[str] = field(default_factory=Counter)
+    micros: int = 0
+    listing_micros: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.reads or self.writes)
+
+
+class CostMeter:
+    """Counts the resources an adapter's answers return, as the platform bills them."""
+
+    def __init__(
+        self,
+        prices: XPrices,
+        *,
+        owned_app: bool = False,
+        budget: float | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.prices = prices
+        self.owned_app = owned_app
+        self.budget = budget
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.usage = Usage()
+        self.writes: Counter[str] = Counter()
+        # What the next complete listing would cost, once the adapter knows the network's size.
+        self.listing_estimate_micros = 0
+        self._day: date | None = None
+        self._seen: dict[str, set[str]] = {}
+
+    def price(self, key: str) -> int:
+        return round(float(getattr(self.prices, key)) * MICROS)
+
+    def read(
+        self, key: str, ids: Iterable[str], *, owned: bool = False, listing: bool = False
+    ) -> int:
+        """Count resources read; one already read today (UTC) is not charged again."""
+        today = self.clock().astimezone(UTC).date()
+        if today != self._day:
+            self._day, self._seen = today, {}
+        key = "owned_read" if owned and self.owned_app else key
+        seen = self._seen.setdefault(key, set())
+        fresh = 0
+        for resource in ids:
+            if resource not in seen:
+                seen.add(resource)
+                fresh += 1
+        if fresh:
+            cost = fresh * self.price(key)
+            self.usage.reads[key] += fresh
+            self.usage.micros += cost
+            if listing:
+                self.usage.listing_micros += cost
+        return fresh
+
+    def write(self, key: str) -> None:
+        # Counted, not drained with a sync's usage: month_costs values writes from the
+        # removals table, whichever process made them.
+        self.writes[key] += 1
+
+    def drain(self) -> Usage:
+        usage, self.usage = self.usage, Usage()
+        return usage
+
+
+def meter_of(adapter: Any) -> CostMeter | None:
+    meter = getattr(adapter, "meter", None)
+    return meter if isinstance(meter, CostMeter) else None
+
+
+def month_start(now: datetime) -> datetime:
+    now = now.astimezone(UTC)
+    return datetime(now.year, now.month, 1, tzinfo=UTC)
+
+
+def next_month(now: datetime) -> datetime:
+    start = month_start(now)
+    return (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+
+
+def _removal_micros(session: Session, account_id: int, since: datetime, prices: XPrices) -> int:
+    """Writes made by the executor: an unfollow (with the check before it), or a follow (undo)."""
+    rows = session.execute(
+        select(Removal.state, func.count())
+        .where(
+            Removal.account_id == account_id,
+            Removal.started_at >= since,
+            Removal.state.in_([RemovalState.DONE, RemovalState.RESTORED]),
+        )
+        .group_by(Removal.state)
+    ).all()
+    counts = {state: count for state, count in rows}
+    per_unfollow = round((prices.unfollow + prices.user_read) * MICROS)
+    per_follow = round(prices.follow * MICROS)
+    return (
+        counts.get(RemovalState.DONE, 0) * per_unfollow
+        + counts.get(RemovalState.RESTORED, 0) * per_follow
+    )
+
+
+def _month_micros(session: Session, account_id: int, now: datetime, prices: XPrices) -> int:
+    since = month_start(now)
+    recorded = session.scalar(
+        select(func.coalesce(func.sum(CostRecord.micros), 0)).where(
+            CostRecord.account_id == account_id, CostRecord.at >= since
+        )
+    )
+    return int(recorded or 0) + _removal_micros(session, account_id, since, prices)
+
+
+def month_costs(
+    session: Session, now: datetime, prices: Mapping[str, XPrices] | None = None
+) -> dict[str, float]:
+    """Estimated cost this calendar month (UTC), in US dollars, of each account with any.
+
+    ``prices`` by account key (default: the 2026 prices) values the removals and undos;
+    syncs are valued at the prices in force when they ran.
+    """
+    accounts = session.execute(select(Account.id, Account.key, Account.platform)).all()
+    costs: dict[str, float] = {}
+    for account_id, key, platform in accounts:
+        if platform != "x":
+            recorded = session.scalar(
+                select(func.count())
+                .select_from(CostRecord)
+                .where(CostRecord.account_id == account_id)
+            )
+            if not recorded:
+                continue
+        chosen = (prices or {}).get(key) or XPrices()
+        micros = _month_micros(session, account_id, now, chosen)
+        if micros or platform == "x":
+            costs[key] = micros / MICROS
+    return costs
+
+
+def check_budget(
+    store: Store, account_id: int, adapter: Any, listing_due: bool, now: datetime
+) -> None:
+    """Raise :class:`OverBudget` when the next run would take the month past the budget."""
+    meter = meter_of(adapter)
+    if meter is None or meter.budget is None:
+        return
+    with store.session() as session:
+        spent = _month_micros(session, account_id, now, meter.prices)
+        recent = session.execute(
+            select(CostRecord.micros, CostRecord.listing_micros)
+            .where(CostRecord.account_id == account_id, CostRecord.source == "sync")
+            .order_by(CostRecord.at.desc(), CostRecord.id.desc())
+            .limit(_RECENT_RUNS)
+        ).all()
+    streams = max((m - lm for m, lm in recent), default=0)
+    estimate = streams + (meter.listing_estimate_micros if listing_due else 0)
+    budget = round(meter.budget * MICROS)
+    if spent + estimate > budget:
+        raise OverBudget(
+            f"X budget: {dollars(spent)} of {dollars(budget)} spent this month, and the next "
+            f"sync would cost about {dollars(estimate)}: not run. Syncs resume on "
+            f"{next_month(now):%Y-%m-%d}, or raise x.monthly_budget; confirmed removals go on"
+        )
+
+
+def record_usage(
+    session: Session,
+    account_id: int,
+    usage: Usage,
+    now: datetime,
+    *,
+    source: str,
+    sync_run_id: int | None = None,
+) -> None:
+    if not usage:
+        return
+    session.add(
+        CostRecord(
+            account_id=account_id,
+            sync_run_id=sync_run_id,
+            at=now,
+            source=source,
+            reads=dict(usage.reads),
+            writes=dict(usage.writes),
+            micros=usage.micros,
+            listing_micros=usage.listing_micros,
+        )
+    )
+
+
+def record_sync(
+    session: Session, account_id: int, sync_run_id: int, adapter: Any, now: datetime
+) -> None:
+    """Record what the run just made cost (nothing for platforms without a meter)."""
+    meter = meter_of(adapter)
+    if meter is not None:
+        record_usage(
+            session, account_id, meter.drain(), now, source="sync", sync_run_id=sync_run_id
+        )
