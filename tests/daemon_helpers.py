@@ -94,11 +94,19 @@ def environment(home: Path, **extra: str) -> dict[str, str]:
 class Running:
     """One ``lopper run`` process; its log lines are kept in a file."""
 
-    def __init__(self, config: Path, env: dict[str, str], log: Path, *args: str) -> None:
+    def __init__(
+        self,
+        config: Path,
+        env: dict[str, str],
+        log: Path,
+        *args: str,
+        launcher: list[str] | None = None,
+    ) -> None:
         self.log = log
         self._out = log.open("ab")
+        command = [*(launcher or [sys.executable]), "-m", "service", "--config", str(config)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--config", str(config), "--json-logs", *args, "run"],
+            [*command, "--json-logs", *args, "run"],
             cwd=ROOT,
             env=env,
             stdout=self._out,

@@ -1,0 +1,153 @@
+"""deploy/: the systemd unit is clean and hardened; its sysusers/tmpfiles entries work."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from daemon_helpers import ROOT, Running, environment, prepared_store, runs, wait_for, write_config
+
+from service.store.models import JobState
+
+DEPLOY = ROOT / "deploy"
+ANALYZE = shutil.which("systemd-analyze")
+needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+
+
+def unit_here(folder: Path) -> Path:
+    """The unit as installed, with ExecStart= pointing at this checkout's lopper."""
+    lopper = Path(sys.executable).parent / "lopper"
+    text = (DEPLOY / "lopper.service").read_text(encoding="utf-8")
+    assert "/opt/lopper/venv/bin/lopper run" in text
+    unit = folder / "lopper.service"
+    unit.write_text(text.replace("/opt/lopper/venv/bin/lopper", str(lopper)), encoding="utf-8")
+    return unit
+
+
+def settings(unit: Path) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in unit.read_text(encoding="utf-8").splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            found.setdefault(key.strip(), []).append(value.strip())
+    return found
+
+
+@needs_analyze
+def test_the_unit_verifies_clean_with_its_credentials_drop_in(tmp_path: Path) -> None:
+    unit = unit_here(tmp_path)
+    (tmp_path / "lopper.service.d").mkdir()
+    shutil.copy(DEPLOY / "credentials.conf", tmp_path / "lopper.service.d" / "credentials.conf")
+    result = subprocess.run(
+        [ANALYZE, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "" and result.stdout.strip() == ""
+
+
+@needs_analyze
+def test_the_units_exposure_is_ok(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [ANALYZE, "security", "--offline=true", "--no-pager", str(unit_here(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    match = re.search(
+        r"Overall exposure level for lopper\.service: (\d+\.\d+)", result.stdout + result.stderr
+    )
+    assert match, result.stdout + result.stderr
+    assert float(match[1]) <= 2.0
+
+
+def test_the_unit_speaks_the_daemons_protocol() -> None:
+    unit = settings(DEPLOY / "lopper.service")
+    assert unit["Type"] == ["notify"] and unit["NotifyAccess"] == ["main"]
+    assert unit["RestartPreventExitStatus"] == ["78"]  # lopper's exit code on a bad config
+    assert unit["Restart"] == ["on-failure"]
+    assert "-HUP" in unit["ExecReload"][0]  # SIGHUP reloads the configuration
+    stop = unit["TimeoutStopSec"][0]
+    assert stop.endswith("s") and int(stop[:-1]) > 10  # lopper stops within 10 s
+    for key in ("StateDirectory", "ConfigurationDirectory"):
+        assert unit[key] == ["lopper"]  # $STATE_DIRECTORY, $CONFIGURATION_DIRECTORY
+    assert unit["CapabilityBoundingSet"] == [""]
+    assert set(unit["RestrictAddressFamilies"][0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+
+
+@pytest.mark.skipif(
+    not (shutil.which("systemd-sysusers") and shutil.which("systemd-tmpfiles")),
+    reason="systemd-sysusers / systemd-tmpfiles are not installed",
+)
+def test_sysusers_and_tmpfiles_make_the_user_and_the_folders(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    made = subprocess.run(
+        ["systemd-sysusers", f"--root={root}", str(DEPLOY / "lopper.sysusers.conf")],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0 and os.geteuid() != 0:
+        pytest.skip(f"systemd-sysusers needs root here: {made.stderr.strip()}")
+    assert made.returncode == 0, made.stderr
+    passwd = (root / "etc" / "passwd").read_text(encoding="utf-8")
+    user = next(line.split(":") for line in passwd.splitlines() if line.startswith("lopper:"))
+    assert user[5] == "/var/lib/lopper" and user[6].endswith("nologin")
+    group = next(
+        line.split(":")
+        for line in (root / "etc" / "group").read_text(encoding="utf-8").splitlines()
+        if line.startswith("lopper:")
+    )
+    created = subprocess.run(
+        ["systemd-tmpfiles", "--create", f"--root={root}", str(DEPLOY / "lopper.tmpfiles.conf")],
+        capture_output=True,
+        text=True,
+    )
+    assert created.returncode == 0, created.stderr
+    config, secrets = (
+        (root / "etc" / "lopper").stat(),
+        (root / "etc" / "lopper" / "credentials").stat(),
+    )
+    assert oct(config.st_mode & 0o777) == "0o750" and config.st_gid == int(group[2])
+    assert oct(secrets.st_mode & 0o777) == "0o700" and secrets.st_uid == 0
+
+
+def _mdwe_available() -> bool:
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(66, 0, 0, 0, 0) >= 0)  # PR_GET_MDWE (Linux 6.3+)
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not _mdwe_available(), reason="no PR_SET_MDWE"
+)
+def test_the_daemon_runs_without_writable_executable_memory(tmp_path: Path) -> None:
+    """What MemoryDenyWriteExecute=yes does to the service, done by the kernel here."""
+    wrapper = tmp_path / "mdwe.py"
+    wrapper.write_text(
+        "import ctypes, os, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "assert libc.prctl(65, 1, 0, 0, 0) == 0  # PR_SET_MDWE, refuse W+X\n"
+        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n",
+        encoding="utf-8",
+    )
+    url = f"sqlite:///{tmp_path / 'state' / 'lopper.sqlite3'}"
+    config = write_config(tmp_path / "config.yaml", url, tmp_path / "outbox")
+    store = prepared_store(url)
+    daemon = Running(
+        config,
+        environment(tmp_path),
+        tmp_path / "mdwe.log",
+        launcher=[sys.executable, str(wrapper)],
+    )
+    wait_for(
+        lambda: runs(store, "evaluate", JobState.DONE), "a sync and an evaluation", process=daemon
+    )
+    daemon.signal(signal.SIGTERM)
+    assert daemon.stop() == 0
+    store.dispose()
