@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.config import Account as AccountConfig
+from service.digest.compose import gather
+from service.digest.render import render
 from service.imports.common import run_import
 from service.imports.facebook import FacebookReader
 from service.imports.names import name_key
@@ -62,6 +64,11 @@ def test_a_manual_removal_closes_itself_when_the_next_import_no_longer_lists_the
             session.scalars(select(Connection.profile_url).where(Connection.handle != "Ana Lima"))
         )
     assert "https://www.facebook.com/search/people/?q=Quiet%20Quentin" in links
+    with store.session() as session:
+        digest = render(gather(session, [FB], rules, clock(), None, None), UTC)
+    assert "To remove by hand (2); then run `lopper done ID`" in digest.text
+    assert "https://www.facebook.com/search/people/?q=Quiet%20Quentin" in digest.text
+    assert 'href="https://www.facebook.com/search/people/?q=Rita%20Rare"' in digest.html
 
     # Rita: the person says they did it. Quentin: they did it and said nothing.
     manual_done(store, ids[RITA], via=Channel.CLI, now=clock.advance(timedelta(days=1)))

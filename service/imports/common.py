@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 from sqlalchemy import select
@@ -62,9 +62,11 @@ class ListedPerson:
     profile_url: str | None = None
 
 
-@dataclass(frozen=True)
-class Named:
-    """An exchange whose other person the export names (by key where it can, else by name)."""
+class Named(NamedTuple):
+    """An exchange whose other person the export names (by key where it can, else by name).
+
+    A tuple rather than a dataclass: a large export makes hundreds of thousands of them.
+    """
 
     event_id: str
     name: str
@@ -121,6 +123,7 @@ class Resolver:
     def __init__(self, session: Session, account_id: int) -> None:
         self.by_name: dict[str, list[str]] = {}
         self.keys: set[str] = set()
+        self._resolved: dict[str, list[str]] = {}
         self._stored_since: dict[tuple[str, int | None], str] = {}
         self._stored_by_name: dict[str, list[str]] = {}
         for user_id, handle, display, since in session.execute(
@@ -196,10 +199,11 @@ class Resolver:
     def resolve(self, item: Named) -> list[str]:
         if item.key is not None and item.key in self.keys:
             return [item.key]
-        found = self.by_name.get(name_key(item.name))
-        if found:
-            return found
-        return [item.key or name_key(item.name)]
+        cached = self._resolved.get(item.name)
+        if cached is None:
+            found = self.by_name.get(name_key(item.name))
+            cached = self._resolved[item.name] = found or [item.key or name_key(item.name)]
+        return cached
 
 
 def _epoch(value: datetime | None) -> int | None:
@@ -264,15 +268,21 @@ def run_import(
             earliest: datetime | None = None
             for batch in reader.exchanges(export, advance):
                 exchanges: list[Exchange] = []
+                append, resolve, known = exchanges.append, resolver.resolve, resolver.keys
                 for item in batch:
-                    keys = resolver.resolve(item)
-                    if keys[0] not in resolver.keys:
-                        report.unmatched += 1
-                    for key in keys:
-                        event = item.event_id if len(keys) == 1 else f"{item.event_id}>{key}"
-                        exchanges.append(Exchange(event, key, item.kind, item.direction, item.at))
-                    earliest = item.at if earliest is None or item.at < earliest else earliest
-                    newest = item.at if newest is None or item.at > newest else newest
+                    keys = resolve(item)
+                    if len(keys) == 1:
+                        if keys[0] not in known:
+                            report.unmatched += 1
+                        append(Exchange(item.event_id, keys[0], item.kind, item.direction, item.at))
+                        continue
+                    for key in keys:  # a name several connections share: it counts for each
+                        event = f"{item.event_id}>{key}"
+                        append(Exchange(event, key, item.kind, item.direction, item.at))
+                if batch:
+                    first, last = min(i.at for i in batch), max(i.at for i in batch)
+                    earliest = first if earliest is None else min(earliest, first)
+                    newest = last if newest is None else max(newest, last)
                 report.exchanges_read += len(batch)
                 report.exchanges_new += save_exchanges(session, account_id, exchanges)
             if earliest is not None and newest is not None:

@@ -73,6 +73,12 @@ def _digest(*parts: object) -> str:
 
 
 @lru_cache(maxsize=65536)
+def _short(text: str) -> str:
+    """A short stable stand-in for a name or a thread in event ids (they have a length cap)."""
+    return _digest(text)[:16]
+
+
+@lru_cache(maxsize=65536)
 def _name(raw: str) -> str:
     return clean_name(repair(raw))
 
@@ -89,25 +95,33 @@ class FacebookReader:
     def __init__(self) -> None:
         self.owner: str | None = None
         self.handle: str | None = None
+        self._found: dict[tuple[int, tuple[str, ...]], list[str]] = {}
+
+    def _find(self, export: Export, patterns: tuple[str, ...]) -> list[str]:
+        """``export.find``, once per export and kind of file (it walks every member)."""
+        key = (id(export), patterns)
+        if key not in self._found:
+            self._found[key] = export.find(*patterns)
+        return self._found[key]
 
     def members(self, export: Export) -> list[str]:
         found = self._friends(export) + self._following(export) + self._messages(export)
-        found += export.find(*COMMENTS) + export.find(*REACTIONS)
+        found += self._find(export, COMMENTS) + self._find(export, REACTIONS)
         if not found:
             raise ExportError(
                 f"{export.describe()}: no Facebook data found (friends, messages, comments or "
                 "reactions in JSON); download your information from Facebook in JSON format"
             )
-        return found + export.find(*PROFILE)
+        return found + self._find(export, PROFILE)
 
     def _friends(self, export: Export) -> list[str]:
-        return export.find(*FRIENDS)
+        return self._find(export, FRIENDS)
 
     def _following(self, export: Export) -> list[str]:
-        return export.find(*FOLLOWING)
+        return self._find(export, FOLLOWING)
 
     def _messages(self, export: Export) -> list[str]:
-        return export.find(*MESSAGES)
+        return self._find(export, MESSAGES)
 
     # -- people -------------------------------------------------------------------------
 
@@ -153,7 +167,7 @@ class FacebookReader:
     def exchanges(self, export: Export, tick: Tick) -> Iterator[Sequence[Named]]:
         self.owner = self._owner(export, tick)
         yield from self._read_messages(export, tick)
-        for member in export.find(*COMMENTS):
+        for member in self._find(export, COMMENTS):
             data = load_json(export, member, tick)
             yield self._titled(
                 records(data, member, export, "comments_v2", "comments"),
@@ -161,14 +175,14 @@ class FacebookReader:
                 export,
                 Kind.COMMENT,
             )
-        for member in export.find(*REACTIONS):
+        for member in self._find(export, REACTIONS):
             data = load_json(export, member, tick)
             rows = records(data, member, export, "reactions_v2", "reactions", "likes")
             yield self._titled(rows, member, export, Kind.REACTION)
 
     def _owner(self, export: Export, tick: Tick) -> str | None:
         """The account's own name: from the profile, else the one person in every thread."""
-        for member in export.find(*PROFILE):
+        for member in self._find(export, PROFILE):
             data = load_json(export, member, tick)
             if isinstance(data, dict):
                 profile = data.get("profile_v2") or data.get("profile") or {}
@@ -205,13 +219,17 @@ class FacebookReader:
     def _read_messages(self, export: Export, tick: Tick) -> Iterator[list[Named]]:
         owner = self.owner
         batch: list[Named] = []
-        ordinals: dict[tuple[str, int, str], int] = {}
+        ordinals: dict[tuple[int, str], int] = {}
         last_thread = None
+        message_kind = Kind.MESSAGE
+        senders: dict[str, tuple[str, str]] = {}  # as written -> (repaired name, id part)
+        fromtimestamp = datetime.fromtimestamp
         for member in self._messages(export):
             thread = PurePosixPath(member).parent.name
             if thread != last_thread:
                 ordinals.clear()
                 last_thread = thread
+                tid = _short(thread)
             data = load_json(export, member, tick)
             if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
                 raise ExportError(
@@ -222,31 +240,31 @@ class FacebookReader:
                 for p in data.get("participants") or ()
                 if isinstance(p, dict) and isinstance(p.get("name"), str)
             ]
-            others = [p for p in participants if p != owner]
+            others = [(p, _short(p)) for p in participants if p != owner]
+            append = batch.append
             try:
                 for message in data["messages"]:
-                    sender = _name(message["sender_name"])
+                    raw = message["sender_name"]
+                    known = senders.get(raw)
+                    if known is None:
+                        name = _name(raw)
+                        known = senders[raw] = (name, _short(name))
+                    sender, sid = known
                     ms = message["timestamp_ms"]
-                    at = datetime.fromtimestamp(ms / 1000, tz=UTC)
-                    slot = (thread, ms, sender)
+                    at = fromtimestamp(ms / 1000, UTC)
+                    slot = (ms, sender)
                     n = ordinals[slot] = ordinals.get(slot, 0) + 1
-                    base = f"fbm:{_digest(thread, ms, sender, n)}"
+                    # Thread, time, sender and an ordinal among identical ones: the same
+                    # message gets the same id in every export that holds it.
+                    base = f"fbm:{tid}:{ms}:{sid}:{n}"
                     if sender == owner:
-                        for other in others:
-                            batch.append(
-                                Named(f"{base}:{_digest(other)}", other, Kind.MESSAGE, _OUT, at)
-                            )
+                        for other, oid in others:
+                            append(Named(f"{base}:{oid}", other, message_kind, _OUT, at))
                     else:
-                        batch.append(Named(base, sender, Kind.MESSAGE, _IN, at))
-                    for reaction in message.get("reactions") or ():
-                        actor = _name(reaction["actor"])
-                        if actor == sender:
-                            continue
-                        rid = f"fbmr:{_digest(thread, ms, sender, n, actor)}"
-                        if actor == owner:
-                            batch.append(Named(rid, sender, Kind.REACTION, _OUT, at))
-                        elif sender == owner:
-                            batch.append(Named(rid, actor, Kind.REACTION, _IN, at))
+                        append(Named(base, sender, message_kind, _IN, at))
+                    reactions = message.get("reactions")
+                    if reactions:
+                        batch.extend(self._message_reactions(reactions, base, sender, at))
             except (KeyError, TypeError, ValueError, OverflowError):
                 raise ExportError(
                     f"{export.describe(member)}: a message without a sender or a time"
@@ -256,6 +274,19 @@ class FacebookReader:
                 batch = []
         if batch:
             yield batch
+
+    def _message_reactions(
+        self, reactions: list[dict[str, Any]], base: str, sender: str, at: datetime
+    ) -> Iterator[Named]:
+        for reaction in reactions:
+            actor = _name(reaction["actor"])
+            if actor == sender:
+                continue
+            rid = f"{base}:r:{_short(actor)}"
+            if actor == self.owner:
+                yield Named(rid, sender, Kind.REACTION, _OUT, at)
+            elif sender == self.owner:
+                yield Named(rid, actor, Kind.REACTION, _IN, at)
 
     def _titled(
         self, rows: list[dict[str, Any]], member: str, export: Export, kind: Kind
