@@ -9,9 +9,10 @@ Facebook splits them), then prints:
   ids, directions), nothing stored; and its ratio to ``json.loads``;
 - ``import``: ``lopper import facebook`` without the terminal: reader, matching and the store,
   in one transaction; and ``re-import``, which must add nothing;
-- peak memory (``VmHWM``) of a child process that only imports, for the full export and
-  for one a quarter its size: flat memory means the two stay close, since messages are read
-  one thread file at a time and written in batches.
+- peak memory (``VmHWM``) of a child process that only reads, then only imports, the full
+  export and one a quarter its size: messages are read one thread file at a time and written
+  in batches, so the reader's peak stays flat; the import adds SQLite's page cache, which
+  the store caps at 32 MiB (``PRAGMA cache_size``).
 
     python bench/export_import.py
     python bench/export_import.py --friends 500 --messages 20000
@@ -77,9 +78,7 @@ def write(root: Path, friends: int, messages: int, seed: int = 7) -> dict[str, i
                 for i, p in enumerate(people)
             ]
         },
-        "profile_information/profile_information.json": {
-            "profile_v2": {"name": {"full_name": ME}}
-        },
+        "profile_information/profile_information.json": {"profile_v2": {"name": {"full_name": ME}}},
     }
     for name, data in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -115,9 +114,7 @@ def write(root: Path, friends: int, messages: int, seed: int = 7) -> dict[str, i
                 "is_still_participant": True,
                 "thread_path": f"inbox/thread{t}_{1000 + t}",
             }
-            (folder / f"message_{part // PER_FILE + 1}.json").write_text(
-                json.dumps(body), "utf-8"
-            )
+            (folder / f"message_{part // PER_FILE + 1}.json").write_text(json.dumps(body), "utf-8")
             counts["files"] += 1
         counts["messages"] += size
     return counts
@@ -157,19 +154,22 @@ def reader_only(path: Path) -> tuple[float, int]:
     return time.perf_counter() - start, count
 
 
-def child_rss(path: Path, url: str) -> int:
-    """Peak resident memory (KiB) of a fresh process that only imports ``path`` into ``url``."""
+def child_rss(path: Path, url: str | None) -> int:
+    """Peak resident memory (KiB) of a fresh process that only imports ``path`` into ``url``
+    (or, without a URL, only reads it)."""
     # VmHWM, not ru_maxrss: Linux hands a forked child its parent's ru_maxrss.
+    work = "import_once(sys.argv[1], sys.argv[2])" if url else "reader_only(Path(sys.argv[1]))"
     code = (
         "import sys\n"
-        "from bench.export_import import import_once\n"
-        "import_once(sys.argv[1], sys.argv[2])\n"
+        "from pathlib import Path\n"
+        "from bench.export_import import import_once, reader_only\n"
+        f"{work}\n"
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
         "print(hwm.split()[1])\n"
     )
     repo = Path(__file__).resolve().parent.parent
     result = subprocess.run(
-        [sys.executable, "-c", code, str(path), url],
+        [sys.executable, "-c", code, str(path), *([url] if url else [])],
         capture_output=True,
         text=True,
         check=True,
@@ -239,12 +239,16 @@ def main() -> None:
             small = work / "quarter"
             write(small, args.friends // 4, args.messages // 4)
             small_path = zip_folder(small) if args.zip else small
-            full_kib = child_rss(path, f"sqlite:///{work / 'full.sqlite3'}")
-            small_kib = child_rss(small_path, f"sqlite:///{work / 'quarter.sqlite3'}")
-            print(
-                f"peak rss, import only: {small_kib / 1024:.0f} MiB for a quarter of the export, "
-                f"{full_kib / 1024:.0f} MiB for all of it"
-            )
+            for label, full_url, small_url in (
+                ("reader", None, None),
+                ("import", f"sqlite:///{work / 'full.sqlite3'}", f"sqlite:///{work / 'q.sqlite3'}"),
+            ):
+                small_kib = child_rss(small_path, small_url)
+                full_kib = child_rss(path, full_url)
+                print(
+                    f"peak rss, {label} alone: {small_kib / 1024:.0f} MiB for a quarter of the "
+                    f"export, {full_kib / 1024:.0f} MiB for all of it"
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
