@@ -973,6 +973,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                 entry["suggestions"] = {k.value: v for k, v in counts.items()}
                 entry["removals_last_24h"] = removals_today(session, row.id, now)
                 entry["daily_removal_cap"] = application.settings.rules.daily_removal_cap
+                if acc.platform == "x":
+                    from service.costs import month_costs
+
+                    options = acc.x or cfg.XOptions()
+                    spent = month_costs(session, now, {acc.key: options.prices}).get(acc.key, 0.0)
+                    entry["x_cost_month"] = round(spent, 4)
+                    entry["x_budget"] = options.monthly_budget
                 for label, value in (
                     ("paused", row.paused_reason),
                     ("removals_blocked", row.removals_blocked_reason),
@@ -1014,6 +1021,14 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                     ),
                     f"removals:     {entry['removals_last_24h']} in the last 24 h (cap {entry['daily_removal_cap']})",
                 ]
+                if "x_cost_month" in entry:
+                    budget = entry["x_budget"]
+                    from service.costs import MICROS, dollars
+
+                    lines.append(
+                        f"X cost:       {dollars(round(entry['x_cost_month'] * MICROS))} this month (estimate)"
+                        + (f", budget {dollars(round(budget * MICROS))}" if budget is not None else "")
+                    )
             lines += _schedule_lines(entry, zone)
             for label in ("problem", "paused", "removals_blocked", "brake", "last_sync_detail"):
                 if entry.get(label):

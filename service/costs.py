@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import func, select
@@ -36,7 +37,8 @@ class OverBudget(PlatformError):
 
 
 def dollars(micros: int) -> str:
-    return f"${micros / MICROS:,.2f}"
+    cents = (Decimal(micros) / MICROS).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return f"${cents:,}"
 
 
 @dataclass
@@ -206,6 +208,23 @@ def check_budget(
             f"sync would cost about {dollars(estimate)}: not run. Syncs resume on "
             f"{next_month(now):%Y-%m-%d}, or raise x.monthly_budget; confirmed removals go on"
         )
+
+
+def spend_allowed(
+    store: Store, account_id: int, meter: CostMeter, extra_micros: int, now: datetime
+) -> str | None:
+    """Why spending ``extra_micros`` more now would pass the budget (None: it would not)."""
+    if meter.budget is None:
+        return None
+    with store.session() as session:
+        spent = _month_micros(session, account_id, now, meter.prices) + meter.usage.micros
+    budget = round(meter.budget * MICROS)
+    if spent + extra_micros <= budget:
+        return None
+    return (
+        f"X budget: {dollars(spent)} of {dollars(budget)} spent this month; "
+        f"{dollars(extra_micros)} more would pass it"
+    )
 
 
 def record_usage(
