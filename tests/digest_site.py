@@ -4,6 +4,7 @@ a configuration on disk, and the App the daemon and the commands would open."""
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -17,6 +18,14 @@ from service.app import App
 from service.store.models import Suggestion
 
 LINK = re.compile(r"https?://[^\s\"'<>]+")
+
+
+def database(backend: str, schemas: Any) -> str | None:
+    """None on SQLite (a file in the site's folder), else a fresh PostgreSQL schema."""
+    if backend == "sqlite":
+        return None
+    assert schemas is not None
+    return str(schemas.fresh(0))
 
 
 def free_port() -> int:
@@ -47,11 +56,13 @@ def make_site(
     *,
     delivery: str = "files",
     smtp_port: int = 25,
+    smtp: str = "    security: none\n",
     web_port: int | None = None,
     size: int = 200,
     extra: str = "",
     accounts: str | None = None,
     sync: bool = True,
+    database_url: str | None = None,
 ) -> Site:
     root.mkdir(parents=True, exist_ok=True)
     config = root / "config.yaml"
@@ -69,12 +80,11 @@ accounts:
   smtp:
     host: 127.0.0.1
     port: {smtp_port}
-    security: none
-    sender: "lopper <lopper@example.org>"
+{smtp}    sender: "lopper <lopper@example.org>"
 web:
   port: {web_port or free_port()}
 storage:
-  url: sqlite:///{root / "lopper.sqlite3"}
+  url: "{database_url or f"sqlite:///{root / 'lopper.sqlite3'}"}"
 {extra}""",
         encoding="utf-8",
     )
@@ -85,6 +95,16 @@ storage:
             application.sync(account)
             application.evaluate(account)
     return site
+
+
+def clone_site(template: Site, root: Path) -> Site:
+    """A copy of a synced SQLite site: the same store and configuration, its own folder."""
+    root.mkdir(parents=True)
+    shutil.copyfile(template.root / "lopper.sqlite3", root / "lopper.sqlite3")
+    config = root / "config.yaml"
+    text = template.config.read_text(encoding="utf-8").replace(str(template.root), str(root))
+    config.write_text(re.sub(r"\n  port: \d+\n", f"\n  port: {free_port()}\n", text))
+    return Site(root, config, Clock(NOW))
 
 
 def parse(data: bytes) -> EmailMessage:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 from aiosmtpd.controller import Controller
 from digest_site import (
+    database,
     decisions,
     free_port,
     make_site,
@@ -180,8 +181,8 @@ def test_a_server_that_is_down_keeps_the_digest_and_backs_off(home, tmp_path):
     site.close()
 
 
-def test_one_digest_per_slot(home, tmp_path):
-    site = make_site(tmp_path / "site", size=60)
+def test_one_digest_per_slot(home, tmp_path, backend, postgres_schemas):
+    site = make_site(tmp_path / "site", size=60, database_url=database(backend, postgres_schemas))
     application = site.app()
     assert queue_digest(application, NOW) is True
     assert queue_digest(application, NOW) is False
@@ -385,3 +386,103 @@ def test_the_demo_writes_a_digest_preview_and_says_where_the_review_page_is(home
     text, body = parts(parse(eml.read_bytes()))
     assert html.read_text(encoding="utf-8").strip() == body.replace("\r\n", "\n").strip()
     assert review_links(text)[0].startswith("http://127.0.0.1:8470/review/")
+
+
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, to stand in for a mail server's."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=3650))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+@pytest.mark.parametrize("password", ["s3cret-pw", "wrong-pw"])
+def test_tls_and_login(home, tmp_path, monkeypatch, security, password):
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    cert, key = _certificate(tmp_path)
+    # The client verifies the server against the system's trust store; trust ours instead.
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    monkeypatch.setenv("LOPPER_TEST_SMTP_PASSWORD", password)
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(cert, key)
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server, session, envelope, mechanism, data):  # type: ignore[no-untyped-def]
+        assert isinstance(data, LoginPassword)
+        logins.append((data.login, data.password))
+        # handled=False: the server answers 535 itself on a refusal
+        return AuthResult(success=data.password == b"s3cret-pw", handled=False)
+
+    mailbox, port = Mailbox(), free_port()
+    options: dict[str, Any] = {
+        "authenticator": authenticator,
+        "auth_required": True,
+        # smtplib falls back from PLAIN to LOGIN after a refusal; one refusal is enough here.
+        "auth_exclude_mechanism": ["LOGIN"],
+    }
+    if security == "starttls":
+        options.update(tls_context=server_side, require_starttls=True)
+    else:
+        options.update(ssl_context=server_side, auth_require_tls=False)
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port, **options)
+    controller.start()
+    try:
+        site = make_site(
+            tmp_path / "site",
+            delivery="smtp",
+            smtp_port=port,
+            size=60,
+            smtp=f"    security: {security}\n    username: harry\n"
+            "    password: ${LOPPER_TEST_SMTP_PASSWORD}\n",
+        )
+        application = site.app()
+        queue_digest(application, NOW)
+        delivered = deliver_outbox(application, NOW)
+    finally:
+        controller.stop()
+    assert logins == [(b"harry", password.encode())]  # only over TLS: the server requires it
+    with application.store.session() as session:
+        digest = session.scalars(select(Digest)).one()
+        stored = f"{digest.message} {digest.last_error} {digest.recipients}"
+    assert password not in stored  # invariant 7
+    if password == "s3cret-pw":
+        assert delivered == 1 and len(mailbox.accepted) == 1
+    else:
+        assert delivered == 0 and mailbox.accepted == []
+        assert digest.state is DigestState.QUEUED and "535" in (digest.last_error or "")
+    site.close()

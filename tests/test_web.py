@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,7 +10,18 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
-from digest_site import LINK, Site, decisions, make_site, parse, parts, pending, review_links
+from digest_site import (
+    LINK,
+    Site,
+    clone_site,
+    database,
+    decisions,
+    make_site,
+    parse,
+    parts,
+    pending,
+    review_links,
+)
 from helpers import NOW
 from sqlalchemy import delete, func, select
 from werkzeug.test import Client, TestResponse
@@ -23,6 +35,7 @@ from service.web import start
 from service.web.review import CSRF_COOKIE, ReviewApp
 
 S = SuggestionState
+PG_URL = os.environ.get("LOPPER_TEST_DATABASE_URL")
 
 
 @dataclass
@@ -48,9 +61,37 @@ class Page:
             return session.scalar(select(func.count()).select_from(AuditEntry)) or 0
 
 
+PG = pytest.param(
+    "postgresql",
+    marks=pytest.mark.skipif(not PG_URL, reason="LOPPER_TEST_DATABASE_URL is not set"),
+)
+BOTH = pytest.mark.parametrize("web_backend", ["sqlite", PG])
+
+
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """One synced and evaluated sandbox store; each test works on a copy of it."""
+    root = tmp_path_factory.mktemp("web")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(root / "state"))
+        site = make_site(root / "template", size=120)
+        site.close()
+    yield site
+
+
 @pytest.fixture
-def page(home, tmp_path) -> Iterator[Page]:
-    site = make_site(tmp_path / "site", size=120)
+def web_backend() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+def page(home, tmp_path, synced, web_backend, postgres_schemas) -> Iterator[Page]:
+    if web_backend == "sqlite":
+        site = clone_site(synced, tmp_path / "site")
+    else:
+        site = make_site(
+            tmp_path / "site", size=120, database_url=database("postgresql", postgres_schemas)
+        )
     application = site.app()
     assert queue_digest(application, NOW)
     assert deliver_outbox(application, NOW) == 1
@@ -62,6 +103,7 @@ def page(home, tmp_path) -> Iterator[Page]:
     site.close()
 
 
+@BOTH
 def test_get_shows_every_suggestion_and_changes_nothing(page: Page) -> None:
     before, audit = decisions(page.app), page.audit_count()
     response = page.get()
@@ -99,6 +141,7 @@ def test_secure_headers_and_cookie(page: Page) -> None:
     assert page.get("/static/review.css").mimetype == "text/css"
 
 
+@BOTH
 def test_a_submit_decides_through_the_web_channel_and_once_only(page: Page) -> None:
     ids = [s.id for s in pending(page.app)]
     form = page.form()
@@ -169,6 +212,7 @@ def test_a_tampered_link_gets_a_clear_page_and_changes_nothing(page: Page, where
     assert page.audit_count() == audit
 
 
+@BOTH
 def test_a_form_without_its_token_changes_nothing(page: Page) -> None:
     ids = [s.id for s in pending(page.app)]
     page.get()
@@ -207,6 +251,7 @@ def test_an_expired_or_unknown_link_changes_nothing(page: Page) -> None:
     assert decisions(page.app) == before
 
 
+@BOTH
 def test_one_truth_across_the_terminal_and_the_page(page: Page) -> None:
     ids = [s.id for s in pending(page.app)]
     form = page.form()
