@@ -60,6 +60,7 @@ def make_site(
     web_port: int | None = None,
     size: int = 200,
     extra: str = "",
+    web: str = "",
     accounts: str | None = None,
     sync: bool = True,
     database_url: str | None = None,
@@ -83,7 +84,7 @@ accounts:
 {smtp}    sender: "lopper <lopper@example.org>"
 web:
   port: {web_port or free_port()}
-storage:
+{web}storage:
   url: "{database_url or f"sqlite:///{root / 'lopper.sqlite3'}"}"
 {extra}""",
         encoding="utf-8",

@@ -486,3 +486,18 @@ def test_tls_and_login(home, tmp_path, monkeypatch, security, password):
         assert delivered == 0 and mailbox.accepted == []
         assert digest.state is DigestState.QUEUED and "535" in (digest.last_error or "")
     site.close()
+
+
+def test_without_the_review_page_the_digest_carries_no_link(home, tmp_path):
+    site = make_site(tmp_path / "site", size=60, web="  enabled: false\n")
+    application = site.app()
+    assert application.settings.web.enabled is False
+    queue_digest(application, NOW)
+    deliver_outbox(application, NOW)
+    (eml,) = (site.root / "outbox").glob("*.eml")
+    text, html = parts(parse(eml.read_bytes()))
+    assert review_links(text) == review_links(html) == []
+    assert "lopper review" in text and "lopper review" in html
+    with application.store.session() as session:
+        assert session.scalars(select(ReviewLink)).all() == []
+    site.close()

@@ -88,7 +88,7 @@ def _compose(
     )
     session.add(digest)
     session.flush()
-    if data.suggestion_ids:
+    if data.suggestion_ids and settings.web.enabled:
         signer = Signer(signing_key(settings))
         token = issue_link(session, signer, digest.id, now, settings.web.link_ttl)
         data.review_url = review_url(settings, token)
