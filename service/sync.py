@@ -277,11 +277,11 @@ def _sync_connections(
         # nobody as gone.
         if not getattr(adapter, "partial_listing", False):
             _close_listing(session, account_id, listing, rules, clock(), report)
-            if report.brake is None:
-                # Imported here: removals imports suggestions, which imports this module.
-                from service.removals import settle_manual_removals
+        if report.brake is None:
+            # Imported here: removals imports suggestions, which imports this module.
+            from service.removals import settle_manual_removals
 
-                settle_manual_removals(session, account_id, rules, clock(), "sync")
+            settle_manual_removals(session, account_id, rules, clock(), "sync")
         _set_cursor(session, account_id, CONNECTIONS, None, clock(), None)
     report.streams[CONNECTIONS] = "complete"
 

@@ -10,18 +10,24 @@ from pathlib import Path
 import facebook
 import pytest
 from fakes.facebook_server import ME, TOKEN, FakeGraph
-from helpers import NOW, Clock, make_rules
+from helpers import NOW, Clock, make_rules, states, suggestion_ids
 from pydantic import SecretStr
 from sqlalchemy import select
+from test_imports import OLD, facebook_files, write_export
 
 from service.config import Account as AccountConfig
 from service.config import FacebookOptions
+from service.imports.common import run_import
+from service.imports.facebook import FacebookReader
 from service.imports.names import ANONYMOUS, name_key
+from service.model import Channel, SuggestionState
 from service.platforms import build_adapter
 from service.platforms.base import AuthError, Capability, Platform, RateLimited
 from service.platforms.facebook import FacebookPlatform
+from service.removals import execute_account, manual_done
 from service.store import Store
-from service.store.models import Account, Connection, Interaction, SyncCursor
+from service.store.models import Account, Connection, Interaction, Suggestion, SyncCursor
+from service.suggestions import decide, evaluate_account
 from service.sync import sync_account
 
 HANDLE = "harriet.vane"
@@ -243,3 +249,53 @@ def test_facebook_has_no_removal_api_so_a_confirmed_removal_becomes_manual(
     assert adapter.profile_link("Ana Lima", name_key("Ana Lima")) == (
         "https://www.facebook.com/search/people/?q=Ana%20Lima"
     )
+
+
+def test_without_an_export_the_api_alone_gives_no_verdict(
+    store: Store, fake: FakeGraph, clock: Clock, tmp_path: Path
+) -> None:
+    fake.add_user("Rita Rare")
+    fake.post(NOW - timedelta(days=300))
+    rules = make_rules(grace=timedelta(0))
+    sync_account(store, account(fake), adapter_for(fake, clock, tmp_path), rules, clock)
+
+    report = evaluate_account(store, account(fake).key, rules, NOW)
+
+    # The posts are covered for the whole lookback, but messages live in the export only.
+    assert report.verdicts == {"too-early": 1}
+
+
+def test_a_friend_removed_by_hand_and_still_listed_by_the_api_waits_then_is_asked_again(
+    store: Store, fake: FakeGraph, clock: Clock, tmp_path: Path
+) -> None:
+    rita = fake.add_user("Rita Rare")
+    fake.add_user("Ana Lima")
+    config = account(fake)
+    rules = make_rules()
+    files = facebook_files(friends=[("Ana Lima", OLD), ("Rita Rare", OLD)])
+    run_import(
+        store, config, FacebookReader(), write_export(tmp_path / "fb", files, True), rules, NOW
+    )
+    adapter = adapter_for(fake, clock, tmp_path)
+    sync_account(store, config, adapter, rules, clock)
+    assert evaluate_account(store, config.key, rules, NOW).queued == 1
+    sid = suggestion_ids(store)[name_key(rita.name)]
+    decide(store, [sid], SuggestionState.CONFIRMED, via=Channel.CLI, now=NOW)
+    assert execute_account(store, config, adapter, rules, clock).manual == [sid]
+    manual_done(store, sid, via=Channel.CLI, now=NOW)
+
+    clock.advance(timedelta(days=1))
+    sync_account(store, config, adapter, rules, clock)  # the API still lists her
+    assert evaluate_account(store, config.key, rules, clock()).queued == 0
+    assert states(store)[name_key(rita.name)] == "removed"
+
+    clock.advance(rules.manual_recheck_after)
+    sync_account(store, config, adapter, rules, clock)
+    with store.session() as session:
+        mine = session.scalars(
+            select(Suggestion.state)
+            .join(Connection, Suggestion.connection_id == Connection.id)
+            .where(Connection.platform_user_id == name_key(rita.name))
+            .order_by(Suggestion.id)
+        ).all()
+    assert mine == [SuggestionState.REMOVED, SuggestionState.PENDING]

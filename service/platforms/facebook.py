@@ -60,6 +60,7 @@ log = structlog.get_logger("lopper.facebook")
 Clock = Callable[[], datetime]
 
 POSTS = "posts"
+EXPORT = "export"  # the coverage stream of `lopper import facebook` (sync.IMPORT_STREAM)
 FRIENDS_PAGE = 100
 POSTS_PAGE = 25
 NESTED_PAGE = 100
@@ -231,7 +232,10 @@ class FacebookPlatform:
     # -- exchanges ----------------------------------------------------------------------
 
     def interaction_streams(self) -> Sequence[str]:
-        return (POSTS,)
+        # Messages, the main exchange on Facebook, are only in the data export: naming its
+        # stream here makes the account's history complete only where an import vouches for
+        # it, so the API's posts alone never lead to a verdict (DESIGN.md, invariant 3).
+        return (POSTS, EXPORT)
 
     def interactions(self, stream: str, cursor: str | None) -> InteractionPage:
         """One page of the account's posts since the lookback, newest first.
@@ -240,6 +244,8 @@ class FacebookPlatform:
         the store's deduplication by comment id, and by post and person for a reaction,
         keeps the counts. Once the last page is read the run vouches for the lookback.
         """
+        if stream == EXPORT:
+            return InteractionPage((), None, None, done=True)  # read by `lopper import`
         if stream != POSTS:
             raise ValueError(f"Facebook has no stream {stream!r}")
         now = self.clock()
