@@ -100,6 +100,11 @@ def test_a_digest_sent_through_smtp_lists_every_suggestion_with_its_evidence(hom
         assert f"#{suggestion.id}" in text
         since = e.get("connected_since") or e.get("first_seen")
         assert since[:10] in text or since is None
+    gone = [w for w in waiting if w.reason.value == "gone"]
+    assert gone, "the sandbox has gone or moved accounts"
+    lane = text.split("New: gone or moved")[1].split("New suggestions")[0]
+    assert all(g.connection.handle in lane for g in gone)
+    assert not any(w.connection.handle + "\n" in lane for w in waiting if w not in gone)
     first = waiting[0].evidence
     assert f"{first['inbound_in_window']} from them, {first['outbound_in_window']} from you" in text
     assert f"value {first['value']:.2f}" in text
