@@ -52,8 +52,16 @@ class Rendered:
 
 
 def _context(data: DigestData, zone: tzinfo) -> dict[str, Any]:
+    days: dict[datetime, str] = {}
+
     def day(value: datetime | None) -> str:
-        return value.astimezone(zone).strftime("%Y-%m-%d") if value else "never"
+        # Both parts show the same few thousand dates: format each once.
+        if value is None:
+            return "never"
+        shown = days.get(value)
+        if shown is None:
+            shown = days[value] = value.astimezone(zone).strftime("%Y-%m-%d")
+        return shown
 
     def moment(value: datetime | None) -> str:
         return value.astimezone(zone).strftime("%Y-%m-%d %H:%M") if value else "never"
