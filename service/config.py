@@ -108,7 +108,7 @@ class XPrices(_Model):
     unfollow: float = Field(0.010, ge=0)  # "Interaction: Delete"
 
 
-class XOptions(_Model):
+class XOptions(_DurationModel):
     """How lopper talks to X (``platform: x``)."""
 
     # oauth2: a user token from `lopper auth x` (client_id below); oauth1: the four keys
@@ -127,6 +127,9 @@ class XOptions(_Model):
     prices: XPrices = XPrices()
     # Requests go here instead of https://api.twitter.com (a proxy, or a test server).
     api_base_url: str | None = None
+    # How seldom the complete lists of following and followers are read again: each person
+    # listed is billed (at least a day apart; `lopper sync --full` lists at once).
+    relist_every: timedelta = timedelta(days=7)
 
 
 # Networks lopper reads from the person's data export only: no API, no sync.

@@ -205,7 +205,7 @@ def test_the_next_day_reads_what_is_new_and_no_more(
     store: Store, clock: Clock, fake: FakeX, tmp_path: Path
 ) -> None:
     ids = generate(fake, SMALL, now=NOW)
-    adapter = adapter_for(fake, tmp_path, clock)
+    adapter = adapter_for(fake, tmp_path, clock, relist_every="1d")
     sync(store, fake, adapter, clock)
     fake.requests.clear()
 
@@ -543,7 +543,7 @@ def test_the_budget_stops_the_next_sync_that_would_pass_it_and_says_so(
     store: Store, clock: Clock, fake: FakeX, tmp_path: Path
 ) -> None:
     generate(fake, NetworkSize(300, 200, 100, mentions=20), now=NOW)
-    options = {"monthly_budget": 6.0}
+    options = {"monthly_budget": 6.0, "relist_every": "1d"}
     adapter = adapter_for(fake, tmp_path, clock, **options)
     first = sync(store, fake, adapter, clock, **options)
     assert first.outcome == "ok"  # about $4.1: the listing, 20 mentions, the account

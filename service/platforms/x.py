@@ -234,7 +234,7 @@ class XPlatform:
     simulated: ClassVar[bool] = False
     default_spacing: ClassVar[tuple[float, float]] = (30.0, 120.0)
     # Every person in a listing is billed: a complete listing at most once a day.
-    min_relist: ClassVar[timedelta] = timedelta(hours=24)
+    relist_floor: ClassVar[timedelta] = timedelta(hours=24)
 
     def __init__(
         self,
@@ -257,6 +257,7 @@ class XPlatform:
             "oauth1" if all(credentials.get(k) for k in OAUTH1_KEYS) else "oauth2"
         )
         self.user_auth = self.mode == "oauth1"
+        self.min_relist = max(self.relist_floor, options.relist_every)
         self.meter = CostMeter(
             options.prices,
             owned_app=options.owned_app,

@@ -154,6 +154,7 @@ class FakeX:
         self.approved_codes: dict[str, str] = {}
         self.oauth1 = dict(OAUTH1)
         self.timeout_delay = 1.0
+        self.busy = 0.0  # seconds spent answering (parsing, rendering, encoding, sending)
         self._seq = 0
         self._serial = 10_000
         self._server: ThreadingHTTPServer | None = None
@@ -794,6 +795,14 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _serve(self, method: str) -> None:
+        began = time.perf_counter()
+        try:
+            self._answer(method)
+        finally:
+            with self.server_fake.lock:
+                self.server_fake.busy += time.perf_counter() - began
+
+    def _answer(self, method: str) -> None:
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length).decode("utf-8") if length else ""
