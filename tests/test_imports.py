@@ -161,7 +161,12 @@ def facebook_files(
         friends_path: {
             friends_key: [{"name": mojibake(n), "timestamp": ts(t)} for n, t in friends]
         },
-        following_path: {following_key: [{"name": "Page Person", "timestamp": ts(OLD)}]},
+        following_path: {
+            following_key: [
+                {"name": "Page Person", "timestamp": ts(OLD)},
+                {"name": mojibake(friends[0][0]), "timestamp": ts(OLD)},  # a friend, followed
+            ]
+        },
     }
     if with_profile:
         files["profile_information/profile_information.json"] = {

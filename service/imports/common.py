@@ -18,7 +18,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -80,7 +80,6 @@ class Named(NamedTuple):
 class Listing:
     people: list[ListedPerson]
     complete: bool  # the export's full list: whoever is not in it is no longer connected
-    source: str  # the member(s) it came from, for messages
 
 
 class Reader(Protocol):
@@ -141,9 +140,11 @@ class Resolver:
 
     def assign(self, listed: Sequence[ListedPerson]) -> list[Person]:
         """Keys for the people of a listing; those sharing a name are kept apart."""
+        # Names shared by friends (people known by name who are connected both ways); someone
+        # you only follow under a friend's name is that friend, already listed.
         counts: dict[str, int] = {}
         for person in listed:
-            if person.key is None:
+            if person.key is None and person.followed_by:
                 counts[name_key(person.name)] = counts.get(name_key(person.name), 0) + 1
         people: dict[str, Person] = {}
         ordinal: dict[str, int] = {}
@@ -154,10 +155,12 @@ class Resolver:
             handle = name
             if person.key is not None:
                 key = person.key
+            elif not person.followed_by and counts.get(base):
+                continue
             else:
                 epoch = _epoch(person.since)
                 stored = self._stored_since.get((base, epoch))
-                if counts[base] > 1:
+                if counts.get(base, 0) > 1:
                     self.shared += 1
                     n = ordinal[base] = ordinal.get(base, 0) + 1
                     key = stored or homonym_key(name, epoch if epoch is not None else n)
@@ -308,13 +311,6 @@ def run_import(
 def _chunks(items: Sequence[Person], size: int) -> Iterable[Sequence[Person]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def from_epoch(value: object, member: str, export: Export) -> datetime:
-    """A timestamp in seconds (or milliseconds, for ``timestamp_ms``) as aware UTC."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ExportError(f"{export.describe(member)}: {value!r} is not a timestamp")
-    return datetime.fromtimestamp(value, tz=UTC)
 
 
 def load_json(export: Export, member: str, tick: Tick) -> object:

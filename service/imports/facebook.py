@@ -143,7 +143,6 @@ class FacebookReader:
         return Listing(
             people,
             complete=bool(friends_files),
-            source=friends_files[0] if friends_files else following_files[0],
         )
 
     def _person(

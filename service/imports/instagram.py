@@ -89,9 +89,7 @@ class InstagramReader:
                     )
                 )
         # Complete only with both lists: someone missing from one half is not gone.
-        return Listing(
-            people, complete=bool(followers and following), source=(followers + following)[0]
-        )
+        return Listing(people, complete=bool(followers and following))
 
     def exchanges(self, export: Export, tick: Tick) -> Iterator[Sequence[Named]]:
         reader = self._messages

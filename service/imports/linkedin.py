@@ -142,7 +142,7 @@ class LinkedInReader:
                     )
                 )
             tick(export.size(member))
-        return Listing(people, complete=True, source=members[0])
+        return Listing(people, complete=True)
 
     def exchanges(self, export: Export, tick: Tick) -> Iterator[Sequence[Named]]:
         for member in export.find(*MESSAGES):
