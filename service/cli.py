@@ -336,7 +336,7 @@ def sync(
                 err.print(f"[red]{exc}[/red]")
                 failed = True
                 continue
-            colour = {"ok": "green", "partial": "yellow"}.get(report.outcome, "red")
+            colour = {"ok": "green", "partial": "yellow", "skipped": "yellow"}.get(report.outcome, "red")
             out.print(
                 f"[{colour}]{acc.key}: {report.outcome}[/{colour}] — "
                 f"{report.connections_seen:,} connections ({report.connections_new:,} new, "
