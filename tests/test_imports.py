@@ -25,7 +25,7 @@ from service.imports.linkedin import LinkedInReader
 from service.imports.names import ANONYMOUS, name_key, repair
 from service.model import Direction, Kind
 from service.store import Store
-from service.store.models import Account, Connection, Interaction
+from service.store.models import Account, Connection, Interaction, SyncRun
 from service.store.queries import account_coverage
 from service.suggestions import evaluate_account
 
@@ -620,6 +620,14 @@ def test_an_import_extends_coverage_and_keeps_it_across_syncs(store: Store, tmp_
         account = session.scalars(select(Account)).one()
         assert account.streams == ["export"]
         coverage = account_coverage(session, account)
+        # Recorded as a run: the daemon evaluates after it, `lopper status` shows it.
+        assert account.last_sync_at == NOW
+        record = session.scalars(select(SyncRun)).one()
+        assert (record.outcome, record.detail, record.connections_new) == (
+            "ok",
+            "import of fb.zip",
+            6,
+        )
     assert coverage is not None and coverage.start == OLD
 
 

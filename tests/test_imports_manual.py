@@ -16,10 +16,13 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.config import Account as AccountConfig
+from service.config import Settings
+from service.daemon.due import EVALUATE, account_dues, load_account_facts
 from service.digest.compose import gather
 from service.digest.render import render
 from service.imports.common import run_import
 from service.imports.facebook import FacebookReader
+from service.imports.linkedin import LinkedInReader
 from service.imports.names import name_key
 from service.model import Channel, ConnectionState, SuggestionState
 from service.platforms import build_adapter
@@ -179,3 +182,20 @@ def test_a_bad_export_from_the_command_line_exits_65_naming_the_file(
     assert result.exit_code != 0
     assert "not-an-export.zip: not a zip file" in str(result.exception)
     assert getattr(result.exception, "exit_code", None) == 65
+
+
+def test_the_daemon_evaluates_an_export_only_account_after_each_import(
+    store: Store, tmp_path: Path
+) -> None:
+    linkedin = AccountConfig(platform="linkedin", handle="harriet-vane")
+    settings = Settings(version=1, accounts=[linkedin])
+    with store.session() as session:
+        assert load_account_facts(session, linkedin.key).last_sync_at is None
+
+    path = write_export(tmp_path / "li", linkedin_recent(), as_zip=True)
+    run_import(store, linkedin, LinkedInReader(), path, make_rules(), NOW)
+
+    with store.session() as session:
+        facts = load_account_facts(session, linkedin.key)
+    due = {d.job: d.at for d in account_dues(facts, settings, NOW)}
+    assert due[EVALUATE] == NOW

@@ -34,7 +34,7 @@ from service.model import Direction, Kind
 from service.platforms.base import Exchange, Person, Span
 from service.removals import settle_manual_removals
 from service.store import Store
-from service.store.models import Account, Connection
+from service.store.models import Account, Connection, SyncRun
 from service.sync import (
     IMPORT_STREAM,
     SyncReport,
@@ -297,6 +297,24 @@ def run_import(
                     row.streams = [*(row.streams or []), IMPORT_STREAM]
             else:
                 report.notes.append("no exchanges in this export: verdicts wait for some history")
+            # Recorded as a run, like a sync: `lopper status` shows it, and the daemon
+            # evaluates the account after it (an export-only account has no other runs).
+            session.get_one(Account, account_id).last_sync_at = now
+            session.add(
+                SyncRun(
+                    account_id=account_id,
+                    run_id=uuid.uuid4().hex[:12],
+                    started_at=now,
+                    finished_at=now,
+                    outcome="ok",
+                    connections_seen=report.connections_seen,
+                    connections_new=report.connections_new,
+                    connections_vanished=report.connections_vanished,
+                    interactions_new=report.exchanges_new,
+                    detail=f"import of {Path(path).name}"
+                    + (f"; {report.brake}" if report.brake else ""),
+                )
+            )
     log.info(
         "export imported",
         account=config.key,
