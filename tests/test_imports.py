@@ -195,15 +195,17 @@ def facebook_files(
             },
         ]
     }
-    files[f"{root}likes_and_reactions/posts_and_comments.json"] = {
-        "reactions_v2": [
-            {
-                "timestamp": ts(NOW - timedelta(days=30)),
-                "data": [{"reaction": {"reaction": "LIKE", "actor": ME}}],
-                "title": f"{ME} likes Bo Chen's photo.",
-            }
-        ]
-    }
+    reactions = [
+        {
+            "timestamp": ts(NOW - timedelta(days=30)),
+            "data": [{"reaction": {"reaction": "LIKE", "actor": ME}}],
+            "title": f"{ME} likes Bo Chen's photo.",
+        }
+    ]
+    if generation in ("2024", "2025"):  # a plain list, beside the comments
+        files[f"{root}comments_and_reactions/likes_and_reactions_1.json"] = reactions
+    else:
+        files[f"{root}likes_and_reactions/posts_and_comments.json"] = {"reactions_v2": reactions}
     return files
 
 

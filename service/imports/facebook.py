@@ -54,6 +54,7 @@ REACTIONS = (
     "comments_and_reactions/posts_and_comments.json",
     "likes_and_reactions/posts_and_comments.json",
     "likes_and_reactions/likes_and_reactions*.json",
+    "comments_and_reactions/likes_and_reactions*.json",
 )
 BATCH = 5000
 _OTHER = re.compile(
