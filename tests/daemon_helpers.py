@@ -103,6 +103,7 @@ class Running:
         launcher: list[str] | None = None,
     ) -> None:
         self.log = log
+        self.terminated = False
         self._out = log.open("ab")
         command = [*(launcher or [sys.executable]), "-m", "service", "--config", str(config)]
         self.process = subprocess.Popen(
@@ -115,10 +116,11 @@ class Running:
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
+        self.terminated = self.terminated or signum == signal.SIGTERM
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, and the exit status (the test fails if it takes longer than ``timeout``)."""
-        if self.process.poll() is None:
+        if self.process.poll() is None and not self.terminated:
             self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout=timeout)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from daemon_helpers import (
 )
 from sqlalchemy import func, select
 
+from service.app import App
 from service.store import Store
 from service.store.models import (
     Account,
@@ -57,7 +55,9 @@ def setup(tmp_path: Path) -> tuple[Path, str, Path, dict[str, str]]:
     return config, url, outbox, environment(tmp_path)
 
 
-def test_syncs_evaluates_mails_one_overdue_digest_and_stops_on_sigterm(setup, tmp_path):
+def test_syncs_evaluates_mails_one_overdue_digest_refuses_a_second_and_stops_on_sigterm(
+    setup, tmp_path
+):
     config, url, outbox, env = setup
     # Installed a month ago: the last weekly slots passed while it was off.
     store = prepared_store(url, first_start=datetime.now(UTC) - timedelta(days=30))
@@ -69,6 +69,18 @@ def test_syncs_evaluates_mails_one_overdue_digest_and_stops_on_sigterm(setup, tm
     )
     wait_for(lambda: done(store, "digest"), "the digest", process=daemon)
     wait_for(lambda: list(outbox.glob("*.eml")), "the digest file", process=daemon)
+    # With SQLite, a second daemon on the same database refuses to start.
+    second = subprocess.run(
+        [sys.executable, "-m", "service", "--config", str(config), "run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 75
+    assert "already using" in second.stderr and "PostgreSQL" in second.stderr
+    assert daemon.process.poll() is None
     assert daemon.stop() == 0
 
     with store.session() as session:
@@ -113,14 +125,16 @@ def _counts(store: Store, cutoff: datetime) -> dict[str, object]:
     return {"events": events, "connections": connections, "following": following}
 
 
-def test_sigkill_in_the_middle_of_a_sync_then_a_restart_equals_an_uninterrupted_run(tmp_path):
+def test_sigkill_in_the_middle_of_a_sync_then_a_restart_equals_an_uninterrupted_run(
+    tmp_path, monkeypatch
+):
     url = f"sqlite:///{tmp_path / 'state' / 'lopper.sqlite3'}"
     config = write_config(
         tmp_path / "config.yaml",
         url,
         tmp_path / "outbox",
-        size=1500,
-        events=150.0,
+        size=1200,
+        events=120.0,
         schedule={"sync_every": "1h"},
     )
     env = environment(tmp_path)
@@ -156,16 +170,12 @@ def test_sigkill_in_the_middle_of_a_sync_then_a_restart_equals_an_uninterrupted_
     other.mkdir()
     reference_url = f"sqlite:///{other / 'state' / 'lopper.sqlite3'}"
     reference_config = write_config(
-        other / "config.yaml", reference_url, other / "outbox", size=1500, events=150.0
+        other / "config.yaml", reference_url, other / "outbox", size=1200, events=120.0
     )
-    subprocess.run(
-        [sys.executable, "-m", "service", "--config", str(reference_config), "sync"],
-        cwd=ROOT,
-        env=environment(other),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    monkeypatch.setenv("STATE_DIRECTORY", str(other / "state"))
+    reference_app = App.load(reference_config)
+    assert reference_app.sync(reference_app.accounts()[0]).outcome == "ok"
+    reference_app.close()
     reference = prepared_store(reference_url)
     with store.session() as session, reference.session() as ref_session:
         cutoff = min(
@@ -178,58 +188,6 @@ def test_sigkill_in_the_middle_of_a_sync_then_a_restart_equals_an_uninterrupted_
     assert resumed == uninterrupted
     store.dispose()
     reference.dispose()
-
-
-def test_notify_socket_sees_ready_watchdog_and_stopping(setup, tmp_path):
-    config, _url, _outbox, _env = setup
-    name = f"lopper-test-notify-{os.getpid()}"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind("\0" + name)  # systemd's abstract namespace, written "@name"
-    listener.settimeout(0.2)
-    received: list[str] = []
-    stop = threading.Event()
-
-    def listen() -> None:
-        while not stop.is_set():
-            try:
-                received.extend(listener.recv(4096).decode().splitlines())
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
-    env = environment(tmp_path, NOTIFY_SOCKET="@" + name, WATCHDOG_USEC="400000")
-    daemon = Running(config, env, tmp_path / "notify.log")
-    wait_for(lambda: "READY=1" in received, "READY=1", process=daemon)
-    wait_for(lambda: received.count("WATCHDOG=1") >= 2, "WATCHDOG=1", process=daemon)
-    assert any(line.startswith("STATUS=") for line in received)
-    assert f"MAINPID={daemon.process.pid}" in received
-    assert daemon.stop() == 0
-    wait_for(lambda: "STOPPING=1" in received, "STOPPING=1", timeout=2)
-    stop.set()
-    thread.join()
-    listener.close()
-    assert received.index("READY=1") < received.index("STOPPING=1")
-
-
-def test_a_second_daemon_on_the_same_sqlite_database_refuses_to_start(setup, tmp_path):
-    config, url, _outbox, env = setup
-    store = prepared_store(url)
-    first = Running(config, env, tmp_path / "first.log")
-    wait_for(lambda: runs(store), "the first daemon at work", process=first)
-    second = subprocess.run(
-        [sys.executable, "-m", "service", "--config", str(config), "run"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert second.returncode == 75
-    assert "already using" in second.stderr and "PostgreSQL" in second.stderr
-    assert first.process.poll() is None
-    assert first.stop() == 0
-    store.dispose()
 
 
 def test_a_bad_configuration_exits_78_and_a_bad_reload_keeps_the_old_one(setup, tmp_path):

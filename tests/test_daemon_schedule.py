@@ -175,22 +175,22 @@ def test_a_job_is_queued_once_and_an_account_runs_one_job_at_a_time(store: Store
     assert not q.enqueue(store, "sync", "sandbox:@a", NOW, None)  # already queued
     assert q.enqueue(store, "execute", "sandbox:@a", NOW, None)
     assert q.enqueue(store, "sync", "sandbox:@b", NOW, None)
-    first = q.claim(store, "one", NOW, LEASE)
+    first = q.claim(store, "one", lambda: NOW, LEASE)
     assert first is not None and (first.job, first.account) == ("sync", "sandbox:@a")
     assert not q.enqueue(store, "sync", "sandbox:@a", NOW, None)  # running
-    second = q.claim(store, "two", NOW, LEASE)
+    second = q.claim(store, "two", lambda: NOW, LEASE)
     # @a is busy with its sync: its execute waits; @b's sync goes.
     assert second is not None and second.account == "sandbox:@b"
-    assert q.claim(store, "two", NOW, LEASE) is None
+    assert q.claim(store, "two", lambda: NOW, LEASE) is None
     assert q.finish(store, first, "one", JobState.DONE, NOW, None)
-    third = q.claim(store, "two", NOW, LEASE)
+    third = q.claim(store, "two", lambda: NOW, LEASE)
     assert third is not None and (third.job, third.account) == ("execute", "sandbox:@a")
 
 
 @pytest.mark.postgres
 def test_a_lapsed_lease_frees_the_job_and_its_late_worker_cannot_record_it(store: Store) -> None:
     q.enqueue(store, "sync", "sandbox:@a", NOW, None)
-    work = q.claim(store, "dead", NOW, LEASE)
+    work = q.claim(store, "dead", lambda: NOW, LEASE)
     assert work is not None
     assert q.renew(store, "dead", NOW + timedelta(seconds=20), LEASE) == 1
     assert q.reap(store, NOW + timedelta(seconds=40)) == 0  # renewed: still held

@@ -6,9 +6,10 @@ import ctypes
 import os
 import re
 import shutil
-import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -119,35 +120,61 @@ def test_sysusers_and_tmpfiles_make_the_user_and_the_folders(tmp_path: Path) -> 
 
 
 def _mdwe_available() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
     libc = ctypes.CDLL(None, use_errno=True)
     return bool(libc.prctl(66, 0, 0, 0, 0) >= 0)  # PR_GET_MDWE (Linux 6.3+)
 
 
-@pytest.mark.skipif(
-    not sys.platform.startswith("linux") or not _mdwe_available(), reason="no PR_SET_MDWE"
-)
-def test_the_daemon_runs_without_writable_executable_memory(tmp_path: Path) -> None:
-    """What MemoryDenyWriteExecute=yes does to the service, done by the kernel here."""
-    wrapper = tmp_path / "mdwe.py"
-    wrapper.write_text(
-        "import ctypes, os, sys\n"
-        "libc = ctypes.CDLL(None, use_errno=True)\n"
-        "assert libc.prctl(65, 1, 0, 0, 0) == 0  # PR_SET_MDWE, refuse W+X\n"
-        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n",
-        encoding="utf-8",
-    )
+def test_notify_socket_sees_ready_watchdog_and_stopping(tmp_path: Path) -> None:
+    """The real daemon speaks systemd's protocol, under the unit's memory rule where it can.
+
+    MemoryDenyWriteExecute=yes is the kernel's PR_SET_MDWE: where the kernel has it, the
+    daemon runs under it here (a dependency that needs writable executable memory fails).
+    """
+    launcher = None
+    if _mdwe_available():
+        wrapper = tmp_path / "mdwe.py"
+        wrapper.write_text(
+            "import ctypes, os, sys\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "assert libc.prctl(65, 1, 0, 0, 0) == 0  # PR_SET_MDWE: refuse write+execute\n"
+            "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n",
+            encoding="utf-8",
+        )
+        launcher = [sys.executable, str(wrapper)]
     url = f"sqlite:///{tmp_path / 'state' / 'lopper.sqlite3'}"
     config = write_config(tmp_path / "config.yaml", url, tmp_path / "outbox")
     store = prepared_store(url)
-    daemon = Running(
-        config,
-        environment(tmp_path),
-        tmp_path / "mdwe.log",
-        launcher=[sys.executable, str(wrapper)],
-    )
+    name = f"lopper-test-notify-{os.getpid()}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind("\0" + name)  # systemd's abstract namespace, written "@name"
+    listener.settimeout(0.2)
+    received: list[str] = []
+    stop = threading.Event()
+
+    def listen() -> None:
+        while not stop.is_set():
+            try:
+                received.extend(listener.recv(4096).decode().splitlines())
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    env = environment(tmp_path, NOTIFY_SOCKET="@" + name, WATCHDOG_USEC="400000")
+    daemon = Running(config, env, tmp_path / "notify.log", launcher=launcher)
+    wait_for(lambda: "READY=1" in received, "READY=1", process=daemon)
+    wait_for(lambda: received.count("WATCHDOG=1") >= 2, "WATCHDOG=1", process=daemon)
     wait_for(
         lambda: runs(store, "evaluate", JobState.DONE), "a sync and an evaluation", process=daemon
     )
-    daemon.signal(signal.SIGTERM)
+    assert any(line.startswith("STATUS=") for line in received)
+    assert f"MAINPID={daemon.process.pid}" in received
     assert daemon.stop() == 0
+    wait_for(lambda: "STOPPING=1" in received, "STOPPING=1", timeout=2)
+    stop.set()
+    thread.join()
+    listener.close()
     store.dispose()
+    assert received.index("READY=1") < received.index("STOPPING=1")

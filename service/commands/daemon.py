@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-import typer
-
 from service.app import App
 from service.cli import _state, app
 from service.daemon.runner import run as run_daemon
@@ -24,4 +22,4 @@ def run() -> None:
         json_logs = True  # journald reads JSON lines into fields
     configure_logging(json=json_logs, level="DEBUG" if _state.get("verbose") else "INFO")
     application = App.load(_state["config"])
-    raise typer.Exit(run_daemon(application))
+    run_daemon(application)

@@ -15,6 +15,7 @@ import hashlib
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -75,8 +76,14 @@ def enqueue(store: Store, job: str, account: str, now: datetime, slot: datetime 
     return True
 
 
-def claim(store: Store, instance: str, now: datetime, lease: timedelta) -> Work | None:
-    """Take the oldest queued job whose account is not busy; None when there is none."""
+def claim(
+    store: Store, instance: str, clock: Callable[[], datetime], lease: timedelta
+) -> Work | None:
+    """Take the oldest queued job whose account is not busy; None when there is none.
+
+    The start is read from the clock once the row is ours, so that it never precedes the
+    end of the account's previous job, which the query saw finished.
+    """
     busy = aliased(JobRun)
     account_busy = exists().where(
         busy.account == JobRun.account, busy.account != "", busy.state == JobState.RUNNING
@@ -93,6 +100,7 @@ def claim(store: Store, instance: str, now: datetime, lease: timedelta) -> Work 
             row = session.scalars(query).first()
             if row is None:
                 return None
+            now = clock()
             row.state = JobState.RUNNING
             row.instance = instance
             row.started_at = now

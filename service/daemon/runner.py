@@ -21,13 +21,14 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -91,6 +92,17 @@ def _start_web(app: App) -> _Server | None:
     return server
 
 
+def _quiet_tick_overlap(record: logging.LogRecord) -> bool:
+    """Drop "skipped: maximum number of running instances" for the tick: it is by design.
+
+    A tick that is still running when the next one comes round needs no second copy; the
+    running one looks again before it ends (see ``_kick``).
+    """
+    return not (
+        "Daemon._tick" in record.getMessage() and "maximum number of running" in record.getMessage()
+    )
+
+
 @dataclass
 class Daemon:
     app: App
@@ -129,6 +141,7 @@ class Daemon:
         """Open the store, take the lock or join the replicas, load the schedule."""
         # APScheduler logs every run of every job at INFO; the job lines below replace that.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        logging.getLogger("apscheduler.scheduler").addFilter(_quiet_tick_overlap)
         store = self.app.store  # migrates; a StoreError ends the start with exit code 78
         url = make_url(self.app.database_url)
         if store.dialect == "sqlite":
@@ -235,10 +248,11 @@ class Daemon:
                 if self._reload:
                     self._reload = False
                     self.reload()
+            # Our handlers stay while stopping: a second SIGTERM must not kill a stop half-way.
+            return self.stop()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        return self.stop()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
@@ -364,7 +378,7 @@ class Daemon:
             with self._lock:
                 if len(self._running) >= settings.schedule.workers:
                     return
-            work = q.claim(self.app.store, self.instance, now, settings.schedule.lease)
+            work = q.claim(self.app.store, self.instance, self.now, settings.schedule.lease)
             if work is None:
                 return
             with self._lock:
@@ -481,14 +495,23 @@ class Daemon:
         self._set_status(f"idle; next: {what} at {item.at:%Y-%m-%d %H:%M:%S} UTC")
 
 
-def run(app: App, notifier: Notifier | None = None) -> int:
-    """Serve until stopped; the exit status (0 after a clean or a timely stop)."""
+def run(app: App, notifier: Notifier | None = None) -> NoReturn:
+    """Serve until stopped, then leave the process at once with status 0.
+
+    Everything is closed by then (store, lock, leadership); what is left is the interpreter's
+    own teardown of every module and thread, which can take seconds on a busy machine and
+    is skipped. A job that did not stop in time is left the same way: its open transaction
+    rolls back and it runs again after the next start.
+    """
     daemon = Daemon(app, notifier or Notifier())
     clean = daemon.serve()
+    # Stopped: a late second SIGTERM or Ctrl-C must not turn a clean exit into a killed one.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not clean:
-        # Threads still inside a job would hold the interpreter open: leave now. Their open
-        # transaction rolls back; the job is resumed after the next start.
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        os._exit(0)
-    return 0
+        log.warning("leaving with a job still running")
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
