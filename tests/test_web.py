@@ -303,3 +303,25 @@ def test_start_serves_from_a_thread_and_stops(page: Page) -> None:
         server.stop()
     with pytest.raises(OSError):
         urllib.request.urlopen(server.url + "/", timeout=2)
+
+
+def test_behind_a_proxy_the_links_and_the_cookie_follow_the_base_url(home, tmp_path):
+    site = make_site(
+        tmp_path / "site", size=60, web="  base_url: https://lopper.example.org/lop/\n"
+    )
+    application = site.app()
+    assert application.settings.web.url == "https://lopper.example.org/lop"
+    queue_digest(application, NOW)
+    deliver_outbox(application, NOW)
+    (eml,) = (site.root / "outbox").glob("*.eml")
+    (link,) = set(review_links(parts(parse(eml.read_bytes()))[0]))
+    assert link.startswith("https://lopper.example.org/lop/review/")
+    path = urlsplit(link).path
+    client = Client(ReviewApp(application))
+    response = client.get(path)
+    assert response.status_code == 200
+    cookie = response.headers["Set-Cookie"]
+    assert "Path=/lop/review/" in cookie and "Secure" in cookie
+    assert 'href="/lop/static/review.css"' in response.get_data(as_text=True)
+    assert client.get("/lop/static/review.css").status_code == 200
+    site.close()
