@@ -248,7 +248,7 @@ def test_faults_at_random_end_with_the_counts_of_a_fault_free_run(
         "dm_events",
         "liking_users",
     ]
-    kinds = ["429", "429-noreset", "500", "503", "timeout", "malformed", "401"]
+    kinds = ["429", "429-noreset", "500", "503", "timeout", "malformed", "401", "403"]
     faults = [*kinds, rng.choice(kinds), rng.choice(kinds)]
     rng.shuffle(faults)
     for kind in faults:
@@ -742,3 +742,21 @@ def test_without_a_token_nothing_is_asked_and_the_account_is_paused(
 
     assert report.outcome == "paused" and "lopper auth x" in report.problems[0]
     assert sum(fake.requests.values()) == 0
+
+
+def test_auth_x_without_a_client_id_names_the_key_to_set(home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    config = home / "config.yaml"
+    config.write_text(
+        f"version: 1\naccounts:\n  - {{platform: x, handle: '{HANDLE}'}}\n"
+        f"storage: {{url: 'sqlite:///{home}/db.sqlite3'}}\n"
+    )
+
+    result = CliRunner().invoke(app, ["--config", str(config), "auth", "x"])
+
+    assert result.exit_code != 0
+    assert "accounts[x:@TweepyDev].x.client_id" in str(result.exception)
+    assert not list(home.rglob("*.json"))  # nothing stored
