@@ -176,12 +176,19 @@ def test_a_submit_decides_through_the_web_channel_and_once_only(page: Page) -> N
 
 def test_select_all_applies_to_the_rows_left_for_later(page: Page) -> None:
     ids = [s.id for s in pending(page.app)]
-    form = page.form()
+    decide(page.app.store, [ids[-1]], S.CONFIRMED, via=Channel.CLI, now=NOW)
+    body = page.get().get_data(as_text=True)
+    # what a browser submits: every radio group offered, at its checked value
+    form = {name: "later" for name in re.findall(r'name="(d-\d+)" value="later"', body)}
+    assert f"d-{ids[-1]}" not in form and len(form) == len(ids) - 1
+    form.update(page.form())
     form.update({f"d-{ids[0]}": "keep", "all": "snooze", "snooze_days": "7"})
     assert page.client.post(page.path, data=form).status_code == 303
     after = decisions(page.app)
     assert after[ids[0]] == ("kept", "web")
-    assert {after[i] for i in ids[1:]} == {("snoozed", "web")}
+    assert {after[i] for i in ids[1:-1]} == {("snoozed", "web")}
+    assert after[ids[-1]] == ("confirmed", "cli")
+    assert "not changed" not in page.get().get_data(as_text=True)
     with page.app.store.session() as session:
         from service.store.models import Suggestion
 
@@ -324,4 +331,47 @@ def test_behind_a_proxy_the_links_and_the_cookie_follow_the_base_url(home, tmp_p
     assert "Path=/lop/review/" in cookie and "Secure" in cookie
     assert 'href="/lop/static/review.css"' in response.get_data(as_text=True)
     assert client.get("/lop/static/review.css").status_code == 200
+    site.close()
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_lopper_web_serves_in_the_foreground_until_interrupted(home, tmp_path, stop):
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    site = make_site(tmp_path / "site", size=40, sync=False)
+    url = site.app().settings.web.url
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_STATE_HOME": str(home / "state"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "--config", str(site.config), "web"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/", timeout=2) as answer:
+                    assert "review page" in answer.read().decode()
+                    break
+            except OSError:
+                assert process.poll() is None, process.communicate()[0]
+                assert time.monotonic() < deadline, "lopper web did not start serving"
+                time.sleep(0.2)
+        process.send_signal(getattr(signal, stop))
+        output, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert f"review page on {url}" in output and "stopped" in output
     site.close()

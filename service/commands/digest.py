@@ -72,14 +72,16 @@ def web() -> None:
             f"review page on http://{settings.host}:{settings.port} "
             f"(links in digests point at {settings.url}); Ctrl-C stops it",
             highlight=False,
+            soft_wrap=True,
         )
         try:
-            serve(application)
+            serve(application)  # returns on Ctrl-C
         except KeyboardInterrupt:
-            out.print("stopped")
+            pass
         except OSError as exc:
             err.print(
                 f"[red]cannot serve on {settings.host}:{settings.port}: {exc.strerror or exc}[/red] "
                 "(set web.host / web.port in the configuration)"
             )
             raise typer.Exit(69) from None
+        out.print("stopped")

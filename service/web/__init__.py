@@ -6,6 +6,7 @@ page on 127.0.0.1 (or behind a reverse proxy that terminates TLS).
 
 from __future__ import annotations
 
+import signal
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -73,11 +74,17 @@ def start(app: App) -> ReviewServer:
     return served
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(app: App) -> None:
-    """Serve in the foreground until interrupted (``lopper web``)."""
+    """Serve in the foreground until Ctrl-C or SIGTERM (``lopper web``)."""
     served = _make(app)
     log.info("review page serving", url=served.url)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        served.server.serve_forever(poll_interval=0.5)
+        served.server.serve_forever(poll_interval=0.5)  # returns on KeyboardInterrupt
     finally:
+        signal.signal(signal.SIGTERM, previous)
         served.server.server_close()

@@ -308,7 +308,9 @@ class ReviewApp:
             return self._refuse(400, "Not accepted", "Snooze for 7, 30 or 90 days.")
         chosen: dict[S, list[int]] = {state: [] for state in CHOICES.values()}
         for suggestion_id in ids:
-            value = form.get(f"d-{suggestion_id}", "later")
+            value = form.get(f"d-{suggestion_id}")
+            if value is None:
+                continue  # not offered on the page: it was decided already
             if value == "later" and everyone:
                 value = everyone
             if value == "later":
