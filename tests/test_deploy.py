@@ -117,6 +117,8 @@ def test_sysusers_and_tmpfiles_make_the_user_and_the_folders(tmp_path: Path) -> 
     )
     assert oct(config.st_mode & 0o777) == "0o750" and config.st_gid == int(group[2])
     assert oct(secrets.st_mode & 0o777) == "0o700" and secrets.st_uid == 0
+    state = (root / "var" / "lib" / "lopper").stat()
+    assert oct(state.st_mode & 0o777) == "0o700" and state.st_uid == int(user[2])
 
 
 def _mdwe_available() -> bool:

@@ -43,8 +43,25 @@ def trigger(expression: str, zone: tzinfo | str) -> CronTrigger:
     return CronTrigger.from_crontab(" ".join(fields), timezone=zone)
 
 
+# (expression, zone) -> the slot last found and the fire time after it: between the two,
+# both answers are known without asking the trigger again (the daemon asks every minute).
+_known: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+
+
+def _cached(
+    expression: str, zone: tzinfo | str, moment: datetime
+) -> tuple[datetime, datetime] | None:
+    known = _known.get((expression, str(zone)))
+    if known is not None and known[0] <= moment < known[1]:
+        return known
+    return None
+
+
 def next_fire(expression: str, zone: tzinfo | str, after: datetime) -> datetime | None:
     """The first fire time strictly after ``after`` (aware UTC)."""
+    known = _cached(expression, zone, after)
+    if known is not None:
+        return known[1]
     fire: datetime | None = trigger(expression, zone).get_next_fire_time(
         None, after + timedelta(microseconds=1)
     )
@@ -57,6 +74,9 @@ def latest_fire(expression: str, zone: tzinfo | str, now: datetime) -> datetime 
     Searched backwards in windows that double, so that neither a once-a-year schedule nor
     an every-minute one costs more than a few dozen steps.
     """
+    known = _cached(expression, zone, now)
+    if known is not None:
+        return known[0]
     cron = trigger(expression, zone)
     window = timedelta(hours=1)
     while window <= timedelta(days=366 * 8):
@@ -67,6 +87,8 @@ def latest_fire(expression: str, zone: tzinfo | str, now: datetime) -> datetime 
                 following = cron.get_next_fire_time(latest, latest + timedelta(seconds=1))
                 if following is None or following > now:
                     found: datetime = latest.astimezone(UTC)
+                    if following is not None:
+                        _known[(expression, str(zone))] = (found, following.astimezone(UTC))
                     return found
                 latest = following
         window *= 2
