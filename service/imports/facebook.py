@@ -22,6 +22,7 @@ export, or a later one that overlaps it, adds nothing twice.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import re
 from collections.abc import Iterator, Sequence
@@ -56,6 +57,7 @@ REACTIONS = (
     "likes_and_reactions/likes_and_reactions*.json",
     "comments_and_reactions/likes_and_reactions*.json",
 )
+ALL = FRIENDS + FOLLOWING + PROFILE + MESSAGES + COMMENTS + REACTIONS
 BATCH = 5000
 _OTHER = re.compile(
     r"(?:commented on|replied to|likes|liked|loves|reacted to|reacted \S+ to) (.+?)['’]s \w"
@@ -63,6 +65,12 @@ _OTHER = re.compile(
 _OWN = re.compile(r"\b(?:his|her|their|your) own\b")
 
 _IN, _OUT = Direction.INBOUND, Direction.OUTBOUND
+
+
+@lru_cache(maxsize=32)
+def _tails(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """The patterns as ``Export.find`` applies them: to the whole path or any tail of it."""
+    return re.compile("(?:^|/)(?:" + "|".join(fnmatch.translate(p) for p in patterns) + ")")
 
 
 def _squash(text: str) -> str:
@@ -99,10 +107,14 @@ class FacebookReader:
         self._found: dict[tuple[int, tuple[str, ...]], list[str]] = {}
 
     def _find(self, export: Export, patterns: tuple[str, ...]) -> list[str]:
-        """``export.find``, once per export and kind of file (it walks every member)."""
+        """The members of one kind: ``export.find`` walks every member of the export once,
+        for all kinds together, and each kind is then picked out of what it found."""
+        if (id(export), ()) not in self._found:
+            self._found[(id(export), ())] = export.find(*ALL)
         key = (id(export), patterns)
         if key not in self._found:
-            self._found[key] = export.find(*patterns)
+            wanted = _tails(patterns)
+            self._found[key] = [m for m in self._found[(id(export), ())] if wanted.search(m)]
         return self._found[key]
 
     def members(self, export: Export) -> list[str]:
