@@ -125,7 +125,7 @@ def _counts(store: Store, cutoff: datetime) -> dict[str, object]:
     return {"events": events, "connections": connections, "following": following}
 
 
-def test_sigkill_in_the_middle_of_a_sync_then_a_restart_equals_an_uninterrupted_run(
+def test_sigterm_and_sigkill_in_the_middle_of_a_sync_then_a_restart_equal_an_uninterrupted_run(
     tmp_path, monkeypatch
 ):
     url = f"sqlite:///{tmp_path / 'state' / 'lopper.sqlite3'}"
@@ -140,30 +140,41 @@ def test_sigkill_in_the_middle_of_a_sync_then_a_restart_equals_an_uninterrupted_
     env = environment(tmp_path)
     store = prepared_store(url)
 
-    def mid_sync() -> bool:
+    def cursor() -> str | None:
+        with store.session() as session:
+            return session.scalar(select(SyncCursor.cursor).where(SyncCursor.stream == "activity"))
+
+    def mid_sync(after: str | None = None) -> bool:
         with store.session() as session:
             running = session.scalar(select(SyncRun).where(SyncRun.outcome == "running"))
-            cursor = session.scalar(
-                select(SyncCursor).where(
-                    SyncCursor.stream == "activity", SyncCursor.cursor.is_not(None)
-                )
-            )
-            return running is not None and cursor is not None
+        now_at = cursor()
+        return running is not None and now_at is not None and now_at != after
 
-    daemon = Running(config, env, tmp_path / "killed.log")
+    # SIGTERM half-way: the page in hand is committed or rolled back, and the process
+    # leaves at once with status 0.
+    daemon = Running(config, env, tmp_path / "stopped.log")
     wait_for(mid_sync, "a sync half-way through", process=daemon)
+    assert daemon.stop(timeout=10) == 0
+    stopped_at = cursor()
+    with store.session() as session:
+        run = session.scalar(select(SyncRun))
+        assert run is not None and run.outcome == "failed" and "interrupted" in (run.detail or "")
+    assert [r.state for r in runs(store, "sync")] == [JobState.INTERRUPTED]
+
+    # SIGKILL half-way through the resumed sync.
+    daemon = Running(config, env, tmp_path / "killed.log")
+    wait_for(lambda: mid_sync(stopped_at), "the resumed sync half-way through", process=daemon)
     daemon.kill()
     with store.session() as session:
-        assert session.scalar(select(SyncRun.outcome)) == "running"  # killed mid-sync
-        partial = session.scalar(select(func.count()).select_from(Interaction))
-    assert partial
+        assert session.scalars(select(SyncRun.outcome)).all()[-1] == "running"  # killed mid-sync
 
     again = Running(config, env, tmp_path / "restarted.log")
     wait_for(
         lambda: done(store, "sync") and done(store, "evaluate"), "the resumed sync", process=again
     )
     assert again.stop() == 0
-    assert [r.state for r in runs(store, "sync")][:1] == [JobState.INTERRUPTED]
+    states = [r.state for r in runs(store, "sync")]
+    assert states[:3] == [JobState.INTERRUPTED, JobState.INTERRUPTED, JobState.DONE]
 
     # The same network synced in one go, into a store of its own.
     other = tmp_path / "reference"
