@@ -506,3 +506,34 @@ def test_without_the_review_page_the_digest_carries_no_link(home, tmp_path):
     with application.store.session() as session:
         assert session.scalars(select(ReviewLink)).all() == []
     site.close()
+
+
+def test_two_senders_at_once_deliver_a_digest_once(home, tmp_path, smtp, backend, postgres_schemas):
+    import threading
+
+    mailbox, port = smtp
+    site = make_site(
+        tmp_path / "site",
+        delivery="smtp",
+        smtp_port=port,
+        size=60,
+        database_url=database(backend, postgres_schemas),
+    )
+    first, second = site.app(), site.app()  # two processes' worth: own engines
+    assert queue_digest(first, NOW)
+    assert queue_digest(second, NOW) is False
+    counts: list[int] = []
+    start = threading.Barrier(2)
+
+    def deliver(application: Any) -> None:
+        start.wait()
+        counts.append(deliver_outbox(application, NOW))
+
+    threads = [threading.Thread(target=deliver, args=(a,)) for a in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(counts) == [0, 1]
+    assert len(mailbox.accepted) == 1
+    site.close()
