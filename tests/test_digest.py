@@ -33,7 +33,8 @@ from service.digest.links import SECRET_FILE, Signer, signing_key
 from service.digest.outbox import backoff
 from service.digest.render import render
 from service.model import Channel, SuggestionState
-from service.store.models import Account, Digest, DigestState, ReviewLink, Suggestion
+from service.removals import restore
+from service.store.models import Account, Digest, DigestState, ReviewLink, Suggestion, SyncRun
 from service.suggestions import LOPPER, decide, transition
 
 S = SuggestionState
@@ -247,6 +248,7 @@ def test_the_next_digest_reports_what_happened_since_the_last(home, tmp_path):
     decide(application.store, ids[:3], S.CONFIRMED, via=Channel.CLI, now=later)
     report = application.execute(you, sleep=lambda _s: None)
     assert len(report.removed) == 3
+    restore(application.store, ids[0], application.adapter(you), via=Channel.CLI, now=later)
     decide(application.store, ids[3:5], S.CONFIRMED, via=Channel.CLI, now=later)
     with application.store.session() as session:
         manual = session.get_one(Suggestion, ids[3])
@@ -264,6 +266,17 @@ def test_the_next_digest_reports_what_happened_since_the_last(home, tmp_path):
         account = session.scalar(select(Account).where(Account.key == you.key))
         assert account is not None
         account.brake_engaged_at, account.brake_vanished, account.brake_total = later, 40, 200
+        for outcome, detail in (("failed", "the platform answered 502"), ("partial", None)):
+            session.add(
+                SyncRun(
+                    account_id=account.id,
+                    run_id=outcome,
+                    started_at=later,
+                    finished_at=later,
+                    outcome=outcome,
+                    detail=detail,
+                )
+            )
         manual_handle = manual.connection.handle
         manual_url = manual.connection.profile_url
         failed_handle = failed.connection.handle
@@ -272,8 +285,10 @@ def test_the_next_digest_reports_what_happened_since_the_last(home, tmp_path):
     assert deliver_outbox(application, later) == 1
     newest = max((site.root / "outbox").glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
     text, html = parts(parse(newest.read_bytes()))
-    assert "Removed since last time (3)" in text
-    assert "-3 since the last digest" in text
+    assert "Removed since last time (2)" in text  # the third was undone
+    assert "-2 since the last digest" in text
+    assert "sync failed on" in text and "the platform answered 502" in text
+    assert "sync partial" not in text  # deferred by a rate limit: routine
     assert "To remove by hand (1)" in text and manual_handle in text and manual_url in text
     assert f'href="{manual_url}"' in html
     assert "Removals that failed (1)" in text and failed_handle in text

@@ -227,7 +227,9 @@ def gather_account(
         .options(selectinload(Suggestion.connection))
     )
     removals = removals.where(
-        Suggestion.account_id == account.id, Removal.state == RemovalState.DONE
+        Suggestion.account_id == account.id,
+        Removal.state == RemovalState.DONE,
+        Suggestion.state == S.REMOVED,  # not those undone since
     )
     if since is not None:
         removals = removals.where(Removal.finished_at > since)
@@ -250,11 +252,18 @@ def gather_account(
             f"(after you looked: `lopper resume {config.key}`)"
         )
     runs = select(SyncRun).where(
-        SyncRun.account_id == account.id, SyncRun.outcome.in_(["failed", "paused", "partial"])
+        SyncRun.account_id == account.id,
+        SyncRun.outcome.in_(["failed", "paused", "skipped", "partial"]),
     )
     if since is not None:
         runs = runs.where(SyncRun.started_at > since)
-    for run in session.scalars(runs.order_by(SyncRun.id.desc()).limit(3)):
+    # A partial run without a problem was only deferred by a rate limit: that is routine.
+    shown = [
+        r
+        for r in session.scalars(runs.order_by(SyncRun.id.desc()).limit(20))
+        if r.detail or r.outcome != "partial"
+    ]
+    for run in shown[:3]:
         digest.problems.append(
             f"sync {run.outcome} on {run.started_at:%Y-%m-%d %H:%M} UTC"
             + (f": {run.detail}" if run.detail else "")
