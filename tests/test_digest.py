@@ -552,3 +552,22 @@ def test_two_senders_at_once_deliver_a_digest_once(home, tmp_path, smtp, backend
     assert sorted(counts) == [0, 1]
     assert len(mailbox.accepted) == 1
     site.close()
+
+
+def test_an_account_without_its_secret_is_reported(home, tmp_path, monkeypatch):
+    monkeypatch.delenv("LOPPER_TEST_MISSING_TOKEN", raising=False)
+    accounts = (
+        '  - platform: sandbox\n    handle: "@you"\n    sandbox: {seed: 7, size: 40}\n'
+        '  - platform: mastodon\n    handle: "@me@example.social"\n'
+        '    credentials: {access_token: "${LOPPER_TEST_MISSING_TOKEN}"}\n'
+    )
+    site = make_site(tmp_path / "site", accounts=accounts, sync=False)
+    application = site.app()
+    application.sync(application.accounts()[0])
+    queue_digest(application, NOW)
+    deliver_outbox(application, NOW)
+    (eml,) = (site.root / "outbox").glob("*.eml")
+    text, _ = parts(parse(eml.read_bytes()))
+    section = text.split("== mastodon:@me@example.social")[1]
+    assert "${LOPPER_TEST_MISSING_TOKEN} is not set" in section
+    site.close()

@@ -70,6 +70,11 @@ def _compose(
         previous=previous.summary if previous else None,
     )
     data.schedule = settings.schedule.digest
+    for account in data.accounts:
+        missing = app.loaded.account_ready(account.key)
+        if missing:
+            names = ", ".join(f"${{{m}}}" for m in missing)
+            account.problems.insert(0, f"skipped: its secret {names} is not set")
     data.preview = slot is None
     recipients = recipients_of(settings.digest.recipients)
     digest = Digest(

@@ -198,7 +198,6 @@ def gather_account(
     account = session.scalar(select(Account).where(Account.key == config.key))
     if account is None:
         digest.synced = False
-        digest.problems.append("not synced yet")
         return digest
     active = Connection.state == ConnectionState.ACTIVE
     digest.connections = _count(session, Connection.account_id == account.id, active)
