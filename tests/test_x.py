@@ -760,3 +760,36 @@ def test_auth_x_without_a_client_id_names_the_key_to_set(home: Path) -> None:
     assert result.exit_code != 0
     assert "accounts[x:@TweepyDev].x.client_id" in str(result.exception)
     assert not list(home.rglob("*.json"))  # nothing stored
+
+
+def test_tokens_never_reach_the_database_or_the_logs(
+    store: Store, clock: Clock, fake: FakeX, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.logs import configure_logging
+
+    configure_logging(json=True, level="DEBUG")
+    generate(fake, NetworkSize(10, 10, 5, mentions=3), now=NOW)
+    save_token(
+        tmp_path,
+        KEY,
+        {
+            "access_token": "expired",
+            "refresh_token": REFRESH,
+            "expires_at": 1,
+            "client_id": CLIENT_ID,
+        },
+    )
+    adapter = adapter_for(fake, tmp_path, clock)
+    fake.inject("401", "mentions")  # renewed twice: on expiry, then after a 401
+
+    sync(store, fake, adapter, clock)
+
+    stored = load_token(tmp_path, KEY)
+    assert stored is not None
+    secrets = {REFRESH, TOKEN, stored["access_token"], stored["refresh_token"]}
+    database = Path(str(store.engine.url.database))
+    dumped = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
+    captured = capsys.readouterr()
+    for secret in secrets:
+        assert secret.encode() not in dumped
+        assert secret not in captured.out + captured.err

@@ -32,6 +32,7 @@ account's credentials (``user_auth=True``). tweepy is imported here and nowhere 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time as _time
@@ -72,6 +73,11 @@ from service.platforms.base import (
 from service.platforms.tokens import load_token, save_token, token_lock
 
 Clock = Callable[[], datetime]
+
+# requests-oauthlib logs whole token responses at DEBUG, before lopper knows the new tokens
+# to mask them: never let those lines through.
+for _name in ("requests_oauthlib", "oauthlib"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 API = "https://api.twitter.com"  # tweepy's host, fixed inside BaseClient.request
 TOKEN_URL = f"{API}/2/oauth2/token"
