@@ -135,6 +135,16 @@ class ReviewApp:
             response = self.page(
                 "message.html", exc.code or 400, title="Not accepted", text=str(exc.description)
             )
+        except Exception as exc:
+            # Logged without the request: its path is a review link.
+            log.error("review page failed", error=type(exc).__name__, exc_info=True)
+            response = self.page(
+                "message.html",
+                500,
+                title="Something went wrong",
+                text="lopper could not answer this request. Check `lopper status` and the "
+                "logs; decisions already recorded stay recorded.",
+            )
         for name, value in SECURITY_HEADERS.items():
             response.headers[name] = value
         return response(environ, start_response)
