@@ -28,6 +28,7 @@ https://docs.bsky.app/docs/advanced-guides/rate-limits
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -451,11 +452,18 @@ class WriteBudget:
             )
 
     def spend(self, points: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # `lopper run` and a `lopper execute` by hand may spend at the same moment: one
+        # read-modify-write at a time, or one of them would lose the other's points.
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._add(points)
+
+    def _add(self, points: int) -> None:
         now = self.clock().timestamp()
         minutes = self._load(now)
         minute = int(now // 60)
         minutes[minute] = minutes.get(minute, 0) + points
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
