@@ -89,6 +89,11 @@ def test_decide_from_a_digest_link_on_a_phone(home, tmp_path, browser: Browser) 
         page.wait_for_url(link)
         assert page.get_by_role("heading", name="Review suggestions").is_visible()
         assert no_horizontal_scroll(page)
+        unlabelled = page.evaluate(
+            """[...document.querySelectorAll('input:not([type=hidden]), select')]
+                .filter(e => e.labels.length === 0).map(e => e.name)"""
+        )
+        assert unlabelled == []
 
         def row(suggestion_id: int):  # type: ignore[no-untyped-def]
             return page.locator(f"#s-{suggestion_id}")
