@@ -260,10 +260,23 @@ def test_reimporting_an_export_changes_nothing(store: Store, tmp_path: Path) -> 
 def test_the_owner_is_found_without_the_profile_file(store: Store, tmp_path: Path) -> None:
     path = write_export(tmp_path / "fb", facebook_files(with_profile=False), as_zip=False)
 
-    run(store, FB, FacebookReader(), path)
+    report = run(store, FB, FacebookReader(), path)
 
+    assert report.notes == []
     assert (name_key("José Ñúñez"), "message", "outbound") in exchanges(store)
     assert (name_key(ME), "message", "inbound") not in exchanges(store)
+
+
+def test_without_a_way_to_tell_who_you_are_the_import_says_so(store: Store, tmp_path: Path) -> None:
+    threads = {"josenunez_1": [thread(["José Ñúñez", ME], [("José Ñúñez", OLD), (ME, OLD)])]}
+    files = facebook_files(threads=threads, with_profile=False)
+    path = write_export(tmp_path / "fb", files, as_zip=False)
+
+    other = AccountConfig(platform="facebook", handle="hv1923")  # no hint in the handle
+    report = run(store, other, FacebookReader(), path)
+
+    assert any("could not tell which participant" in note for note in report.notes)
+    assert (name_key("José Ñúñez"), "message", "inbound") in exchanges(store)
 
 
 def test_two_friends_with_one_name_stay_apart_and_the_evidence_says_so(

@@ -297,6 +297,7 @@ def run_import(
                     row.streams = [*(row.streams or []), IMPORT_STREAM]
             else:
                 report.notes.append("no exchanges in this export: verdicts wait for some history")
+            report.notes.extend(getattr(reader, "notes", ()))
             # Recorded as a run, like a sync: `lopper status` shows it, and the daemon
             # evaluates the account after it (an export-only account has no other runs).
             session.get_one(Account, account_id).last_sync_at = now

@@ -105,6 +105,7 @@ class FacebookReader:
         self.owner: str | None = None
         self.handle: str | None = None
         self._found: dict[tuple[int, tuple[str, ...]], list[str]] = {}
+        self.notes: list[str] = []
 
     def _find(self, export: Export, patterns: tuple[str, ...]) -> list[str]:
         """The members of one kind: ``export.find`` walks every member of the export once,
@@ -118,6 +119,7 @@ class FacebookReader:
         return self._found[key]
 
     def members(self, export: Export) -> list[str]:
+        self._found.clear()  # a new import: what an earlier export held says nothing
         found = self._friends(export) + self._following(export) + self._messages(export)
         found += self._find(export, COMMENTS) + self._find(export, REACTIONS)
         if not found:
@@ -153,10 +155,7 @@ class FacebookReader:
             for row in records(data, member, export, "following_v3", "following"):
                 people.append(self._person(row, member, export, friend=False))
         # A friends file lists every friend; a following file alone is only part of the picture.
-        return Listing(
-            people,
-            complete=bool(friends_files),
-        )
+        return Listing(people, complete=bool(friends_files))
 
     def _person(
         self, row: dict[str, Any], member: str, export: Export, friend: bool
@@ -178,6 +177,12 @@ class FacebookReader:
 
     def exchanges(self, export: Export, tick: Tick) -> Iterator[Sequence[Named]]:
         self.owner = self._owner(export, tick)
+        if self.owner is None and self._messages(export):
+            self.notes.append(
+                "could not tell which participant of the threads is you (no "
+                "profile_information.json, and no name on every thread): your own messages "
+                "are not counted; include Personal information in the export"
+            )
         yield from self._read_messages(export, tick)
         for member in self._find(export, COMMENTS):
             data = load_json(export, member, tick)
