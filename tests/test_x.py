@@ -793,3 +793,36 @@ def test_tokens_never_reach_the_database_or_the_logs(
     for secret in secrets:
         assert secret.encode() not in dumped
         assert secret not in captured.out + captured.err
+
+
+def test_lopper_auth_x_takes_the_address_back_and_the_next_sync_uses_the_token(
+    home: Path, fake: FakeX, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests_oauthlib.oauth2_session
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    # The authorization request's state is random: fixed here so the test can answer it.
+    monkeypatch.setattr(requests_oauthlib.oauth2_session, "generate_token", lambda: "st4te")
+    fake.approved_codes["code-from-x"] = "unused"
+    generate(fake, NetworkSize(10, 10, 5, mentions=3), now=NOW)
+    config = home / "config.yaml"
+    config.write_text(
+        "version: 1\naccounts:\n"
+        f"  - {{platform: x, handle: '{HANDLE}', x: {{api_base_url: '{fake.url}', client_id: {CLIENT_ID}}}}}\n"
+        f"storage: {{url: 'sqlite:///{home}/db.sqlite3'}}\n"
+    )
+    runner = CliRunner()
+    answer = "http://127.0.0.1:8910/callback?state=st4te&code=code-from-x\n"
+
+    result = runner.invoke(app, ["--config", str(config), "auth", "x"], input=answer)
+
+    assert result.exit_code == 0, result.output
+    assert "https://twitter.com/i/oauth2/authorize?" in result.output
+    assert f"authorized as {HANDLE}" in result.output
+    tokens = list((home / "state" / "lopper" / "tokens").glob("*.json"))
+    assert len(tokens) == 1 and stat.S_IMODE(os.stat(tokens[0]).st_mode) == 0o600
+    synced = runner.invoke(app, ["--config", str(config), "sync"])
+    assert synced.exit_code == 0, synced.output
+    assert "x:@TweepyDev: ok" in synced.output
