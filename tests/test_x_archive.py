@@ -590,5 +590,7 @@ def test_the_command_imports_an_archive_and_status_shows_the_month_s_cost(
     status = runner.invoke(app, ["--config", str(config), "status", "--json"])
     entry = json.loads(status.stdout)[0]
     assert entry["x_cost_month"] == pytest.approx(0.01) and entry["x_budget"] == 25
+    assert entry["last_sync_outcome"] == "ok"  # the import is recorded as a run
+    assert entry["last_sync_detail"].startswith("import of archive.zip")
     shown = runner.invoke(app, ["--config", str(config), "status"])
     assert "X cost:       $0.01 this month (estimate), budget $25.00" in shown.output

@@ -29,6 +29,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,7 @@ from service.imports.export import Export, ExportError, open_export
 from service.model import Direction, Kind
 from service.platforms.base import Exchange, Person, PlatformError, Span
 from service.store import Store
-from service.store.models import Connection, Interaction
+from service.store.models import Connection, Interaction, SyncRun
 from service.sync import ensure_account, extend_coverage, save_exchanges, save_people
 
 CHUNK = 1 << 20  # characters read at a time
@@ -402,6 +403,21 @@ def import_archive(
                     span = Span(since, generated)
                     extend_coverage(session, account_id, stream, "import", span)
                     report.covered[stream] = span
+            # Recorded as a run, as other imports are: `lopper status` shows it and the daemon
+            # evaluates the account after it.
+            session.add(
+                SyncRun(
+                    account_id=account_id,
+                    run_id=uuid.uuid4().hex[:12],
+                    started_at=now,
+                    finished_at=now,
+                    outcome="ok",
+                    connections_new=report.connections_new,
+                    interactions_new=report.exchanges_new,
+                    detail=f"import of {Path(path).name}"
+                    + (f"; {report.likes_note}" if report.likes_note else ""),
+                )
+            )
     return report
 
 
