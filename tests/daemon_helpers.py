@@ -43,6 +43,7 @@ def write_config(
     accounts: list[str] | None = None,
     schedule: dict[str, str] | None = None,
     extra: str = "",
+    failing: bool = False,
 ) -> Path:
     handles = accounts or ["@you"]
     lines = ["version: 1", "accounts:"]
@@ -51,6 +52,12 @@ def write_config(
             "  - platform: sandbox",
             f'    handle: "{handle}"',
             f"    sandbox: {{seed: 7, size: {size}, events_per_active_person: {events}}}",
+        ]
+    if failing:  # an account that cannot run: its secret is not set anywhere
+        lines += [
+            "  - platform: mastodon",
+            '    handle: "@you@example.social"',
+            "    credentials: {access_token: '${LOPPER_TEST_UNSET_TOKEN}'}",
         ]
     lines += ["rules: {daily_removal_cap: 1000}", "schedule:"]
     lines += [f'  {k}: "{v}"' for k, v in {**FAST, **(schedule or {})}.items()]

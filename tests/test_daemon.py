@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -19,8 +20,10 @@ from daemon_helpers import (
     write_config,
 )
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from service.app import App
+from service.cli import app as cli_app
 from service.store import Store
 from service.store.models import (
     Account,
@@ -51,7 +54,7 @@ def digests(store: Store) -> int:
 def setup(tmp_path: Path) -> tuple[Path, str, Path, dict[str, str]]:
     url = f"sqlite:///{tmp_path / 'state' / 'lopper.sqlite3'}"
     outbox = tmp_path / "outbox"
-    config = write_config(tmp_path / "config.yaml", url, outbox)
+    config = write_config(tmp_path / "config.yaml", url, outbox, failing=True)
     return config, url, outbox, environment(tmp_path)
 
 
@@ -86,7 +89,9 @@ def test_syncs_evaluates_mails_one_overdue_digest_refuses_a_second_and_stops_on_
     with store.session() as session:
         account = session.scalar(select(Account))
         assert account is not None and account.last_evaluated_at is not None
-        assert account.last_evaluated_at >= account.last_sync_at
+    # Each evaluation follows a sync it had not seen.
+    first_sync = min(r.finished_at for r in runs(store, "sync", DONE))
+    assert all(r.started_at >= first_sync for r in runs(store, "evaluate", DONE))
     # Four weekly slots were missed; only the latest is made, once.
     assert digests(store) == 1
     assert len(list(outbox.glob("*.eml"))) == 1
@@ -95,12 +100,30 @@ def test_syncs_evaluates_mails_one_overdue_digest_refuses_a_second_and_stops_on_
     started = [line for line in lines if line.get("event") == "job started"]
     finished = [line for line in lines if line.get("event") == "job finished"]
     assert {line["job"] for line in started} >= {"sync", "evaluate", "execute", "digest"}
-    sync_end = next(line for line in finished if line["job"] == "sync")
+    sync_end = next(
+        line for line in finished if line["job"] == "sync" and line["account"] == "sandbox:@you"
+    )
     assert sync_end["account"] == "sandbox:@you" and sync_end["outcome"] == "done"
     assert isinstance(sync_end["duration_s"], float) and sync_end["run_id"]
     assert sync_end["run_id"] in {line["run_id"] for line in started if line["job"] == "sync"}
     # One line per job start and end, no per-item lines at INFO.
     assert len(lines) < 12 * len(started) + 10
+
+    # The account that cannot run failed on its own; the other went on. `lopper status`
+    # says so, with the next runs and the digest made.
+    failed = [r for r in runs(store, "sync") if r.account == "mastodon:@you@example.social"]
+    assert failed and {r.state for r in failed} == {JobState.FAILED}
+    assert "LOPPER_TEST_UNSET_TOKEN" in (failed[0].detail or "")
+    shown = CliRunner().invoke(cli_app, ["--config", str(config), "status", "--json"], env=env)
+    assert shown.exit_code == 0, shown.output
+    report = {entry["account"]: entry for entry in json.loads(shown.stdout)}
+    broken, working = report["mastodon:@you@example.social"], report["sandbox:@you"]
+    assert broken["last_error"]["job"] in ("sync", "execute")
+    assert "LOPPER_TEST_UNSET_TOKEN" in broken["last_error"]["detail"]
+    assert working["last_error"] is None
+    assert set(working["next_runs"]) == {"sync", "evaluate", "execute"}
+    assert datetime.fromisoformat(working["next_runs"]["sync"]) > datetime.now(UTC)
+    assert working["last_digest"]["slot"] and working["next_digest"]
 
     # A restart after the digest went out sends no second one.
     last = max(r.id for r in runs(store))
