@@ -286,3 +286,14 @@ def test_the_demo_ends_with_the_daemon_at_work_until_ctrl_c(tmp_path):
         log.close()
     assert code == 0, text()[-2000:]
     assert "Ctrl-C" in text()
+
+
+def test_a_database_server_that_is_away_at_start_is_worth_a_restart(tmp_path):
+    """Not 78 (a bad configuration, which systemd must not restart) but 69: try again later."""
+    away = "postgresql+psycopg://lopper@127.0.0.1:1/lopper"
+    config = write_config(tmp_path / "config.yaml", away, tmp_path / "outbox")
+    result = CliRunner().invoke(
+        cli_app, ["--config", str(config), "run"], env=environment(tmp_path)
+    )
+    assert result.exit_code == 69
+    assert "cannot open the database" in result.stderr

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 
 from service.app import App
-from service.cli import _state, app
+from service.cli import _state, app, err
 from service.daemon.runner import run as run_daemon
+from service.errors import EX_UNAVAILABLE, StoreError
 from service.logs import configure_logging
 
 
@@ -22,4 +23,13 @@ def run() -> None:
         json_logs = True  # journald reads JSON lines into fields
     configure_logging(json=json_logs, level="DEBUG" if _state.get("verbose") else "INFO")
     application = App.load(_state["config"])
+    try:
+        application.store  # noqa: B018 (open and migrate it now, before anything starts)
+    except StoreError as exc:
+        if "cannot open the database" not in str(exc):
+            raise  # a wrong URL or a file that is no database: a configuration problem (78)
+        # The server is away (not yet up at boot, a network cut): worth another try later,
+        # so not 78, which tells systemd not to restart.
+        err.print(f"lopper: {exc}", highlight=False, markup=False)
+        raise SystemExit(EX_UNAVAILABLE) from None
     run_daemon(application)
