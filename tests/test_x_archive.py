@@ -4,6 +4,7 @@ files, both generations of the posts file), with the API looked up through the f
 from __future__ import annotations
 
 import json
+import random
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -594,3 +595,119 @@ def test_the_command_imports_an_archive_and_status_shows_the_month_s_cost(
     assert entry["last_sync_detail"].startswith("import of archive.zip")
     shown = runner.invoke(app, ["--config", str(config), "status"])
     assert "X cost:       $0.01 this month (estimate), budget $25.00" in shown.output
+
+
+def _mutate(value: Any, rng: random.Random) -> tuple[Any, bool]:
+    """The value with one leaf, somewhere inside it, replaced by something of another type."""
+    if isinstance(value, dict) and value and rng.random() < 0.85:
+        key = rng.choice(sorted(value))
+        inner, done = _mutate(value[key], rng)
+        return {**value, key: inner}, done
+    if isinstance(value, list) and value and rng.random() < 0.85:
+        index = rng.randrange(len(value))
+        inner, done = _mutate(value[index], rng)
+        return [*value[:index], inner, *value[index + 1 :]], done
+    return rng.choice([None, 7, -1.5, "", "x", [], {}, [1, "a"], {"k": None}, True]), True
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_a_damaged_record_imports_or_is_refused_naming_the_file_and_changes_nothing(
+    store: Store, tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    at = NOW - timedelta(days=40)
+    archive = (
+        Archive()
+        .follows(["71", "72"], ["72"])
+        .posts([tweet("1590000000000000501", at, reply_to="71", mentions=("71", "72"))])
+        .messages(
+            [
+                {
+                    "conversationId": f"71-{ME}",
+                    "messages": [message("1600000000000000501", "71", ME, at)],
+                }
+            ],
+            [{"conversationId": "9", "messages": [message("1600000000000000502", ME, None, at)]}],
+        )
+    )
+    name = rng.choice([n for n in archive.files if n.endswith(".js") and "manifest" not in n])
+    prefix, body = archive.files[name].split("= ", 1)
+    damaged, _ = _mutate(json.loads(body), rng)
+    archive.files[name] = f"{prefix}= {json.dumps(damaged)}"
+    before = snapshot(store)
+
+    try:
+        import_archive(store, CONFIG, archive.write_zip(tmp_path / "damaged.zip"), NOW)
+    except ExportError as exc:
+        assert name in str(exc) or "damaged.zip" in str(exc)
+        assert snapshot(store) == before
+
+
+_READ_FIELDS = [
+    ("data/tweets.js", ["tweet", "entities", "user_mentions"]),
+    ("data/tweets.js", ["tweet", "entities"]),
+    ("data/tweets.js", ["tweet", "in_reply_to_user_id_str"]),
+    ("data/tweets.js", ["tweet", "created_at"]),
+    ("data/tweets.js", ["tweet", "full_text"]),
+    ("data/direct-messages.js", ["dmConversation", "messages"]),
+    ("data/direct-messages.js", ["dmConversation", "messages", 0, "messageCreate"]),
+    ("data/direct-messages.js", ["dmConversation", "messages", 0, "messageCreate", "senderId"]),
+    ("data/direct-messages.js", ["dmConversation", "messages", 0, "messageCreate", "createdAt"]),
+    (
+        "data/direct-messages-group.js",
+        ["dmConversation", "messages", 0, "joinConversation", "participantsSnapshot"],
+    ),
+    ("data/following.js", ["following", "accountId"]),
+    ("data/follower.js", ["follower"]),
+    ("data/like.js", ["like", "tweetId"]),
+    ("data/account.js", ["account", "createdAt"]),
+]
+
+
+@pytest.mark.parametrize(("name", "path"), _READ_FIELDS)
+@pytest.mark.parametrize("value", [7, [1, "a"], {"k": None}, None])
+def test_a_field_of_the_wrong_type_is_refused_naming_the_file(
+    store: Store, tmp_path: Path, name: str, path: list[Any], value: Any
+) -> None:
+    at = NOW - timedelta(days=40)
+    join = {
+        "joinConversation": {
+            "initiatingUserId": "73",
+            "participantsSnapshot": [ME, "73"],
+            "createdAt": "2024-01-01T00:00:00.000Z",
+        }
+    }
+    archive = (
+        Archive()
+        .follows(["71", "72"], ["72"])
+        .posts([tweet("1590000000000000501", at, reply_to="71", mentions=("71", "72"))])
+        .messages(
+            [
+                {
+                    "conversationId": f"71-{ME}",
+                    "messages": [message("1600000000000000501", "71", ME, at)],
+                }
+            ],
+            [
+                {
+                    "conversationId": "9",
+                    "messages": [join, message("1600000000000000502", ME, None, at)],
+                }
+            ],
+        )
+        .likes(["1590000000000000777"])
+    )
+    prefix, body = archive.files[name].split("= ", 1)
+    items = json.loads(body)
+    target = items[0]
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    archive.files[name] = f"{prefix}= {json.dumps(items)}"
+    before = snapshot(store)
+
+    try:
+        import_archive(store, CONFIG, archive.write_zip(tmp_path / "damaged.zip"), NOW)
+    except ExportError as exc:
+        assert name in str(exc)
+        assert snapshot(store) == before

@@ -31,6 +31,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -206,6 +207,19 @@ def _time(value: Any, where: str) -> datetime:
     raise ExportError(f"{where}: {value!r} is not a date")
 
 
+@contextmanager
+def _shaped(where: str) -> Iterator[None]:
+    """A record of a shape the reader did not expect is damage too: say which file."""
+    try:
+        yield
+    except ExportError:
+        raise
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:
+        raise ExportError(
+            f"{where}: a record of an unexpected shape ({type(exc).__name__}: {exc})"
+        ) from None
+
+
 def _inner(item: Any, key: str, where: str) -> Mapping[str, Any]:
     if isinstance(item, Mapping):
         inner = item.get(key, item)  # the oldest archives list the objects bare
@@ -316,12 +330,13 @@ def _members(export: Export) -> _Members:
 
 def _owner(export: Export, member: str) -> tuple[str, str, datetime | None]:
     where = export.describe(member)
-    for item in records(export, member):
-        account = _inner(item, "account", where)
-        owner, username = account.get("accountId"), account.get("username")
-        if owner and username:
-            created = account.get("createdAt")
-            return str(owner), str(username), _time(created, where) if created else None
+    with _shaped(where):
+        for item in records(export, member):
+            account = _inner(item, "account", where)
+            owner, username = account.get("accountId"), account.get("username")
+            if owner and username:
+                created = account.get("createdAt")
+                return str(owner), str(username), _time(created, where) if created else None
     raise ExportError(f"{where}: names no account")
 
 
@@ -425,12 +440,13 @@ def _read_likes(export: Export, members: list[str], tick: Tick | None) -> list[s
     liked: dict[str, None] = {}
     for member in members:
         where = export.describe(member)
-        for item in records(export, member, tick):
-            like = _inner(item, "like", where)
-            post = like.get("tweetId")
-            if not post:
-                raise ExportError(f"{where}: a like without its tweetId")
-            liked[str(post)] = None
+        with _shaped(where):
+            for item in records(export, member, tick):
+                like = _inner(item, "like", where)
+                post = like.get("tweetId")
+                if not post:
+                    raise ExportError(f"{where}: a like without its tweetId")
+                liked[str(post)] = None
     return list(liked)
 
 
@@ -490,19 +506,20 @@ def _import_people(
         for member in names:
             where = export.describe(member)
             batch: list[Person] = []
-            for item in records(export, member, tick):
-                who = _inner(item, key, where).get("accountId")
-                if not who:
-                    raise ExportError(f"{where}: an entry without its accountId")
-                batch.append(
-                    Person(
-                        user_id=str(who),
-                        handle=f"x:{who}",
-                        profile_url=f"https://x.com/intent/user?user_id={who}",
-                        following=following,
-                        followed_by=not following,
+            with _shaped(where):
+                for item in records(export, member, tick):
+                    who = _inner(item, key, where).get("accountId")
+                    if not who:
+                        raise ExportError(f"{where}: an entry without its accountId")
+                    batch.append(
+                        Person(
+                            user_id=str(who),
+                            handle=f"x:{who}",
+                            profile_url=f"https://x.com/intent/user?user_id={who}",
+                            following=following,
+                            followed_by=not following,
+                        )
                     )
-                )
             if known is None:
                 known = set(
                     session.scalars(
@@ -532,12 +549,13 @@ def _import_exchanges(
     for member in names:
         where = export.describe(member)
         batch: list[Exchange] = []
-        for item in records(export, member, tick):
-            batch.extend(read(_inner(item, key, where), owner, where))
-            if len(batch) >= BATCH:
-                report.exchanges_read += len(batch)
-                report.exchanges_new += save_exchanges(session, account_id, batch)
-                batch = []
+        with _shaped(where):
+            for item in records(export, member, tick):
+                batch.extend(read(_inner(item, key, where), owner, where))
+                if len(batch) >= BATCH:
+                    report.exchanges_read += len(batch)
+                    report.exchanges_new += save_exchanges(session, account_id, batch)
+                    batch = []
         report.exchanges_read += len(batch)
         report.exchanges_new += save_exchanges(session, account_id, batch)
 
