@@ -663,3 +663,67 @@ def test_the_reduction_plan_judges_imported_accounts(
     # followed (no date in the export) is in grace from the day lopper first saw it.
     assert report.verdicts == {"keep": 3, "flag": 1, "new": 2}
     assert report.queued == 1
+
+
+# --- damaged in ways a fuzzer finds ---------------------------------------------------------
+
+
+def test_a_linkedin_row_cut_before_its_date_names_the_line(store: Store, tmp_path: Path) -> None:
+    files = linkedin_2018()
+    text = files["Connections.csv"]
+    files["Connections.csv"] = text[: text.rindex(',"1/8/18')] + "\r\n"
+
+    with pytest.raises(ExportError, match=r"Connections\.csv: line 3 has 5 fields"):
+        run(store, LI, LinkedInReader(), write_export(tmp_path / "cut", files, as_zip=False))
+    assert snapshot(store)["connections"] == 0
+
+
+@pytest.mark.parametrize(
+    ("member", "value", "problem"),
+    [
+        (
+            "connections/friends/your_friends.json",
+            {"friends_v2": [{"name": "A", "timestamp": 1e20}]},
+            "is not a timestamp",
+        ),
+        (
+            "your_facebook_activity/messages/inbox/josenunez_1234/message_1.json",
+            {"participants": [], "messages": [{"sender_name": 7, "timestamp_ms": 1}]},
+            "a message without a sender or a time",
+        ),
+        (
+            "your_facebook_activity/messages/inbox/josenunez_1234/message_1.json",
+            {"participants": [], "messages": [["not", "an", "object"]]},
+            "a message without a sender or a time",
+        ),
+        (
+            "your_facebook_activity/messages/inbox/josenunez_1234/message_1.json",
+            {"participants": [], "messages": [{"sender_name": "A", "timestamp_ms": 10**20}]},
+            "a message without a sender or a time",
+        ),
+    ],
+)
+def test_odd_values_in_a_facebook_export_are_refused_naming_the_file(
+    store: Store, tmp_path: Path, member: str, value: Any, problem: str
+) -> None:
+    files = facebook_files("2024")
+    files[member] = value
+
+    with pytest.raises(ExportError, match=re.escape(f"{member}: ") + ".*" + re.escape(problem)):
+        run(store, FB, FacebookReader(), write_export(tmp_path / "odd", files, as_zip=False))
+    assert snapshot(store)["connections"] == 0
+
+
+def test_odd_values_that_say_nothing_are_skipped(store: Store, tmp_path: Path) -> None:
+    files = facebook_files("2024")
+    files["profile_information/profile_information.json"] = {"profile_v2": {"name": [ME]}}
+    run(store, FB, FacebookReader(), write_export(tmp_path / "fb", files, as_zip=False))
+    assert (name_key("José Ñúñez"), "message", "outbound") in exchanges(store)
+
+    ig = instagram_files("2024")
+    followers = ig["connections/followers_and_following/followers_1.json"]
+    followers[0]["string_list_data"] = 5  # no list: no link, no date, yet a title
+    followers[0]["title"] = "ana.lima"
+    followers[1]["string_list_data"][0]["timestamp"] = 10**20  # a date that cannot be
+    run(store, IG, InstagramReader(), write_export(tmp_path / "ig", ig, as_zip=False))
+    assert connections(store)["bo_chen"][3] is None

@@ -288,15 +288,17 @@ def run_import(
                     newest = last if newest is None else max(newest, last)
                 report.exchanges_read += len(batch)
                 report.exchanges_new += save_exchanges(session, account_id, exchanges)
-            if earliest is not None and newest is not None:
+            if earliest is not None and newest is not None and earliest <= now:
                 # The export holds every exchange it knows of up to its newest item.
                 report.coverage = Span(earliest, min(newest, now))
                 extend_coverage(session, account_id, IMPORT_STREAM, "import", report.coverage)
                 row = session.get_one(Account, account_id)
                 if IMPORT_STREAM not in (row.streams or []):
                     row.streams = [*(row.streams or []), IMPORT_STREAM]
-            else:
+            elif earliest is None:
                 report.notes.append("no exchanges in this export: verdicts wait for some history")
+            else:
+                report.notes.append("every exchange in this export is dated in the future")
             report.notes.extend(getattr(reader, "notes", ()))
             # Recorded as a run, like a sync: `lopper status` shows it, and the daemon
             # evaluates the account after it (an export-only account has no other runs).

@@ -95,7 +95,10 @@ def _name(raw: str) -> str:
 def _seconds(value: Any, member: str, export: Export) -> datetime:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ExportError(f"{export.describe(member)}: {value!r} is not a timestamp")
-    return datetime.fromtimestamp(value, tz=UTC)
+    try:
+        return datetime.fromtimestamp(value, tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        raise ExportError(f"{export.describe(member)}: {value!r} is not a timestamp") from None
 
 
 class FacebookReader:
@@ -201,15 +204,13 @@ class FacebookReader:
         """The account's own name: from the profile, else the one person in every thread."""
         for member in self._find(export, PROFILE):
             data = load_json(export, member, tick)
-            if isinstance(data, dict):
-                profile = data.get("profile_v2") or data.get("profile") or {}
-                full = (
-                    (profile.get("name") or {}).get("full_name")
-                    if isinstance(profile, dict)
-                    else None
-                )
-                if isinstance(full, str) and full.strip():
-                    return _name(full)
+            profile = (
+                (data.get("profile_v2") or data.get("profile")) if isinstance(data, dict) else None
+            )
+            name = profile.get("name") if isinstance(profile, dict) else None
+            full = name.get("full_name") if isinstance(name, dict) else None
+            if isinstance(full, str) and full.strip():
+                return _name(full)
         common: set[str] | None = None
         seen: set[str] = set()
         for member in self._messages(export):
@@ -282,7 +283,9 @@ class FacebookReader:
                     reactions = message.get("reactions")
                     if reactions:
                         batch.extend(self._message_reactions(reactions, base, sender, at))
-            except (KeyError, TypeError, ValueError, OverflowError):
+            except (KeyError, TypeError, ValueError, OverflowError, OSError, AttributeError):
+                # A message that is not an object, or lacks a sender (text) or a time (a number
+                # of milliseconds that can be a date).
                 raise ExportError(
                     f"{export.describe(member)}: a message without a sender or a time"
                 ) from None

@@ -42,10 +42,15 @@ def username(entry: dict[str, Any]) -> str | None:
 
 
 def _since(entry: dict[str, Any]) -> datetime | None:
-    items = entry.get("string_list_data") or []
-    stamp = items[0].get("timestamp") if items and isinstance(items[0], dict) else None
+    """When the follow began, where the entry says (an unreadable date is no date)."""
+    items = entry.get("string_list_data")
+    first = items[0] if isinstance(items, list) and items else None
+    stamp = first.get("timestamp") if isinstance(first, dict) else None
     if isinstance(stamp, int | float) and not isinstance(stamp, bool) and stamp > 0:
-        return datetime.fromtimestamp(stamp, tz=UTC)
+        try:
+            return datetime.fromtimestamp(stamp, tz=UTC)
+        except (OverflowError, ValueError, OSError):
+            return None
     return None
 
 

@@ -94,12 +94,13 @@ class LinkedInReader:
                 for row in rows:
                     if not any(cell.strip() for cell in row):
                         continue
-                    if len(row) < len(header) - 1:
+                    values = dict(zip(header, row, strict=False))
+                    if len(row) < len(header) and any(c not in values for c in required):
                         raise ExportError(
                             f"{export.describe(member)}: line {rows.line_num} has {len(row)} "
                             f"fields where the header has {len(header)}; the file may be cut short"
                         )
-                    yield rows.line_num, dict(zip(header, row, strict=False))
+                    yield rows.line_num, values
             except csv.Error as exc:
                 raise ExportError(
                     f"{export.describe(member)}: line {rows.line_num}: {exc}"
