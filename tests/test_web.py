@@ -112,6 +112,8 @@ def test_get_shows_every_suggestion_and_changes_nothing(page: Page) -> None:
     for suggestion in pending(page.app):
         assert suggestion.connection.handle in body
         assert f'name="d-{suggestion.id}"' in body
+        row = body.split(f'id="s-{suggestion.id}"')[1].split("</li>")[0]
+        assert ("gone or moved</span>" in row) == (suggestion.reason.value == "gone")
     # labelled controls: every radio sits in a label, every row's group is named
     assert body.count('<input type="radio"') == body.count('<label><input type="radio"')
     assert "Decision for" in body and "<legend" in body
