@@ -727,3 +727,26 @@ def test_odd_values_that_say_nothing_are_skipped(store: Store, tmp_path: Path) -
     followers[1]["string_list_data"][0]["timestamp"] = 10**20  # a date that cannot be
     run(store, IG, InstagramReader(), write_export(tmp_path / "ig", ig, as_zip=False))
     assert connections(store)["bo_chen"][3] is None
+
+
+def test_instagram_messages_from_display_names_find_their_follower(
+    store: Store, tmp_path: Path
+) -> None:
+    files = instagram_files("2026")
+    inbox = "your_instagram_activity/messages/inbox/"
+    del files[f"{inbox}analima_17/message_1.json"]
+    # Threads name people as they show themselves, not by user name.
+    files[f"{inbox}analima_17/message_1.json"] = thread(
+        ["Ana ✨", "Harriet V"], [("Ana ✨", NOW - timedelta(days=1)), ("Harriet V", OLD)]
+    )
+    files[f"{inbox}bochen_18/message_1.json"] = thread(
+        ["Bo Chen", "Harriet V"], [("Bo Chen", NOW - timedelta(days=2))]
+    )
+
+    run(store, IG, InstagramReader(), write_export(tmp_path / "ig", files, as_zip=True))
+
+    assert exchanges(store) == [
+        ("ana.lima", "message", "inbound"),  # by the thread's folder
+        ("ana.lima", "message", "outbound"),
+        ("bo_chen", "message", "inbound"),  # by the name, punctuation aside
+    ]

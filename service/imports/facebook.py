@@ -25,7 +25,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import PurePosixPath
@@ -109,6 +109,9 @@ class FacebookReader:
         self.handle: str | None = None
         self._found: dict[tuple[int, tuple[str, ...]], list[str]] = {}
         self.notes: list[str] = []
+        # Instagram's threads name people by display name: a reader that knows better maps a
+        # thread's other participants to connection keys (see instagram.py).
+        self.keys_for: Callable[[str, list[str]], dict[str, str]] | None = None
 
     def _find(self, export: Export, patterns: tuple[str, ...]) -> list[str]:
         """The members of one kind: ``export.find`` walks every member of the export once,
@@ -259,6 +262,7 @@ class FacebookReader:
                 if isinstance(p, dict) and isinstance(p.get("name"), str)
             ]
             others = [(p, _short(p)) for p in participants if p != owner]
+            keyed = self.keys_for(thread, [p for p, _ in others]) if self.keys_for else {}
             append = batch.append
             try:
                 for message in data["messages"]:
@@ -277,12 +281,16 @@ class FacebookReader:
                     base = f"fbm:{tid}:{ms}:{sid}:{n}"
                     if sender == owner:
                         for other, oid in others:
-                            append(Named(f"{base}:{oid}", other, message_kind, _OUT, at))
+                            append(
+                                Named(
+                                    f"{base}:{oid}", other, message_kind, _OUT, at, keyed.get(other)
+                                )
+                            )
                     else:
-                        append(Named(base, sender, message_kind, _IN, at))
+                        append(Named(base, sender, message_kind, _IN, at, keyed.get(sender)))
                     reactions = message.get("reactions")
                     if reactions:
-                        batch.extend(self._message_reactions(reactions, base, sender, at))
+                        batch.extend(self._message_reactions(reactions, base, sender, at, keyed))
             except (KeyError, TypeError, ValueError, OverflowError, OSError, AttributeError):
                 # A message that is not an object, or lacks a sender (text) or a time (a number
                 # of milliseconds that can be a date).
@@ -296,7 +304,12 @@ class FacebookReader:
             yield batch
 
     def _message_reactions(
-        self, reactions: list[dict[str, Any]], base: str, sender: str, at: datetime
+        self,
+        reactions: list[dict[str, Any]],
+        base: str,
+        sender: str,
+        at: datetime,
+        keyed: dict[str, str],
     ) -> Iterator[Named]:
         for reaction in reactions:
             actor = _name(reaction["actor"])
@@ -304,9 +317,9 @@ class FacebookReader:
                 continue
             rid = f"{base}:r:{_short(actor)}"
             if actor == self.owner:
-                yield Named(rid, sender, Kind.REACTION, _OUT, at)
+                yield Named(rid, sender, Kind.REACTION, _OUT, at, keyed.get(sender))
             elif sender == self.owner:
-                yield Named(rid, actor, Kind.REACTION, _IN, at)
+                yield Named(rid, actor, Kind.REACTION, _IN, at, keyed.get(actor))
 
     def _titled(
         self, rows: list[dict[str, Any]], member: str, export: Export, kind: Kind

@@ -26,6 +26,10 @@ FOLLOWING = ("followers_and_following/following.json", "followers_and_following/
 PROFILE = ("personal_information/personal_information.json",)
 
 
+def _squash(text: str) -> str:
+    return "".join(c for c in text.casefold() if c.isalnum())
+
+
 def username(entry: dict[str, Any]) -> str | None:
     """``value``, else ``title``, else the last part of the link (``/_u/<user>``)."""
     items = entry.get("string_list_data") or [{}]
@@ -60,6 +64,7 @@ class InstagramReader:
     def __init__(self) -> None:
         self._messages = FacebookReader()
         self.handle: str | None = None
+        self._users: dict[str, str] = {}  # user name without punctuation -> key
 
     def members(self, export: Export) -> list[str]:
         found = export.find(*FOLLOWERS) + export.find(*FOLLOWING) + self._messages._messages(export)
@@ -83,6 +88,7 @@ class InstagramReader:
                 user = username(entry)
                 if user is None:
                     raise ExportError(f"{export.describe(member)}: an entry without a user name")
+                self._users.setdefault(_squash(user), user.casefold())
                 people.append(
                     ListedPerson(
                         name=user,
@@ -99,11 +105,36 @@ class InstagramReader:
     def exchanges(self, export: Export, tick: Tick) -> Iterator[Sequence[Named]]:
         reader = self._messages
         reader.handle = self.handle
+        reader.keys_for = self._keys_for
         reader.owner = reader._owner(export, tick)
         for batch in reader._read_messages(export, tick):
             yield [
                 Named(
-                    f"ig{n.event_id[2:]}", n.name, n.kind, n.direction, n.at, key=n.name.casefold()
+                    f"ig{n.event_id[2:]}",
+                    n.name,
+                    n.kind,
+                    n.direction,
+                    n.at,
+                    n.key or n.name.casefold(),
                 )
                 for n in batch
             ]
+
+    def _keys_for(self, thread: str, others: list[str]) -> dict[str, str]:
+        """Which follower each display name in a thread is.
+
+        A name that is a user name (punctuation aside) is that user; in a thread with one
+        other person, the thread's folder (``analima_1234567890``) is their user name without
+        its dots and underscores.
+        """
+        keys: dict[str, str] = {}
+        for name in others:
+            user = self._users.get(_squash(name))
+            if user is not None:
+                keys[name] = user
+        prefix, _, number = thread.rpartition("_")
+        if len(others) == 1 and others[0] not in keys and number.isdigit():
+            user = self._users.get(_squash(prefix))
+            if user is not None:
+                keys[others[0]] = user
+        return keys
