@@ -24,10 +24,18 @@ def token_path(state_dir: Path, account_key: str) -> Path:
     return state_dir / "tokens" / f"{safe}.json"
 
 
+def _private_folder(folder: Path) -> None:
+    """``<state>/tokens`` and the state directory, 0700 when this makes them (mkdir's
+    ``parents=True`` would give the folders above the last one the umask's mode)."""
+    for each in (folder.parent, folder):
+        if not each.exists():
+            each.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+
+
 def save_token(state_dir: Path, account_key: str, data: dict[str, Any]) -> Path:
     path = token_path(state_dir, account_key)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
+    _private_folder(path.parent)
     register_secrets(str(v) for v in data.values() if isinstance(v, str))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     try:
@@ -66,7 +74,7 @@ def token_lock(state_dir: Path, account_key: str) -> Iterator[None]:
     re-reads the file once it has the lock, since another process may have rotated it.
     """
     path = token_path(state_dir, account_key).with_suffix(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _private_folder(path.parent)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,8 +114,14 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
         path = Path(parsed.database)
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Created here, 0600, before SQLite creates it with the umask's mode (often
+            # 0644): it holds who you talk to. SQLite gives its -wal and -shm files the
+            # database file's mode. An empty file is an empty database to SQLite.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
         except OSError as exc:
-            raise StoreError(f"cannot create the database directory {path.parent}: {exc}") from None
+            raise StoreError(f"cannot create the database file {path}: {exc}") from None
     try:
         engine = create_engine(parsed, future=True, pool_pre_ping=True)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
