@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -571,3 +571,38 @@ def test_an_account_without_its_secret_is_reported(home, tmp_path, monkeypatch):
     section = text.split("== mastodon:@me@example.social")[1]
     assert "${LOPPER_TEST_MISSING_TOKEN} is not set" in section
     site.close()
+
+
+def test_an_x_account_shows_the_months_estimated_cost_against_its_budget(store) -> None:
+    from service.config import Account as AccountConfig
+    from service.config import Rules
+    from service.digest.compose import gather_account
+    from service.store.models import CostRecord
+
+    config = AccountConfig.model_validate(
+        {"platform": "x", "handle": "@me", "x": {"monthly_budget": 20}}
+    )
+    with store.session() as session:
+        account = Account(key=config.key, platform="x", handle="@me", streams=[], created_at=NOW)
+        session.add(account)
+        session.flush()
+        for at, micros in ((NOW - timedelta(days=40), 9_000_000), (NOW, 1_234_000)):
+            session.add(
+                CostRecord(
+                    account_id=account.id,
+                    at=at,
+                    source="sync",
+                    reads={},
+                    writes={},
+                    micros=micros,
+                    listing_micros=0,
+                )
+            )
+    with store.session() as session:
+        digest = gather_account(session, config, Rules(), NOW, None, None)
+    assert digest.cost_month == pytest.approx(1.234)  # last month's 9 dollars are not in it
+    assert digest.budget == 20
+    data = DigestData(generated_at=NOW, since=None, accounts=[digest])
+    rendered = render(data, UTC)
+    assert "Estimated API cost this month: $1.23 of a $20.00 budget." in rendered.text
+    assert "$1.23" in rendered.html

@@ -16,7 +16,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from service.config import Account as AccountConfig
-from service.config import Rules
+from service.config import Rules, XOptions
+from service.costs import month_costs
 from service.model import ConnectionState, RemovalState, SuggestionState
 from service.rules import Verdict, coverage_gap
 from service.store.models import Account, Connection, Removal, Suggestion, SyncRun
@@ -124,6 +125,8 @@ class AccountDigest:
     too_early: int = 0  # connections not judgeable yet for lack of history
     brake: str | None = None
     buckets: list[Bucket] = field(default_factory=list)
+    cost_month: float | None = None  # estimated platform cost this month (pay-per-use APIs)
+    budget: float | None = None
 
     @property
     def suggestion_ids(self) -> list[int]:
@@ -274,6 +277,11 @@ def gather_account(
             "until a later sync agrees"
         )
     digest.history_gap = coverage_gap(account_coverage(session, account), rules, now)
+    if config.platform == "x":
+        options = config.x or XOptions()
+        costs = month_costs(session, now, {config.key: options.prices})
+        digest.cost_month = costs.get(config.key, 0.0)
+        digest.budget = options.monthly_budget
 
     evaluation = judge_account(session, account, rules, now, with_evidence=False)
     open_ids = set(
