@@ -212,7 +212,7 @@ def test_any_mapping_loads_or_is_refused_naming_the_key(document: dict[Any, Any]
     check_config("config: any mapping", yaml.safe_dump({"version": 1, **document}))
 
 
-@fuzz(120)
+@fuzz(80)
 @given(st.data())
 def test_a_mutated_example_loads_or_is_refused_naming_the_key(data: st.DataObject) -> None:
     example = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
@@ -577,7 +577,7 @@ FIELD_VALUES = st.sampled_from(
 ) | st.text(max_size=12)
 
 
-@fuzz(80)
+@fuzz(60)
 @given(data=st.data())
 def test_any_form_is_decided_or_refused_with_a_page_never_a_failure(
     review: Review, data: st.DataObject
