@@ -132,7 +132,6 @@ class Daemon:
     app: App
     notifier: Notifier = field(default_factory=Notifier)
     instance: str = field(default_factory=q.instance_name)
-    clock_now: Any = None  # tests may pass a clock; the app's clock otherwise
 
     def __post_init__(self) -> None:
         self.stop_event = threading.Event()
@@ -140,6 +139,7 @@ class Daemon:
         self._reload = False
         self._lock = threading.Lock()
         self._running: dict[int, q.Work] = {}
+        self._started: set[int] = set()
         self._idle = threading.Condition(self._lock)
         self._leadership: q.Leadership | None = None
         self._sqlite_lock: q.SqliteLock | None = None
@@ -237,6 +237,21 @@ class Daemon:
         self.stop_event.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
+        with self._idle:
+            # Claimed, but the scheduler stopped before handing them to a worker.
+            unstarted = [w for w in self._running.values() if w.id not in self._started]
+        for work in unstarted:
+            with contextlib.suppress(Exception):
+                q.finish(
+                    self.app.store,
+                    work,
+                    self.instance,
+                    JobState.INTERRUPTED,
+                    self.now(),
+                    "stopped before it started",
+                )
+            with self._idle:
+                self._running.pop(work.id, None)
         deadline = time.monotonic() + STOP_TIMEOUT
         with self._idle:
             while self._running and time.monotonic() < deadline:
@@ -424,6 +439,10 @@ class Daemon:
     # -- one unit of work ------------------------------------------------------------------
 
     def _run(self, work: q.Work) -> None:
+        with self._idle:
+            if self.stop_event.is_set() or work.id not in self._running:
+                return  # the stop came first; stop() records it as interrupted
+            self._started.add(work.id)
         bind_run(work.run_id, job=work.job, **({"account": work.account} if work.account else {}))
         started = time.monotonic()
         log.info("job started", slot=work.slot.isoformat() if work.slot else None)
@@ -454,6 +473,7 @@ class Daemon:
         )
         with self._idle:
             self._running.pop(work.id, None)
+            self._started.discard(work.id)
             idle = not self._running
             self._idle.notify_all()
         if idle:
