@@ -182,6 +182,16 @@ def prune(store: Store, before: datetime) -> None:
             )
 
 
+def active_jobs(session: Session) -> set[tuple[str, str]]:
+    """(job, account) of every queued or running job."""
+    rows = session.execute(
+        select(JobRun.job, JobRun.account).where(
+            JobRun.state.in_([JobState.QUEUED, JobState.RUNNING])
+        )
+    )
+    return {(job, account) for job, account in rows}
+
+
 def last_finished(session: Session, job: str, account: str) -> JobRun | None:
     return session.scalars(
         select(JobRun)

@@ -411,10 +411,14 @@ class Daemon:
                 digest_ready=self._digest is not None,
                 first_start=self._first_start,
             )
+            # Queued or running already: the database would refuse a copy (and, on
+            # PostgreSQL, write the refusal to its log each time).
+            active = q.active_jobs(session)
         upcoming: d.Due | None = None
         for item in dues:
             if item.ready(now):
-                q.enqueue(store, item.job, item.account, now, item.slot)
+                if (item.job, item.account) not in active:
+                    q.enqueue(store, item.job, item.account, now, item.slot)
             elif item.at is not None and (upcoming is None or item.at < (upcoming.at or item.at)):
                 upcoming = item
         self._upcoming = upcoming
