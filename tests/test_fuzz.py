@@ -323,11 +323,7 @@ def spoil_zip(data: st.DataObject, path: Path, how: str) -> None:
 
 # Escapes found by these properties, reported in /tmp/bugs-stress.md, each with an xfail
 # test below.
-KNOWN_IMPORTS: dict[str, list[tuple[type[Exception], str]]] = {
-    "linkedin export": [(KeyError, "connected on")],  # a last row cut before its last field
-    # profile_information.json whose "name" is not an object
-    "facebook export": [(AttributeError, "object has no attribute 'get'")],
-}
+KNOWN_IMPORTS: dict[str, list[tuple[type[Exception], str]]] = {}
 # A zip member asking for a newer zip version or an unknown compression: zipfile raises
 # NotImplementedError, which export.py does not turn into an ExportError (any reader).
 for _escapes in (
@@ -429,11 +425,6 @@ def test_a_damaged_instagram_export_imports_or_is_refused_whole(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="linkedin.py accepts a row one field short, then reads row['connected on'] that "
-    "the short row lacks: KeyError instead of an error naming the line",
-)
 def test_a_linkedin_row_cut_before_its_date_names_the_line(store: Store, tmp_path: Path) -> None:
     files = linkedin_2018()
     text = files["Connections.csv"]
@@ -444,11 +435,6 @@ def test_a_linkedin_row_cut_before_its_date_names_the_line(store: Store, tmp_pat
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="facebook.py _owner calls .get on profile_v2.name whatever its type: "
-    "AttributeError instead of an error naming profile_information.json",
-)
 def test_a_facebook_profile_whose_name_is_a_list_is_read_or_refused(
     store: Store, tmp_path: Path
 ) -> None:
