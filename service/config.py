@@ -44,12 +44,15 @@ def parse_duration(value: Any) -> timedelta:
         return value
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30m, 6h or 180d")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return timedelta(seconds=float(match[1]) * _DURATION_UNITS[match[2]])
+    try:
+        if isinstance(value, int | float):
+            return timedelta(seconds=value)
+        if isinstance(value, str):
+            match = _DURATION.match(value)
+            if match:
+                return timedelta(seconds=float(match[1]) * _DURATION_UNITS[match[2]])
+    except OverflowError:
+        raise ValueError(f"{value!r} is too long a duration") from None
     raise ValueError(f"expected a duration such as 30m, 6h or 180d, got {value!r}")
 
 
@@ -277,7 +280,7 @@ class Schedule(_DurationModel):
                 raise ValueError(f"{name} must be longer than zero")
         if self.sync_jitter < timedelta(0):
             raise ValueError("sync_jitter must not be negative")
-        if self.lease < 2 * self.poll_every:
+        if self.lease / 2 < self.poll_every:
             raise ValueError("lease must be at least twice poll_every (leases are renewed then)")
         return self
 
@@ -408,11 +411,17 @@ class LoadedConfig:
 
 
 def state_dir() -> Path:
-    """``$STATE_DIRECTORY`` (systemd's StateDirectory=) else the XDG state directory."""
+    """``$STATE_DIRECTORY`` (systemd's StateDirectory=) else the XDG state directory.
+
+    Made 0700 when it does not exist yet: it holds tokens, keys and the database, and
+    whichever part of lopper writes there first must not leave it readable by others.
+    """
     env = os.environ.get("STATE_DIRECTORY")
-    if env:
-        return Path(env.split(":")[0])
-    return Path(platformdirs.user_state_dir(APP))
+    path = Path(env.split(":")[0]) if env else Path(platformdirs.user_state_dir(APP))
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
+    return path
 
 
 def config_dir() -> Path:
@@ -516,6 +525,30 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     )
 
 
+def _bad_timestamp_line(text: str) -> int | None:
+    """The line of the first YAML timestamp that names no real date."""
+    loader = yaml.SafeLoader(text)
+    try:
+        nodes = [loader.get_single_node()]
+        while nodes:
+            node = nodes.pop(0)
+            if isinstance(node, yaml.ScalarNode):
+                if node.tag == "tag:yaml.org,2002:timestamp":
+                    try:
+                        loader.construct_yaml_timestamp(node)
+                    except ValueError:
+                        return int(node.start_mark.line) + 1
+            elif isinstance(node, yaml.SequenceNode):
+                nodes.extend(node.value)
+            elif isinstance(node, yaml.MappingNode):
+                nodes.extend(n for pair in node.value for n in pair)
+    except yaml.YAMLError:
+        return None
+    finally:
+        loader.dispose()
+    return None
+
+
 def load_config(path: Path | None = None, text: str | None = None) -> LoadedConfig:
     """Read, resolve and validate a configuration; raise ConfigError naming every problem."""
     source = str(path) if path is not None else "<config>"
@@ -530,6 +563,10 @@ def load_config(path: Path | None = None, text: str | None = None) -> LoadedConf
             raise ConfigError([ConfigProblem(f"{path}: cannot read it ({exc})")], source) from None
     try:
         raw = yaml.safe_load(text)
+    except ValueError as exc:
+        # PyYAML's timestamp constructor: a date that does not exist (2001-02-30).
+        problem = ConfigProblem(f"not a date: {exc}", line=_bad_timestamp_line(text))
+        raise ConfigError([problem], source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -171,10 +171,7 @@ def mutate(data: st.DataObject, document: Any) -> Any:
 
 # Escapes found by these properties, reported in /tmp/bugs-stress.md; each has an xfail
 # test below that turns into a failure once it is fixed, so this list gets emptied.
-KNOWN = [
-    (OverflowError, ""),  # a duration too long for a timedelta (the message varies)
-    (ValueError, "out of range for month"),  # a YAML date that does not exist
-]
+KNOWN: list[tuple[type[Exception], str]] = []
 
 
 def check_config(test: str, text: str) -> None:
@@ -222,31 +219,16 @@ def test_a_mutated_example_loads_or_is_refused_naming_the_key(data: st.DataObjec
 
 
 # Found by the properties above; listed in /tmp/bugs-stress.md and kept here until fixed.
-@pytest.mark.xfail(
-    strict=True,
-    reason="a YAML timestamp that is not a date (2001-02-30) escapes as ValueError from "
-    "yaml.safe_load in load_config",
-)
 def test_an_impossible_date_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="line 2"):
         load_config(text="version: 1\nbogus: 2001-02-30\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Schedule._positive computes 2 * poll_every, which overflows for a poll_every "
-    "past 500 million days, and the OverflowError escapes",
-)
 def test_a_huge_poll_interval_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="schedule"):
         load_config(text="version: 1\nschedule: {poll_every: 600000000d, lease: 600000000d}\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_duration lets timedelta's OverflowError through for a duration too long "
-    "for a timedelta (99999999999999999999d)",
-)
 def test_a_duration_too_long_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"web\.link_ttl"):
         load_config(text="version: 1\nweb: {link_ttl: 99999999999999999999d}\n")
@@ -324,13 +306,6 @@ def spoil_zip(data: st.DataObject, path: Path, how: str) -> None:
 # Escapes found by these properties, reported in /tmp/bugs-stress.md, each with an xfail
 # test below.
 KNOWN_IMPORTS: dict[str, list[tuple[type[Exception], str]]] = {}
-# A zip member asking for a newer zip version or an unknown compression: zipfile raises
-# NotImplementedError, which export.py does not turn into an ExportError (any reader).
-for _escapes in (
-    KNOWN_IMPORTS.setdefault(t, [])
-    for t in ("facebook export", "linkedin export", "instagram export", "x archive")
-):
-    _escapes.append((NotImplementedError, ""))
 
 
 class Exports:
@@ -448,11 +423,6 @@ def test_a_facebook_profile_whose_name_is_a_list_is_read_or_refused(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="export.py's Export.reading does not catch zipfile's NotImplementedError (a member "
-    "needing zip version 9.4, or an unknown compression method)",
-)
 def test_a_zip_member_of_an_unknown_version_is_refused_by_name(
     store: Store, tmp_path: Path
 ) -> None:

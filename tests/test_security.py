@@ -145,11 +145,6 @@ def test_no_request_makes_the_page_redirect_elsewhere(page: Page, target: str) -
     assert location == page.path and location.startswith("/") and not location.startswith("//")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review.py turns werkzeug's RequestRedirect (merge_slashes) into a page with "
-    "status 308 and no Location: not a redirect anywhere, but not a valid answer either",
-)
 def test_a_path_with_doubled_slashes_gets_a_plain_answer(page: Page) -> None:
     response = page.client.get("/review///evil.example/")
     assert not 300 <= response.status_code < 400
@@ -421,12 +416,6 @@ def test_the_database_token_files_and_link_key_are_private(home: Path) -> None:
     assert found == expected, json.dumps({k: oct(v) for k, v in found.items()})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sandbox adapter (platforms/sandbox.py:217, mkdir(parents=True)) makes the state "
-    "directory with the umask's mode when it runs before anything else; so do x.py:226 and "
-    "mastodon.py:505",
-)
 def test_the_state_directory_is_private_after_a_first_run(home: Path) -> None:
     state = _first_run(home)
     assert oct(mode(state)) == oct(0o700)

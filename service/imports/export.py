@@ -72,6 +72,10 @@ class Export:
         """The member as a binary stream; read errors name the member."""
         with self.reading(name):
             if self._zip is not None:
+                if self._zip.getinfo(name).flag_bits & 0x1:
+                    raise ExportError(
+                        f"{self.describe(name)}: the zip is encrypted; unpack it first"
+                    )
                 with self._zip.open(name) as stream:
                     yield stream
             else:
@@ -93,6 +97,12 @@ class Export:
             raise
         except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
             raise ExportError(f"{self.describe(name)}: the file is damaged ({exc})") from exc
+        except NotImplementedError as exc:
+            # zipfile: a member that needs a newer zip version or an unknown compression.
+            raise ExportError(
+                f"{self.describe(name)}: the file is damaged or uses a zip feature that "
+                f"cannot be read ({exc})"
+            ) from exc
         except UnicodeDecodeError as exc:
             raise ExportError(f"{self.describe(name)}: not text in {exc.encoding}") from exc
         except OSError as exc:
@@ -121,6 +131,8 @@ def open_export(path: Path) -> Iterator[Export]:
             raise ExportError(
                 f"{path}: not a zip file or a folder (or the zip is truncated: {exc})"
             ) from exc
+        except NotImplementedError as exc:
+            raise ExportError(f"{path}: uses a zip feature that cannot be read ({exc})") from exc
         except OSError as exc:
             raise ExportError(f"{path}: {exc.strerror or exc}") from exc
         sizes = {i.filename: i.file_size for i in archive.infolist() if not i.is_dir()}

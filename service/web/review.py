@@ -94,7 +94,8 @@ class ReviewApp:
                 Rule(self.prefix + "/review/<token>", endpoint="review", methods=["GET", "POST"]),
                 Rule(self.prefix + "/static/review.css", endpoint="css", methods=["GET"]),
             ]
-        self.urls = Map(rules, strict_slashes=False)
+        # No merging of slashes: werkzeug would answer a 308 redirect to the merged path.
+        self.urls = Map(rules, strict_slashes=False, merge_slashes=False)
         self.templates = Environment(
             loader=PackageLoader("service.web", "templates"),
             autoescape=select_autoescape(["html"]),
