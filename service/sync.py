@@ -265,7 +265,7 @@ def _sync_connections(
         if page is None:
             return
         with store.session() as session:
-            report.connections_new += _save_people(
+            report.connections_new += save_people(
                 session, account_id, page.people, listing, clock()
             )
             _set_cursor(session, account_id, CONNECTIONS, page.next_cursor, clock(), listing)
@@ -288,7 +288,7 @@ def _sync_connections(
         # A listing the platform says is partial (Facebook lists only the app's users) marks
         # nobody as gone.
         if not getattr(adapter, "partial_listing", False):
-            _close_listing(session, account_id, listing, rules, clock(), report)
+            close_listing(session, account_id, listing, rules, clock(), report)
         if report.brake is None:
             # Imported here: removals imports suggestions, which imports this module.
             from service.removals import settle_manual_removals
@@ -298,7 +298,7 @@ def _sync_connections(
     report.streams[CONNECTIONS] = "complete"
 
 
-def _save_people(
+def save_people(
     session: Session, account_id: int, people: Sequence[Person], listing: str, now: datetime
 ) -> int:
     """Write one page of a listing; returns how many people were new.
@@ -399,7 +399,7 @@ def _listed_values(person: Person, listing: str, now: datetime) -> dict[str, Any
     return values
 
 
-def _close_listing(
+def close_listing(
     session: Session,
     account_id: int,
     listing: str,
@@ -574,5 +574,3 @@ def _set_cursor(
 
 
 # The import of a data export writes a complete listing the same way a sync does.
-save_people = _save_people
-close_listing = _close_listing
