@@ -571,6 +571,3 @@ def _set_cursor(
     row.cursor = cursor
     row.listing = listing
     row.updated_at = now
-
-
-# The import of a data export writes a complete listing the same way a sync does.
