@@ -565,8 +565,8 @@ def load_config(path: Path | None = None, text: str | None = None) -> LoadedConf
         raw = yaml.safe_load(text)
     except ValueError as exc:
         # PyYAML's timestamp constructor: a date that does not exist (2001-02-30).
-        problem = ConfigProblem(f"not a date: {exc}", line=_bad_timestamp_line(text))
-        raise ConfigError([problem], source) from None
+        where = _bad_timestamp_line(text)
+        raise ConfigError([ConfigProblem(f"not a date: {exc}", line=where)], source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -12,12 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import structlog
 from sqlalchemy import (
     BigInteger,
     String,
+    Table,
     bindparam,
     func,
     insert,
@@ -351,14 +352,14 @@ def save_people(
         row.update(values)
     # Core statements, not the ORM's bulk paths: those split a batch wherever one row has a
     # None the next has not, and a listing of ten thousand became a thousand statements.
-    table = Connection.__table__
+    table = cast(Table, Connection.__table__)
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in known.values():
         groups.setdefault(tuple(sorted(row)), []).append(
             {f"v_{key}": value for key, value in row.items()}
         )
     for keys, rows in groups.items():
-        changes = {key: bindparam(f"v_{key}") for key in keys if key != "id"}
+        changes: dict[str, Any] = {key: bindparam(f"v_{key}") for key in keys if key != "id"}
         statement = update(table).where(table.c.id == bindparam("v_id")).values(changes)
         session.execute(statement, rows)
     if fresh:

@@ -155,7 +155,6 @@ def all_dues(
     settings: Settings,
     now: datetime,
     *,
-    digest_ready: bool,
     first_start: datetime | None,
 ) -> list[Due]:
     """Every job of every enabled account and the global ones, with when each is due."""
@@ -163,7 +162,7 @@ def all_dues(
     for account in settings.accounts:
         if account.enabled:
             dues += account_dues(load_account_facts(session, account.key), settings, now)
-    if digest_ready and first_start is not None:
+    if first_start is not None:
         last = LastRun.of(last_finished(session, DIGEST, GLOBAL))
         slot = cron.latest_fire(settings.schedule.digest, settings.digest.zone, now)
         done = slot is not None and (

@@ -25,7 +25,7 @@ def _iso(value: datetime | None) -> str | None:
 def schedule_status(session: Session, settings: Settings, now: datetime) -> dict[str, Any]:
     """Per account key: ``next_runs``, ``last_error``; and the digest's ``last``/``next``."""
     first_start = d.first_start_of(session)
-    dues = d.all_dues(session, settings, now, digest_ready=True, first_start=first_start or now)
+    dues = d.all_dues(session, settings, now, first_start=first_start or now)
     accounts: dict[str, dict[str, Any]] = {}
     for item in dues:
         if item.account == d.GLOBAL:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -42,9 +42,13 @@ from service.app import AccountSkipped, App
 from service.daemon import due as d
 from service.daemon import queue as q
 from service.daemon.notify import Notifier, watchdog_interval
+from service.digest import deliver_outbox, queue_digest
 from service.errors import ConfigError, LopperError
 from service.logs import bind_run, scrub
 from service.store.models import JobState
+
+if TYPE_CHECKING:
+    from service.web import ReviewServer
 
 log = structlog.get_logger("lopper.daemon")
 
@@ -57,43 +61,18 @@ class Stopping(Exception):
     """Raised inside a job (between two pages or two removals) once the daemon stops."""
 
 
-class _Server(Protocol):
-    url: str
-
-    def stop(self) -> None: ...
-
-
-def _digest_functions() -> tuple[Any, Any] | None:
-    """``queue_digest`` and ``deliver_outbox`` of the digest package, once it has them."""
-    try:
-        from service import digest
-    except ImportError:
-        return None
-    queue_digest = getattr(digest, "queue_digest", None)
-    deliver_outbox = getattr(digest, "deliver_outbox", None)
-    if queue_digest is None or deliver_outbox is None:
-        return None
-    return queue_digest, deliver_outbox
-
-
-def _start_web(app: App) -> _Server | None:
+def _start_web(app: App) -> ReviewServer | None:
     """The review page, when the configuration enables it; the daemon runs on without it."""
-    web_settings = getattr(app.settings, "web", None)
-    if web_settings is None or not getattr(web_settings, "enabled", False):
+    if not app.settings.web.enabled:
         return None
+    # Imported here: Werkzeug is only loaded where the page is served.
+    from service import web
+
     try:
-        from service import web
-    except ImportError:
-        return None
-    start = getattr(web, "start", None)
-    if start is None:
-        return None
-    try:
-        server: _Server | None = start(app)
+        return web.start(app)
     except OSError as exc:
         log.error("review page not started", error=scrub(str(exc)))
         return None
-    return server
 
 
 def _give_back_memory() -> None:
@@ -144,8 +123,7 @@ class Daemon:
         self._leadership: q.Leadership | None = None
         self._sqlite_lock: q.SqliteLock | None = None
         self._scheduler: BackgroundScheduler | None = None
-        self._web: _Server | None = None
-        self._digest = _digest_functions()
+        self._web: ReviewServer | None = None
         self._first_start: datetime | None = None
         self._last_prune: datetime | None = None
         self._status = ""
@@ -408,7 +386,6 @@ class Daemon:
                 session,
                 settings,
                 now,
-                digest_ready=self._digest is not None,
                 first_start=self._first_start,
             )
             # Queued or running already: the database would refuse a copy (and, on
@@ -518,9 +495,6 @@ class Daemon:
                 f"{len(result.dropped)} dropped, {len(result.failed)} failed"
             )
             return line + (f"; {result.stopped}" if result.stopped else "")
-        if self._digest is None:
-            return "failed: this installation has no digest"
-        queue_digest, deliver_outbox = self._digest
         if work.job == d.DIGEST:
             assert work.slot is not None
             made = queue_digest(app, work.slot)
