@@ -336,7 +336,9 @@ def sync(
                 err.print(f"[red]{exc}[/red]")
                 failed = True
                 continue
-            colour = {"ok": "green", "partial": "yellow", "skipped": "yellow"}.get(report.outcome, "red")
+            colour = {"ok": "green", "partial": "yellow", "skipped": "yellow"}.get(
+                report.outcome, "red"
+            )
             out.print(
                 f"[{colour}]{acc.key}: {report.outcome}[/{colour}] — "
                 f"{report.connections_seen:,} connections ({report.connections_new:,} new, "
@@ -1027,7 +1029,11 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
 
                     lines.append(
                         f"X cost:       {dollars(round(entry['x_cost_month'] * MICROS))} this month (estimate)"
-                        + (f", budget {dollars(round(budget * MICROS))}" if budget is not None else "")
+                        + (
+                            f", budget {dollars(round(budget * MICROS))}"
+                            if budget is not None
+                            else ""
+                        )
                     )
             lines += _schedule_lines(entry, zone)
             for label in ("problem", "paused", "removals_blocked", "brake", "last_sync_detail"):
@@ -1060,11 +1066,17 @@ def _schedule_of(status: dict[str, Any], key: str) -> dict[str, Any]:
 def _schedule_lines(entry: dict[str, Any], zone: Any) -> list[str]:
     runs = entry.get("next_runs") or {}
     nexts = ", ".join(f"{job} {_when(at, zone, True)}" for job, at in runs.items() if at)
-    lines = [f"next runs:    {nexts or 'none'}, digest {_when(entry.get('next_digest'), zone, True)}"]
+    lines = [
+        f"next runs:    {nexts or 'none'}, digest {_when(entry.get('next_digest'), zone, True)}"
+    ]
     last = entry.get("last_digest")
     lines.append(
         "last digest:  "
-        + (f"{_when(last['slot'], zone, True)} (made {_when(last['at'], zone, True)})" if last else "none yet")
+        + (
+            f"{_when(last['slot'], zone, True)} (made {_when(last['at'], zone, True)})"
+            if last
+            else "none yet"
+        )
     )
     error = entry.get("last_error")
     if error:

@@ -390,9 +390,7 @@ class CostRecord(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    sync_run_id: Mapped[int | None] = mapped_column(
-        ForeignKey("sync_runs.id", ondelete="SET NULL")
-    )
+    sync_run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id", ondelete="SET NULL"))
     at: Mapped[datetime] = mapped_column(UTCTime)
     source: Mapped[str] = mapped_column(String(16))  # sync | import
     reads: Mapped[dict[str, int]] = mapped_column(JSON)  # resources charged, by price key
