@@ -991,8 +991,11 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                 if row.brake_engaged_at:
                     entry["brake"] = f"{row.brake_vanished} of {row.brake_total} vanished at once"
                 report.append(entry)
+        from service.digest import outbox_lines, outbox_summary
+
         if as_json:
-            sys.stdout.write(json.dumps(report, indent=1) + "\n")
+            document = {"accounts": report, "outbox": outbox_summary(application).as_json()}
+            sys.stdout.write(json.dumps(document, indent=1) + "\n")
             return
         url = make_url(application.database_url).render_as_string(hide_password=True)
         out.print(f"config:   {application.loaded.path}", highlight=False)
@@ -1040,8 +1043,6 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                 if entry.get(label):
                     lines.append(f"[yellow]{label.replace('_', ' ')}: {entry[label]}[/yellow]")
             out.print(Panel("\n".join(lines), title=title, title_align="left"))
-        from service.digest import outbox_lines
-
         for line in outbox_lines(application):
             out.print(line, highlight=False, markup=False)
 

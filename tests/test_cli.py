@@ -86,7 +86,7 @@ def test_demo_then_the_whole_loop(home):
     assert states[int(ids[0])] == "restored"
     assert states[int(ids[1])] == "removed"
 
-    status = json.loads(lopper("status", "--json"))[0]
+    status = json.loads(lopper("status", "--json"))["accounts"][0]
     assert status["simulated"] is True
     assert status["suggestions"]["removed"] == 2
     assert status["removals_last_24h"] == 3

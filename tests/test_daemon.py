@@ -123,7 +123,7 @@ def test_syncs_evaluates_mails_one_overdue_digest_refuses_a_second_and_stops_on_
     assert "LOPPER_TEST_UNSET_TOKEN" in (failed[0].detail or "")
     shown = CliRunner().invoke(cli_app, ["--config", str(config), "status", "--json"], env=env)
     assert shown.exit_code == 0, shown.output
-    report = {entry["account"]: entry for entry in json.loads(shown.stdout)}
+    report = {entry["account"]: entry for entry in json.loads(shown.stdout)["accounts"]}
     broken, working = report["mastodon:@you@example.social"], report["sandbox:@you"]
     assert broken["last_error"]["job"] in ("sync", "execute")
     assert "LOPPER_TEST_UNSET_TOKEN" in broken["last_error"]["detail"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -154,6 +155,9 @@ def test_a_refused_first_attempt_leads_to_exactly_one_digest_after_the_retry(hom
     assert result.exit_code == 0, result.output
     assert "outbox" in result.output and "1 waiting" in result.output
     assert "451" in result.output
+    result = CliRunner().invoke(cli, ["--config", str(site.config), "status", "--json"])
+    outbox = json.loads(result.stdout)["outbox"]
+    assert outbox["waiting"] == 1 and "451" in outbox["last_error"]
 
     # not due yet: the server is not asked again
     assert deliver_outbox(application, NOW + timedelta(minutes=1)) == 0

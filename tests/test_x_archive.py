@@ -589,7 +589,7 @@ def test_the_command_imports_an_archive_and_status_shows_the_month_s_cost(
     assert result.exit_code == 0, result.output
     assert "2 of 3 likes attributed" in result.output and "$0.01 of X reads" in result.output
     status = runner.invoke(app, ["--config", str(config), "status", "--json"])
-    entry = json.loads(status.stdout)[0]
+    entry = json.loads(status.stdout)["accounts"][0]
     assert entry["x_cost_month"] == pytest.approx(0.01) and entry["x_budget"] == 25
     assert entry["last_sync_outcome"] == "ok"  # the import is recorded as a run
     assert entry["last_sync_detail"].startswith("import of archive.zip")
