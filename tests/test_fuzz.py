@@ -169,19 +169,9 @@ def mutate(data: st.DataObject, document: Any) -> Any:
 # --- the configuration ---------------------------------------------------------------------
 
 
-# Escapes found by these properties, reported in /tmp/bugs-stress.md; each has an xfail
-# test below that turns into a failure once it is fixed, so this list gets emptied.
-KNOWN: list[tuple[type[Exception], str]] = []
-
-
 def check_config(test: str, text: str) -> None:
     try:
         load_config(text=text)
-    except tuple(kind for kind, _ in KNOWN) as exc:
-        if not any(isinstance(exc, k) and said in str(exc) for k, said in KNOWN):
-            raise
-        tried(test, f"known escape: {type(exc).__name__}")
-        return
     except ConfigError as exc:
         assert exc.problems, "a refusal names at least one problem"
         for problem in exc.problems:
@@ -218,7 +208,7 @@ def test_a_mutated_example_loads_or_is_refused_naming_the_key(data: st.DataObjec
     check_config("config: mutated example", yaml.safe_dump(example, allow_unicode=True))
 
 
-# Found by the properties above; listed in /tmp/bugs-stress.md and kept here until fixed.
+# Escapes the properties above found once, kept as examples of their own.
 def test_an_impossible_date_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="line 2"):
         load_config(text="version: 1\nbogus: 2001-02-30\n")
@@ -303,11 +293,6 @@ def spoil_zip(data: st.DataObject, path: Path, how: str) -> None:
     path.write_bytes(bytes(blob))
 
 
-# Escapes found by these properties, reported in /tmp/bugs-stress.md, each with an xfail
-# test below.
-KNOWN_IMPORTS: dict[str, list[tuple[type[Exception], str]]] = {}
-
-
 class Exports:
     """One store per test, reused across its examples; each example gets its own folder."""
 
@@ -332,14 +317,6 @@ class Exports:
         before = dump(self.store)
         try:
             importer(path)
-        except tuple(kind for kind, _ in KNOWN_IMPORTS.get(test, [])) as exc:
-            if not any(
-                isinstance(exc, kind) and said in str(exc) for kind, said in KNOWN_IMPORTS[test]
-            ):
-                raise
-            assert dump(self.store) == before, "an escape changed the store"
-            tried(test, f"known escape: {type(exc).__name__}")
-            return
         except ExportError as exc:
             message = str(exc)
             assert str(path) in message, f"the error names the export: {message}"
