@@ -294,6 +294,9 @@ def test_the_demo_ends_with_the_daemon_at_work_until_ctrl_c(tmp_path):
         log.close()
     assert code == 0, text()[-2000:]
     assert "Ctrl-C" in text()
+    # The demo's own evaluation ran in the same process: its run is not the daemon's.
+    started = [json.loads(line) for line in text().splitlines() if '"daemon started"' in line]
+    assert len(started) == 1 and "run_id" not in started[0] and "job" not in started[0]
 
 
 def test_a_database_server_that_is_away_at_start_is_worth_a_restart(tmp_path):

@@ -143,6 +143,9 @@ class Daemon:
 
     def start(self) -> None:
         """Open the store, take the lock or join the replicas, load the schedule."""
+        # What ran before in this thread (the demo's own sync and evaluation) bound its run
+        # to the log context; the daemon's own lines belong to no run.
+        structlog.contextvars.clear_contextvars()
         # APScheduler logs every run of every job at INFO; the job lines below replace that.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         logging.getLogger("apscheduler.scheduler").addFilter(_quiet_tick_overlap)
