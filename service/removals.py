@@ -33,8 +33,8 @@ from service.platforms.base import (
     RateLimited,
 )
 from service.store import Store
-from service.store.models import Account, AuditEntry, Interaction, Removal, Suggestion
-from service.suggestions import LOPPER, PERSON, get_suggestion, transition
+from service.store.models import Account, Interaction, Removal, Suggestion
+from service.suggestions import LOPPER, PERSON, get_suggestion, propose, transition
 
 log = structlog.get_logger("lopper.removals")
 S = SuggestionState
@@ -463,29 +463,7 @@ def settle_manual_removals(
             f"still connected in the {source} of {now:%Y-%m-%d}, "
             f"{(now - suggestion.updated_at).days} days after the removal by hand"
         )
-        again = Suggestion(
-            account_id=account_id,
-            connection_id=connection.id,
-            state=S.PENDING,
-            reason=suggestion.reason,
-            evidence={**suggestion.evidence, "asked_again_after": suggestion.id, "why": why},
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(again)
-        session.flush()
-        session.add(
-            AuditEntry(
-                at=now,
-                actor=LOPPER,
-                via=Channel.SYSTEM,
-                entity="suggestion",
-                entity_id=again.id,
-                account_id=account_id,
-                from_state=None,
-                to_state=S.PENDING.value,
-                detail=why,
-            )
-        )
+        evidence = {**suggestion.evidence, "asked_again_after": suggestion.id, "why": why}
+        propose(session, account_id, connection.id, suggestion.reason, evidence, now)
         asked += 1
     return closed, asked

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import structlog
 from sqlalchemy import func, select
@@ -322,34 +323,53 @@ def queue(
     now: datetime,
     reason: Reason | None = None,
 ) -> list[Suggestion]:
-    made = []
-    for item in items:
-        suggestion = Suggestion(
+    return [
+        propose(
+            session,
+            account_id,
+            item.facts.id,
+            reason or _reason(item.judgement),
+            {**item.judgement.evidence, "why": item.judgement.why},
+            now,
+        )
+        for item in items
+    ]
+
+
+def propose(
+    session: Session,
+    account_id: int,
+    connection_id: int,
+    reason: Reason,
+    evidence: dict[str, Any],
+    now: datetime,
+) -> Suggestion:
+    """A new pending suggestion, audited as lopper's; ``evidence["why"]`` says why."""
+    suggestion = Suggestion(
+        account_id=account_id,
+        connection_id=connection_id,
+        state=S.PENDING,
+        reason=reason,
+        evidence=evidence,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(suggestion)
+    session.flush()
+    session.add(
+        AuditEntry(
+            at=now,
+            actor=LOPPER,
+            via=Channel.SYSTEM,
+            entity="suggestion",
+            entity_id=suggestion.id,
             account_id=account_id,
-            connection_id=item.facts.id,
-            state=S.PENDING,
-            reason=reason or _reason(item.judgement),
-            evidence={**item.judgement.evidence, "why": item.judgement.why},
-            created_at=now,
-            updated_at=now,
+            from_state=None,
+            to_state=S.PENDING.value,
+            detail=evidence.get("why"),
         )
-        session.add(suggestion)
-        session.flush()
-        session.add(
-            AuditEntry(
-                at=now,
-                actor=LOPPER,
-                via=Channel.SYSTEM,
-                entity="suggestion",
-                entity_id=suggestion.id,
-                account_id=account_id,
-                from_state=None,
-                to_state=S.PENDING.value,
-                detail=item.judgement.why,
-            )
-        )
-        made.append(suggestion)
-    return made
+    )
+    return suggestion
 
 
 def queue_plan(store: Store, account_key: str, items: Sequence[PlanItem], now: datetime) -> int:
