@@ -707,8 +707,14 @@ def plan(
                 if row is None:
                     err.print(f"[yellow]{acc.key}: not synced yet[/yellow]")
                     continue
+                # Evidence is only stored when the plan is queued: building it for every
+                # connection of a large network costs a third of the plan's time.
                 evaluation = judge_account(
-                    session, row, application.settings.rules, application.clock()
+                    session,
+                    row,
+                    application.settings.rules,
+                    application.clock(),
+                    with_evidence=queue,
                 )
             result = plan_reduction(evaluation.items, target)
             out.print(

@@ -123,7 +123,10 @@ def test_plan_lists_lowest_value_first_and_queues_only_on_request(home):
     assert "keeping" in output
     assert len(json.loads(lopper("suggestions", "--json", "--all"))) == before
     lopper("plan", "--keep", "20%", "--queue")
-    assert len(json.loads(lopper("suggestions", "--json", "--all"))) > before
+    after = json.loads(lopper("suggestions", "--json", "--all"))
+    assert len(after) > before
+    # A queued plan carries its evidence like any suggestion (the plan alone builds none).
+    assert all(s["evidence"].get("value") is not None for s in after[before:])
 
 
 def test_demo_never_overwrites_a_real_configuration(home):
