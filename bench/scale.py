@@ -109,12 +109,14 @@ def measure(stage: str, url: str, now_ts: int, repeat: int) -> dict[str, Any]:
     if stage == "evaluate":
         seconds, times, report = median_of(repeat, lambda: evaluate_account(store, key, rules, now))
         result["verdicts"] = {str(k): v for k, v in sorted(report.verdicts.items())}
-    elif stage == "plan":
+    elif stage in ("plan", "plan-queue"):
+        # `lopper plan` judges without evidence; `--queue` builds it, to store with the plan.
+        evidence = stage == "plan-queue"
 
         def plan() -> Any:
             with store.session() as session:
                 row = session.get_one(AccountRow, account_id)
-                evaluation = judge_account(session, row, rules, now)
+                evaluation = judge_account(session, row, rules, now, with_evidence=evidence)
             return plan_reduction(evaluation.items, KEEP)
 
         seconds, times, chosen = median_of(repeat, plan)
@@ -240,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         store.dispose()
 
         figures = {}
-        for stage in ("reference", "evaluate", "plan"):
+        for stage in ("reference", "evaluate", "plan", "plan-queue"):
             figures[stage] = result = in_child(stage, url, now, args.repeat)
             label = {
                 "reference": "hand-written aggregate query",
                 "evaluate": "full evaluation (evaluate_account)",
-                "plan": f"reduction plan (judge_account + plan_reduction, keep {KEEP:.0%})",
+                "plan": f"reduction plan (lopper plan --keep {KEEP:.0%})",
+                "plan-queue": "the same plan with the evidence of every connection (--queue)",
             }[stage]
             print(
                 f"{label}: median {result['seconds']:.2f} s ({runs(result['times'])}); "
@@ -254,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if stage == "evaluate":
                 print(f"  verdicts: {result['verdicts']}")
-            if stage == "plan":
+            if stage.startswith("plan"):
                 print(f"  plan: {result['plan']}")
         ratio = figures["evaluate"]["seconds"] / figures["reference"]["seconds"]
         print(f"evaluation / hand-written query: {ratio:.2f}x")
