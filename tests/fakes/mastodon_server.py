@@ -30,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from fakes.faults import Fault, FaultQueue
+
 ME = "109000000000000001"
 TOKEN = "fake-mastodon-token-7c1d"
 WINDOW = timedelta(minutes=5)
@@ -106,14 +108,6 @@ class Truth:
     at: datetime | None
 
 
-@dataclass
-class Fault:
-    kind: str
-    route: str | None = None  # a route name from ROUTES; None: any API route
-    skip: int = 0  # matching requests that still succeed first
-    times: int = 1
-
-
 class _Sorted:
     """Keys in ascending order with the records they stand for: Mastodon's id paging."""
 
@@ -165,8 +159,10 @@ class _Sorted:
         return chosen
 
 
-class FakeMastodon:
+class FakeMastodon(FaultQueue):
     """One Mastodon server with one signed-in account (``ME``) and the world around it."""
+
+    KINDS = FAULTS
 
     def __init__(
         self,
@@ -391,29 +387,6 @@ class FakeMastodon:
         status = self._status(author, posted)
         self.favourites.add(self._serial(), status.id)
         self.truth.append(Truth(author, "like", "outbound", None))
-
-    # -- faults ---------------------------------------------------------------------------
-
-    def inject(self, kind: str, route: str | None = None, *, skip: int = 0, times: int = 1) -> None:
-        if kind not in FAULTS:
-            raise ValueError(f"unknown fault {kind!r}")
-        self.faults.append(Fault(kind, route, skip, times))
-
-    def revoke(self) -> None:
-        self.tokens.clear()
-
-    def _take_fault(self, route: str) -> str | None:
-        for fault in self.faults:
-            if fault.route is not None and fault.route != route:
-                continue
-            if fault.skip > 0:
-                fault.skip -= 1
-                continue
-            fault.times -= 1
-            if fault.times <= 0:
-                self.faults.remove(fault)
-            return fault.kind
-        return None
 
     # -- rendering ------------------------------------------------------------------------
 

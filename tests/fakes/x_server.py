@@ -32,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from fakes.faults import Fault, FaultQueue
+
 ME = "1072250532645998596"
 USERNAME = "TweepyDev"
 TOKEN = "fake-x-user-token-5c2a"
@@ -110,14 +112,6 @@ class Truth:
 
 
 @dataclass
-class Fault:
-    kind: str
-    route: str | None = None
-    skip: int = 0
-    times: int = 1
-
-
-@dataclass
 class _Answer:
     status: int
     body: Any
@@ -126,8 +120,10 @@ class _Answer:
     delay: float = 0.0
 
 
-class FakeX:
+class FakeX(FaultQueue):
     """The X API for one signed-in account (``ME``) and the world around it."""
+
+    KINDS = FAULTS
 
     def __init__(
         self, clock: Callable[[], datetime], *, created_at: datetime | None = None
@@ -295,28 +291,7 @@ class FakeX:
         self.truth.append(Truth(other, "message", "inbound" if inbound else "outbound"))
         return event
 
-    # -- faults and tokens ----------------------------------------------------------------
-
-    def inject(self, kind: str, route: str | None = None, *, skip: int = 0, times: int = 1) -> None:
-        if kind not in FAULTS:
-            raise ValueError(f"unknown fault {kind!r}")
-        self.faults.append(Fault(kind, route, skip, times))
-
-    def revoke(self) -> None:
-        self.tokens.clear()
-
-    def _take_fault(self, route: str) -> str | None:
-        for fault in self.faults:
-            if fault.route is not None and fault.route != route:
-                continue
-            if fault.skip > 0:
-                fault.skip -= 1
-                continue
-            fault.times -= 1
-            if fault.times <= 0:
-                self.faults.remove(fault)
-            return fault.kind
-        return None
+    # -- tokens ---------------------------------------------------------------------------
 
     def _authorized(self, header: str | None) -> bool:
         header = header or ""
