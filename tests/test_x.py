@@ -94,7 +94,9 @@ def adapter_for(fake: FakeX, state: Path, clock: Clock, **options: Any) -> XPlat
         )
     adapter = build_adapter(account(fake, **options), state, clock)
     assert isinstance(adapter, XPlatform) and isinstance(adapter, Platform)
-    adapter.session.timeout = 0.3  # the fake's "timeout" fault answers after a second
+    # The fake's "timeout" fault answers after three seconds. The client waits long enough
+    # for a loaded machine's ordinary answer (a shorter wait made fault-free syncs fail).
+    adapter.session.timeout = 1.5
     return adapter
 
 

@@ -149,7 +149,7 @@ class FakeX(FaultQueue):
         self.refresh_tokens = {REFRESH}
         self.approved_codes: dict[str, str] = {}
         self.oauth1 = dict(OAUTH1)
-        self.timeout_delay = 1.0
+        self.timeout_delay = 3.0
         self.busy = 0.0  # seconds spent answering (parsing, rendering, encoding, sending)
         self._seq = 0
         self._serial = 10_000
