@@ -24,9 +24,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from fakes.serving import Served
 
 ME = "10150000000000001"
 ME_NAME = "Harriet Vane"
@@ -67,7 +69,7 @@ class FakePost:
     reactions: list[tuple[str, str]] = field(default_factory=list)  # (user id, type)
 
 
-class FakeGraph:
+class FakeGraph(Served):
     def __init__(self, clock: Callable[[], datetime]) -> None:
         self.clock = clock
         self.users: dict[str, FakeUser] = {}
@@ -78,7 +80,6 @@ class FakeGraph:
         self.versions: Counter[str] = Counter()
         self.faults: list[int] = []  # Graph error codes to answer the next requests with
         self.lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
         self._serial = 0
 
     # -- the network ----------------------------------------------------------------------
@@ -114,10 +115,9 @@ class FakeGraph:
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() the server first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+        return super().url + "/"
 
-    def start(self) -> FakeGraph:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -135,23 +135,7 @@ class FakeGraph:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeGraph:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+        return Handler
 
     # -- answers --------------------------------------------------------------------------
 

@@ -26,11 +26,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fakes.faults import Fault, FaultQueue
+from fakes.serving import Served
 
 ME = "109000000000000001"
 TOKEN = "fake-mastodon-token-7c1d"
@@ -159,7 +160,7 @@ class _Sorted:
         return chosen
 
 
-class FakeMastodon(FaultQueue):
+class FakeMastodon(FaultQueue, Served):
     """One Mastodon server with one signed-in account (``ME``) and the world around it."""
 
     KINDS = FAULTS
@@ -205,8 +206,6 @@ class FakeMastodon(FaultQueue):
         self.app_scopes: str | None = None
         self._next_id = 1
         self._seq = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.add_account(username, None, account_id=ME, created_at=created_at, name="Me")
 
     # -- ids ------------------------------------------------------------------------------
@@ -530,36 +529,13 @@ class FakeMastodon(FaultQueue):
 
     # -- serving --------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() the server first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeMastodon:
+    def handler(self) -> type[_Handler]:
         fake = self
 
         class Handler(_Handler):
             server_fake = fake
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        # A short poll: stopping the server waits for one.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeMastodon:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+        return Handler
 
     def rate_headers(self) -> dict[str, str]:
         """Mastodon's rack-attack headers: the window resets on a boundary of its period."""
@@ -891,13 +867,6 @@ def _route(method: str, path: str) -> tuple[str | None, re.Match[str] | None]:
             if match:
                 return name, match
     return None, None
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client hanging up on a kept-alive connection is no news
 
 
 class _Handler(BaseHTTPRequestHandler):

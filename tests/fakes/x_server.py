@@ -28,11 +28,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fakes.faults import Fault, FaultQueue
+from fakes.serving import Served
 
 ME = "1072250532645998596"
 USERNAME = "TweepyDev"
@@ -120,7 +121,7 @@ class _Answer:
     delay: float = 0.0
 
 
-class FakeX(FaultQueue):
+class FakeX(FaultQueue, Served):
     """The X API for one signed-in account (``ME``) and the world around it."""
 
     KINDS = FAULTS
@@ -153,7 +154,6 @@ class FakeX(FaultQueue):
         self.busy = 0.0  # seconds spent answering (parsing, rendering, encoding, sending)
         self._seq = 0
         self._serial = 10_000
-        self._server: ThreadingHTTPServer | None = None
         self.add_user(USERNAME, user_id=ME, name="Tweepy Testing", created_at=created_at)
 
     # -- ids ------------------------------------------------------------------------------
@@ -322,34 +322,13 @@ class FakeX(FaultQueue):
 
     # -- serving --------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() the server first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeX:
+    def handler(self) -> type[_Handler]:
         fake = self
 
         class Handler(_Handler):
             server_fake = fake
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeX:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+        return Handler
 
     def _window(self) -> tuple[int, int]:
         now = int(self.clock().timestamp())
@@ -749,13 +728,6 @@ def _route(method: str, path: str) -> tuple[str | None, re.Match[str] | None]:
             if match:
                 return name, match
     return None, None
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that gave up (a timeout) or hung up is no news
 
 
 class _Handler(BaseHTTPRequestHandler):
