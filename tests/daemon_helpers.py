@@ -44,9 +44,22 @@ def write_config(
     schedule: dict[str, str] | None = None,
     extra: str = "",
     failing: bool = False,
+    mastodon: list[tuple[str, str, str]] | None = None,
+    removal_spacing: str | None = None,
 ) -> Path:
-    handles = accounts or ["@you"]
+    """A configuration for ``lopper run``: sandbox accounts (``accounts``; none if it is an
+    empty list and ``mastodon`` is given) and Mastodon accounts served by fakes of the test
+    process (``mastodon``: handle, server URL, access token)."""
+    handles = accounts if accounts is not None else ([] if mastodon else ["@you"])
     lines = ["version: 1", "accounts:"]
+    for handle, server, token in mastodon or []:
+        lines += [
+            "  - platform: mastodon",
+            f'    handle: "{handle}"',
+            f"    credentials: {{access_token: '{token}', api_base_url: '{server}'}}",
+        ]
+        if removal_spacing is not None:
+            lines.append(f'    removal_spacing: ["{removal_spacing}", "{removal_spacing}"]')
     for handle in handles:
         lines += [
             "  - platform: sandbox",
