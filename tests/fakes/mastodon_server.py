@@ -22,6 +22,7 @@ import random
 import re
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,8 @@ ROUTES: dict[str, tuple[str, re.Pattern[str]]] = {
 }
 _OAUTH = frozenset({"apps", "oauth_metadata", "token", "instance", "instance_v2"})
 _TEXT = "text/plain; charset=utf-8"
-FAULTS = ("429", "500", "503", "malformed", "401", "bearer400", "403", "404", "drop")
+# "drop": hang up without an answer; "stall": say nothing for ``stall`` seconds, then hang up
+FAULTS = ("429", "500", "503", "malformed", "401", "bearer400", "403", "404", "drop", "stall")
 
 
 def iso_ms(value: datetime) -> str:
@@ -174,10 +176,17 @@ class FakeMastodon(FaultQueue, Served):
         created_at: datetime = datetime(2021, 3, 4, tzinfo=UTC),
         rate_limit: int = 300,
         token: str = TOKEN,
+        window: timedelta = WINDOW,
     ) -> None:
         self.clock = clock
         self.domain = domain
         self.rate_limit = rate_limit
+        self.window = window  # the rate limit's period
+        self.stall = 3.0  # seconds a "stall" fault keeps the client waiting
+        self.unfollowed: Counter[str] = Counter()  # follows ended by an unfollow request
+        # Called with the route and the answer before it is sent (the chaos bench kills the
+        # client there: after the server acted, before the client heard).
+        self.on_answer: Callable[[str, _Answer], None] | None = None
         self.tokens = {token}
         self.lock = threading.RLock()
         self.accounts: dict[str, FakeAccount] = {}
@@ -204,6 +213,7 @@ class FakeMastodon(FaultQueue, Served):
         self.lagging_follows: set[str] = set()  # relationships read stale once after a follow
         self.approved_codes: dict[str, str] = {}  # code the person would paste -> token
         self.app_scopes: str | None = None
+        self.latency = 0.0  # seconds each answer waits first (the network); none unless set
         self._next_id = 1
         self._seq = 0
         self.add_account(username, None, account_id=ME, created_at=created_at, name="Me")
@@ -540,11 +550,11 @@ class FakeMastodon(FaultQueue, Served):
     def rate_headers(self) -> dict[str, str]:
         """Mastodon's rack-attack headers: the window resets on a boundary of its period."""
         now = self.clock()
-        period = int(WINDOW.total_seconds())
+        period = max(1, int(self.window.total_seconds()))
         start = datetime.fromtimestamp(int(now.timestamp()) // period * period, tz=UTC)
         if self.window_start != start:
             self.window_start, self.window_used = start, 0
-        reset = start + WINDOW
+        reset = start + timedelta(seconds=period)
         return {
             "x-ratelimit-limit": str(self.rate_limit),
             "x-ratelimit-remaining": str(max(0, self.rate_limit - self.window_used)),
@@ -595,9 +605,13 @@ class FakeMastodon(FaultQueue, Served):
         form: dict[str, list[str]],
         authorization: str | None,
     ) -> _Answer:
+        if self.latency > 0:
+            time.sleep(self.latency)  # outside the lock: requests wait side by side
         answer = self.handle(method, path, query, form, authorization)
         with self.lock:
             self.answered[answer.status] += 1
+        if self.on_answer is not None:
+            self.on_answer(_route(method, path)[0] or path, answer)
         return answer
 
     def _fault(self, kind: str) -> _Answer:
@@ -618,6 +632,8 @@ class FakeMastodon(FaultQueue, Served):
             return _Answer(403, {"error": "This action is not allowed"})
         if kind == "404":
             return _Answer(404, {"error": "Record not found"})
+        if kind == "stall":
+            return _Answer(0, None, drop=True, stall=self.stall)
         return _Answer(0, None, drop=True)
 
     def _oauth(self, route: str, form: dict[str, list[str]]) -> _Answer:
@@ -832,6 +848,8 @@ class FakeMastodon(FaultQueue, Served):
         account = self.accounts.get(account_id)
         if account is None or account.suspended:
             return _Answer(404, {"error": "Record not found"})
+        if account_id in self._follow_of:
+            self.unfollowed[account_id] += 1
         self.unfollow(account_id)
         return _Answer(200, self.relationship(account_id))
 
@@ -847,6 +865,7 @@ class _Answer:
     raw: str | None = None
     content_type: str = "application/json; charset=utf-8"
     drop: bool = False
+    stall: float = 0.0  # seconds of silence before the answer (or the hang-up)
 
 
 def _first(values: dict[str, list[str]], key: str) -> str | None:
@@ -891,6 +910,8 @@ class _Handler(BaseHTTPRequestHandler):
         answer = self.server_fake.answer(
             method, parts.path, query, form, self.headers.get("Authorization")
         )
+        if answer.stall:
+            time.sleep(answer.stall)
         if answer.drop:
             self.close_connection = True  # hang up without a word: a dropped connection
             return
