@@ -148,6 +148,22 @@ class Account(_Model):
     facebook: FacebookOptions | None = None
     x: XOptions | None = None
     removal_spacing: tuple[timedelta, timedelta] | None = None
+    # How long one request may wait for the platform's answer (None: the adapter's default).
+    request_timeout: timedelta | None = None
+
+    @field_validator("request_timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        timeout = parse_duration(value)
+        if not timedelta(seconds=0.1) <= timeout <= timedelta(minutes=10):
+            raise ValueError("expected between 0.1s and 10m")
+        return timeout
+
+    def timeout_or(self, default: float) -> float:
+        """``request_timeout`` in seconds, or the adapter's ``default``."""
+        return default if self.request_timeout is None else self.request_timeout.total_seconds()
 
     @field_validator("removal_spacing", mode="before")
     @classmethod

@@ -135,3 +135,15 @@ def test_config_location_follows_systemd_then_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     assert default_config_path() == tmp_path / "xdg" / "lopper" / "config.yaml"
     assert find_config(tmp_path / "given.yaml") == tmp_path / "given.yaml"
+
+
+def test_request_timeout_is_a_duration_within_bounds():
+    base = "version: 1\naccounts:\n  - platform: mastodon\n    handle: '@me@example.social'\n"
+    loaded = load_config(text=base + "    request_timeout: 20s\n")
+    account = loaded.settings.accounts[0]
+    assert account.request_timeout == timedelta(seconds=20)
+    assert account.timeout_or(60.0) == 20.0
+    assert load_config(text=base).settings.accounts[0].timeout_or(60.0) == 60.0
+    for bad in ("0s", "2h", "soon"):
+        found = problems(base + f"    request_timeout: {bad}\n")
+        assert len(found) == 1 and "request_timeout" in found[0] and "line 5" in found[0], found

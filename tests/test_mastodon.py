@@ -28,7 +28,7 @@ from sqlalchemy import select
 from service.config import Account as AccountConfig
 from service.model import Channel, Reason, SuggestionState
 from service.platforms import build_adapter
-from service.platforms.base import AuthError, Platform
+from service.platforms.base import AuthError, Platform, PlatformError
 from service.platforms.mastodon import (
     CONVERSATIONS,
     SCOPES,
@@ -688,3 +688,24 @@ def test_authorizing_another_account_stores_nothing(fake: FakeMastodon, tmp_path
         authorize(fake.url, tmp_path, "mastodon:@other@example.social", lambda _url: "code")
 
     assert not token_path(tmp_path, "mastodon:@other@example.social").exists()
+
+
+def test_request_timeout_bounds_the_wait_for_a_silent_server(
+    fake: FakeMastodon, tmp_path: Path, clock: Clock
+) -> None:
+    """A server that acts but answers late: the adapter gives up after the account's
+    ``request_timeout`` with a transient error, and waits it out without one."""
+    generate(fake, SMALL, now=clock())
+    fake.stall = 1.5
+    patient = adapter_for(fake, tmp_path / "patient", clock)
+    fake.inject("stall", "relationships")
+    assert patient.relationship(next(iter(fake.following_ids()))).connected
+    assert fake.faulted["stall"] == 1
+
+    config = account(fake).model_copy(update={"request_timeout": timedelta(seconds=0.3)})
+    hasty = build_adapter(config, tmp_path / "hasty", clock)
+    fake.inject("stall", "relationships")
+    with pytest.raises(PlatformError) as caught:
+        hasty.relationship(next(iter(fake.following_ids())))
+    assert not isinstance(caught.value, AuthError)
+    assert fake.faulted["stall"] == 2

@@ -966,6 +966,7 @@ def build(account: Account, state_dir: Path, clock: Clock | None = None) -> Blue
         app_password=password.get_secret_value() if password else None,
         base_url=base_url.get_secret_value() if base_url else None,
         clock=clock,
+        timeout=account.timeout_or(30.0),
     )
 
 

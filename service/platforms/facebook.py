@@ -131,6 +131,7 @@ class FacebookPlatform:
         account_key: str,
         options: FacebookOptions | None = None,
         clock: Clock | None = None,
+        timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self.options = options or FacebookOptions()
         self.account_key = account_key
@@ -143,9 +144,7 @@ class FacebookPlatform:
             if self.options.graph_url.rstrip("/") + "/" != facebook.FACEBOOK_GRAPH_URL
             else requests.Session()
         )
-        self.api = facebook.GraphAPI(
-            access_token=access_token, timeout=REQUEST_TIMEOUT, session=session
-        )
+        self.api = facebook.GraphAPI(access_token=access_token, timeout=timeout, session=session)
         # facebook-sdk's last release (3.1.0, 2018) accepts only versions 2.8-3.1 in its
         # constructor (VALID_API_VERSIONS) and raises on a current one such as "25.0"; Graph
         # retired those versions long ago. Every request path is built from this attribute, so
@@ -355,4 +354,5 @@ def build(account: Account, state_dir: Path, clock: Clock | None = None) -> Face
         account_key=account.key,
         options=account.facebook,
         clock=clock,
+        timeout=account.timeout_or(REQUEST_TIMEOUT),
     )

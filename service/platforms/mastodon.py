@@ -303,6 +303,7 @@ class MastodonPlatform:
         state_dir: Path,
         account_key: str,
         clock: Clock | None = None,
+        timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self.handle = handle
         self.base_url = _base_url(api_base_url)
@@ -319,7 +320,7 @@ class MastodonPlatform:
             access_token=access_token,
             api_base_url=self.base_url,
             ratelimit_method="throw",  # never sleep inside a job: the sync defers instead
-            request_timeout=REQUEST_TIMEOUT,
+            request_timeout=timeout,
             session=session,
         )
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in account_key)
@@ -758,6 +759,7 @@ def build(account: Account, state_dir: Path, clock: Clock | None = None) -> Mast
         state_dir=state_dir,
         account_key=account.key,
         clock=clock,
+        timeout=account.timeout_or(REQUEST_TIMEOUT),
     )
 
 

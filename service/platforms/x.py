@@ -1011,6 +1011,7 @@ def build(account: Account, state_dir: Path, clock: Clock | None = None) -> XPla
         state_dir=state_dir,
         account_key=account.key,
         clock=clock,
+        timeout=account.timeout_or(REQUEST_TIMEOUT),
     )
 
 
