@@ -6,6 +6,7 @@ times); what each kind of fault looks like on the wire is the fake's own.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,16 @@ class FaultQueue:
     KINDS: tuple[str, ...] = ()
     faults: list[Fault]
     tokens: Any  # what each fake keeps of its tokens
+    # At random (``at_random``): each request not answered by a queued fault gets one of
+    # these kinds with this probability.
+    _random: tuple[float, tuple[str, ...], random.Random] | None = None
+
+    def at_random(self, rate: float, kinds: tuple[str, ...], rng: random.Random) -> None:
+        """Answer a share ``rate`` of requests with a fault drawn from ``kinds`` (0: stop)."""
+        unknown = set(kinds) - set(self.KINDS)
+        if unknown:
+            raise ValueError(f"unknown faults {sorted(unknown)}")
+        self._random = (rate, kinds, rng) if rate > 0 else None
 
     def inject(self, kind: str, route: str | None = None, *, skip: int = 0, times: int = 1) -> None:
         if kind not in self.KINDS:
@@ -44,4 +55,8 @@ class FaultQueue:
             if fault.times <= 0:
                 self.faults.remove(fault)
             return fault.kind
+        if self._random is not None:
+            rate, kinds, rng = self._random
+            if rng.random() < rate:
+                return rng.choice(kinds)
         return None

@@ -58,7 +58,7 @@ ROUTES: dict[str, tuple[str, re.Pattern[str]]] = {
 }
 _OAUTH = frozenset({"apps", "oauth_metadata", "token", "instance", "instance_v2"})
 _TEXT = "text/plain; charset=utf-8"
-# "drop": hang up without an answer; "stall": say nothing for ``stall`` seconds, then hang up
+# "drop": hang up without an answer; "stall": act, but answer only after ``stall`` seconds
 FAULTS = ("429", "500", "503", "malformed", "401", "bearer400", "403", "404", "drop", "stall")
 
 
@@ -579,6 +579,10 @@ class FakeMastodon(FaultQueue, Served):
             self.rate_headers()
             self.window_used += 1
             fault = self._take_fault(route)
+            stall = 0.0
+            if fault == "stall":
+                self.faulted[fault] += 1
+                fault, stall = None, self.stall
             if fault is not None:
                 self.faulted[fault] += 1
                 return self._fault(fault)
@@ -595,6 +599,7 @@ class FakeMastodon(FaultQueue, Served):
             args = match.groups() if match else ()
             answer = getattr(self, f"_do_{route}")(query, *args)
             answer.headers.update(headers)
+            answer.stall = stall
             return answer
 
     def answer(
@@ -632,8 +637,6 @@ class FakeMastodon(FaultQueue, Served):
             return _Answer(403, {"error": "This action is not allowed"})
         if kind == "404":
             return _Answer(404, {"error": "Record not found"})
-        if kind == "stall":
-            return _Answer(0, None, drop=True, stall=self.stall)
         return _Answer(0, None, drop=True)
 
     def _oauth(self, route: str, form: dict[str, list[str]]) -> _Answer:
@@ -865,7 +868,7 @@ class _Answer:
     raw: str | None = None
     content_type: str = "application/json; charset=utf-8"
     drop: bool = False
-    stall: float = 0.0  # seconds of silence before the answer (or the hang-up)
+    stall: float = 0.0  # seconds of silence before the answer
 
 
 def _first(values: dict[str, list[str]], key: str) -> str | None:
