@@ -323,12 +323,21 @@ class Smtp(_Model):
     sender: str = "lopper <lopper@localhost>"
 
 
-class Digest(_Model):
+class Digest(_DurationModel):
     recipients: list[str] = Field(default_factory=list)
     timezone: str = "UTC"
     delivery: Literal["files", "smtp"] = "files"
     folder: Path | None = None
     smtp: Smtp = Smtp()
+    # The wait after a failed delivery; it doubles with each failure, up to 6 hours.
+    retry_after: timedelta = timedelta(minutes=5)
+
+    @field_validator("retry_after")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("expected a positive duration, e.g. 5m")
+        return value
 
     @field_validator("timezone")
     @classmethod

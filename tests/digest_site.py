@@ -64,6 +64,7 @@ def make_site(
     accounts: str | None = None,
     sync: bool = True,
     database_url: str | None = None,
+    digest: str = "",
 ) -> Site:
     root.mkdir(parents=True, exist_ok=True)
     config = root / "config.yaml"
@@ -78,7 +79,7 @@ accounts:
   timezone: Europe/Paris
   delivery: {delivery}
   folder: {root / "outbox"}
-  smtp:
+{digest}  smtp:
     host: 127.0.0.1
     port: {smtp_port}
 {smtp}    sender: "lopper <lopper@example.org>"

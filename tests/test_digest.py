@@ -31,7 +31,7 @@ from service.cli import app as cli
 from service.digest import deliver_outbox, outbox_summary, queue_digest
 from service.digest.compose import AccountDigest, Bucket, DigestData, Person, count_buckets
 from service.digest.links import SECRET_FILE, Signer, signing_key
-from service.digest.outbox import backoff
+from service.digest.outbox import backoff, release_claims
 from service.digest.render import render
 from service.model import Channel, SuggestionState
 from service.removals import restore
@@ -188,6 +188,51 @@ def test_a_server_that_is_down_keeps_the_digest_and_backs_off(home, tmp_path):
             now = digest.next_attempt_at
     assert waits == [timedelta(minutes=m) for m in (5, 10, 20, 40)]
     assert backoff(30) == timedelta(hours=6)
+    site.close()
+
+
+def test_the_first_wait_after_a_failure_is_digest_retry_after(home, tmp_path):
+    site = make_site(
+        tmp_path / "site",
+        delivery="smtp",
+        smtp_port=free_port(),
+        size=60,
+        digest="  retry_after: 30s\n",
+    )
+    application = site.app()
+    assert queue_digest(application, NOW)
+    now, waits = NOW, []
+    for _ in range(3):
+        assert deliver_outbox(application, now) == 0
+        with application.store.session() as session:
+            digest = session.scalars(select(Digest)).one()
+            assert digest.next_attempt_at is not None
+            waits.append(digest.next_attempt_at - now)
+            now = digest.next_attempt_at
+    assert waits == [timedelta(seconds=s) for s in (30, 60, 120)]
+    site.close()
+
+
+def test_a_claim_left_by_a_dead_sender_is_released_and_sent_with_its_message_id(
+    home, tmp_path, smtp
+):
+    """A daemon killed while sending leaves its digest claimed; the next daemon that knows
+    it is alone on the database (SQLite's lock) puts it back at once instead of waiting for
+    the claim to lapse, and the digest goes out with the Message-ID it always had."""
+    mailbox, port = smtp
+    site = make_site(tmp_path / "site", delivery="smtp", smtp_port=port, size=60)
+    application = site.app()
+    assert queue_digest(application, NOW)
+    with application.store.session() as session:
+        digest = session.scalars(select(Digest)).one()
+        digest.state, digest.claimed_at = DigestState.SENDING, NOW
+        message_id = digest.message_id
+    assert deliver_outbox(application, NOW + timedelta(minutes=1)) == 0  # the claim holds
+    assert release_claims(application.store) == 1
+    assert release_claims(application.store) == 0
+    assert deliver_outbox(application, NOW + timedelta(minutes=1)) == 1
+    assert len(mailbox.accepted) == 1
+    assert f"Message-ID: {message_id}" in mailbox.accepted[0].content.decode()
     site.close()
 
 

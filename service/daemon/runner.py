@@ -43,6 +43,7 @@ from service.daemon import due as d
 from service.daemon import queue as q
 from service.daemon.notify import Notifier, watchdog_interval
 from service.digest import deliver_outbox, queue_digest
+from service.digest.outbox import release_claims
 from service.errors import ConfigError, LopperError
 from service.logs import bind_run, scrub
 from service.store.models import JobState
@@ -158,6 +159,7 @@ class Daemon:
             self._leadership = self._sqlite_lock
             # Alone on this database: whatever was running died with its process.
             q.reap(store, self.now(), everything=True)
+            release_claims(store)
         else:
             self._leadership = q.PostgresLeader(store)
             self._leadership.try_lead()

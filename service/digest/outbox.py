@@ -43,9 +43,9 @@ class DeliveryError(Exception):
     """The digest could not be handed over; it stays in the outbox."""
 
 
-def backoff(attempts: int) -> timedelta:
-    """Wait after the n-th failed attempt: 5 min, 10, 20, ... at most 6 h."""
-    return min(BACKOFF_CAP, BACKOFF_BASE * (1 << max(0, min(attempts - 1, 16))))
+def backoff(attempts: int, base: timedelta = BACKOFF_BASE) -> timedelta:
+    """Wait after the n-th failed attempt: 5 min, 10, 20, ... (from ``base``) at most 6 h."""
+    return min(BACKOFF_CAP, base * (1 << max(0, min(attempts - 1, 16))))
 
 
 def outbox_folder(settings: Settings) -> Path:
@@ -129,6 +129,22 @@ def _claim(store: Store, digest_id: int, now: datetime) -> bool:
         return bool(getattr(result, "rowcount", 0) == 1)
 
 
+def release_claims(store: Store) -> int:
+    """Put back every digest claimed for sending, at once: only for a daemon that knows it is
+    the database's only one (SQLite's lock), so any claim is a dead process's. The digest
+    goes out again with its Message-ID; the server may have taken it already."""
+    with store.session() as session:
+        result = session.execute(
+            update(Digest)
+            .where(Digest.state == DigestState.SENDING)
+            .values(state=DigestState.QUEUED, claimed_at=None)
+        )
+        count = int(getattr(result, "rowcount", 0) or 0)
+    if count:
+        log.warning("digest claims of a stopped daemon released", count=count)
+    return count
+
+
 def deliver_due(store: Store, settings: Settings, now: datetime) -> int:
     with store.session() as session:
         due = list(session.scalars(select(Digest.id).where(_due(now)).order_by(Digest.id)))
@@ -156,7 +172,7 @@ def deliver_due(store: Store, settings: Settings, now: datetime) -> int:
                 digest.attempts += 1
                 digest.state = DigestState.QUEUED
                 digest.claimed_at = None
-                digest.next_attempt_at = now + backoff(digest.attempts)
+                digest.next_attempt_at = now + backoff(digest.attempts, settings.digest.retry_after)
                 digest.last_error = said
                 log.warning(
                     "digest not delivered",
