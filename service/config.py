@@ -235,6 +235,8 @@ class Rules(_DurationModel):
     brake_share: float = Field(0.1, gt=0, le=1)
     brake_min: int = Field(20, ge=1)
     max_attempts: int = Field(5, ge=1)
+    # The pause after a removal's first failure; it doubles after each one.
+    retry_after: timedelta = timedelta(minutes=10)
     # A removal you did by hand (`lopper done`) that the next import or sync still shows this
     # long after is asked of you again.
     manual_recheck_after: timedelta = timedelta(days=14)
@@ -262,6 +264,8 @@ class Rules(_DurationModel):
             raise ValueError("window must be longer than zero")
         if self.half_life <= timedelta(0):
             raise ValueError("half_life must be longer than zero")
+        if self.retry_after <= timedelta(0):
+            raise ValueError("retry_after must be longer than zero")
         return self
 
 

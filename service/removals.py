@@ -38,7 +38,6 @@ from service.suggestions import LOPPER, PERSON, get_suggestion, propose, transit
 
 log = structlog.get_logger("lopper.removals")
 S = SuggestionState
-BACKOFF_BASE = timedelta(minutes=10)
 
 
 @dataclass
@@ -351,7 +350,7 @@ def _failure(
             removal.next_attempt_at = now  # due again once a sync accepts the credentials
             return f"account paused: {said}"
         if removal.attempt < rules.max_attempts:
-            removal.next_attempt_at = now + BACKOFF_BASE * (2 ** (removal.attempt - 1))
+            removal.next_attempt_at = now + rules.retry_after * (2 ** (removal.attempt - 1))
             detail = f"attempt {removal.attempt} failed ({said}); retry after {removal.next_attempt_at:%Y-%m-%d %H:%M} UTC"
         else:
             detail = f"gave up after {removal.attempt} attempts: {said}"

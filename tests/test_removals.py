@@ -489,3 +489,25 @@ def test_a_connection_removed_by_hand_is_not_suggested_again(store: Store, clock
 
     assert report.queued == 0
     assert states(store) == {"u1": "removed"}
+
+
+def test_rules_retry_after_sets_the_pause_after_a_failed_removal(
+    store: Store, clock: Clock
+) -> None:
+    rules = make_rules(retry_after=timedelta(minutes=1))
+    platform = prepare(store, clock, people=1, rules=rules)
+    platform.inject("remove", PlatformError("timeout"))
+    execute(store, platform, clock, rules)
+    platform.inject("remove", PlatformError("timeout"))
+    clock.advance(timedelta(seconds=59))
+    execute(store, platform, clock, rules)
+    assert len(platform.called("remove")) == 1  # not yet
+    clock.advance(timedelta(seconds=1))
+    execute(store, platform, clock, rules)
+    assert len(platform.called("remove")) == 2 and states(store) == {"u1": "failed"}
+    clock.advance(timedelta(seconds=119))  # the second pause is twice the first
+    execute(store, platform, clock, rules)
+    assert len(platform.called("remove")) == 2
+    clock.advance(timedelta(seconds=1))
+    execute(store, platform, clock, rules)
+    assert states(store) == {"u1": "removed"}
