@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 import structlog
-from sqlalchemy import Connection, and_, exists, select, text, update
+from sqlalchemy import Connection, and_, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased
 
@@ -161,6 +161,21 @@ def reap(store: Store, now: datetime, *, everything: bool = False) -> int:
     if count:
         log.warning("interrupted jobs released", count=count)
     return count
+
+
+def next_lapse(session: Session) -> datetime | None:
+    """When ``reap`` would first release a running job, if nothing renews its lease (None:
+    nothing runs).
+
+    The leader plans again then, so that a dead replica's job is reaped and runs again
+    within about one lease, however far off the next scheduled work is. Leases are kept
+    in whole seconds, and so is the time ``reap`` compares them with: a lease has lapsed
+    once the clock is a second past it.
+    """
+    first = session.scalar(
+        select(func.min(JobRun.lease_until)).where(JobRun.state == JobState.RUNNING)
+    )
+    return first + timedelta(seconds=1) if first is not None else None
 
 
 def prune(store: Store, before: datetime) -> None:

@@ -396,6 +396,7 @@ class Daemon:
             # Queued or running already: the database would refuse a copy (and, on
             # PostgreSQL, write the refusal to its log each time).
             active = q.active_jobs(session)
+            lapse = q.next_lapse(session)
         upcoming: d.Due | None = None
         for item in dues:
             if item.ready(now):
@@ -404,7 +405,12 @@ class Daemon:
             elif item.at is not None and (upcoming is None or item.at < (upcoming.at or item.at)):
                 upcoming = item
         self._upcoming = upcoming
-        return upcoming.at if upcoming is not None else None
+        following = upcoming.at if upcoming is not None else None
+        # A lease that lapses unrenewed (its replica died) is reaped at the next plan: plan
+        # then, rather than as late as the next due work or PLAN_EVERY.
+        if lapse is not None and (following is None or lapse < following):
+            following = lapse
+        return following
 
     def _claim(self, now: datetime) -> None:
         assert self._scheduler is not None
