@@ -538,13 +538,19 @@ def _save_exchanges_postgresql(
 def extend_coverage(
     session: Session, account_id: int, stream: str, source: str, span: Span
 ) -> None:
-    """Merge a span into the stream's coverage; overlapping or touching spans become one."""
+    """Merge a span into the stream's coverage; overlapping or touching spans become one.
+
+    The store keeps whole seconds (``UTCTime``), so the span is cut to whole seconds first,
+    as it would be when written: a span that starts where the last one ended (with the
+    same fraction of a second) must touch it as stored, or the stream's coverage would fall
+    apart into pieces and the account would never again count as covered.
+    """
     rows = list(
         session.scalars(
             select(Coverage).where(Coverage.account_id == account_id, Coverage.stream == stream)
         )
     )
-    start, end = span.start, span.end
+    start, end = span.start.replace(microsecond=0), span.end.replace(microsecond=0)
     for row in rows:
         if row.covered_from <= end and start <= row.covered_to:
             start = min(start, row.covered_from)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -494,3 +495,32 @@ def test_a_stream_cut_short_by_a_rate_limit_goes_first_next_time(
     platform.calls.clear()
     sync(store, platform, clock)
     assert next(call.args[0] for call in platform.calls if call.method == "interactions") == starved
+
+
+def test_coverage_that_starts_where_the_last_ended_within_a_second_stays_one_span(
+    store: Store,
+) -> None:
+    """Syncs on a real clock end and start at fractions of a second; the store keeps whole
+    seconds. The pieces must still join, or the account never counts as covered again."""
+    from service.platforms.base import Span
+    from service.store.models import Coverage
+    from service.store.queries import account_coverage
+    from service.sync import ensure_account, extend_coverage
+
+    start = NOW - timedelta(days=400)
+    ends = [NOW + timedelta(seconds=s) for s in (0.5, 7.25, 7.75, 30.9)]
+    with store.session() as session:
+        account = ensure_account(session, ACCOUNT, NOW)
+        account.streams = ["mentions"]
+        account_id = account.id
+    edges = [start, *ends]
+    for low, high in itertools.pairwise(edges):
+        with store.session() as session:
+            extend_coverage(session, account_id, "mentions", "sync", Span(low, high))
+    with store.session() as session:
+        rows = session.scalars(select(Coverage).where(Coverage.account_id == account_id)).all()
+        assert [(r.covered_from, r.covered_to) for r in rows] == [
+            (start.replace(microsecond=0), ends[-1].replace(microsecond=0))
+        ]
+        coverage = account_coverage(session, session.get_one(Account, account_id))
+        assert coverage is not None and coverage.start == start.replace(microsecond=0)
