@@ -50,6 +50,9 @@ class RemovalState(enum.StrEnum):
     DONE = "done"
     MANUAL = "manual"
     FAILED = "failed"
+    # Asked, but no answer came (a timeout, a dropped connection, a 5xx): it may have been
+    # done, so the next attempt asks again without first checking the facts.
+    UNANSWERED = "unanswered"
     DROPPED = "dropped"  # the facts changed at the last check
     RESTORED = "restored"
 

@@ -88,6 +88,12 @@ def _interrupted(session: Session, suggestion_id: int) -> bool:
     return last is not None and last.state is RemovalState.STARTED
 
 
+def _asked(session: Session, suggestion_id: int) -> bool:
+    """The platform was asked and may have acted: interrupted, or no answer came."""
+    last = _last_removal(session, suggestion_id)
+    return last is not None and last.state in (RemovalState.STARTED, RemovalState.UNANSWERED)
+
+
 def removals_today(session: Session, account_id: int, now: datetime) -> int:
     return (
         session.scalar(
@@ -194,9 +200,10 @@ def _execute_one(
         connection = suggestion.connection
         user_id = connection.platform_user_id
         created_at = suggestion.created_at
-        # The platform was already asked before a crash: the re-check was made then, and
-        # asking again is safe ("not following any more" counts as done).
-        resuming = _interrupted(session, suggestion_id)
+        # The platform was already asked (before a crash, or no answer came): the re-check
+        # was made then, and asking again is safe ("not following any more" counts as
+        # done). Checking again now would take lopper's own removal for the person's.
+        resuming = _asked(session, suggestion_id)
         if not can_remove:
             transition(
                 session,
@@ -331,6 +338,8 @@ def _failure(
         removal.state = RemovalState.FAILED
         removal.finished_at = now
         removal.error = said
+        if removal_id is not None and type(exc) is PlatformError:
+            removal.state = RemovalState.UNANSWERED  # it may have been done: ask again
         if isinstance(exc, RateLimited):
             # Not the removal's fault: it stays confirmed and waits for the window to reset.
             account.next_removal_at = exc.reset_at or now + timedelta(minutes=15)

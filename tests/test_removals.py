@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from service.config import Rules
 from service.errors import InvalidTransition
-from service.model import Channel, ConnectionState, SuggestionState
+from service.model import Channel, ConnectionState, RemovalState, SuggestionState
 from service.platforms.base import (
     AuthError,
     Blocked,
@@ -24,7 +24,7 @@ from service.platforms.base import (
 )
 from service.removals import ExecutionReport, RestoreError, execute_account, manual_done, restore
 from service.store import Store
-from service.store.models import Account, Connection, Removal, Suggestion
+from service.store.models import Account, AuditEntry, Connection, Removal, Suggestion
 from service.suggestions import decide, evaluate_account
 from service.sync import sync_account
 
@@ -280,10 +280,11 @@ def test_transient_errors_back_off_and_give_up_after_max_attempts(
         execute(store, platform, clock, rules)
 
     assert len(platform.called("remove")) == 3
+    # A 503 may come after the platform acted: each attempt is recorded as unanswered.
     assert [r for r in removal_rows(store) if r[0] == sid] == [
-        (sid, "failed", 1),
-        (sid, "failed", 2),
-        (sid, "failed", 3),
+        (sid, "unanswered", 1),
+        (sid, "unanswered", 2),
+        (sid, "unanswered", 3),
     ]
     assert states(store) == {"u1": "failed"}
     note = audit(store, sid)[-1].detail or ""
@@ -511,3 +512,32 @@ def test_rules_retry_after_sets_the_pause_after_a_failed_removal(
     clock.advance(timedelta(seconds=1))
     execute(store, platform, clock, rules)
     assert states(store) == {"u1": "removed"}
+
+
+def test_a_removal_that_got_no_answer_is_asked_again_and_recorded_as_lopper_s(
+    store: Store, clock: Clock
+) -> None:
+    """The platform acted but its answer was lost (a timeout, a 5xx): the retry must not
+    re-check first and find "no longer connected", which would record lopper's own removal
+    as the person's doing; it asks again, and the removal is recorded once, as done."""
+    platform = prepare(store, clock, people=1)
+    platform.inject("remove", PlatformError("read timed out"), after=True)
+    execute(store, platform, clock)
+    assert states(store) == {"u1": "failed"}
+    assert not platform.relationship("u1").connected  # it did happen
+
+    clock.advance(timedelta(minutes=10))
+    execute(store, platform, clock)
+
+    assert states(store) == {"u1": "removed"}
+    assert len(platform.called("remove")) == 2
+    with store.session() as session:
+        rows = session.scalars(select(Removal).order_by(Removal.id)).all()
+        assert [(r.state, r.attempt) for r in rows] == [
+            (RemovalState.UNANSWERED, 1),
+            (RemovalState.DONE, 2),
+        ]
+        removed = session.scalars(
+            select(AuditEntry).where(AuditEntry.to_state == S.REMOVED.value)
+        ).all()
+        assert len(removed) == 1
