@@ -1,42 +1,58 @@
-"""Chaos: the real daemon (``lopper run``) SIGKILLed at random moments, then restarted.
+"""Chaos: the real daemon (``lopper run``) against faulty platforms, SIGKILLed and restarted.
 
-A sandbox account on a fast schedule (tests/daemon_helpers.py): the daemon syncs, evaluates,
-mails the overdue digest as .eml files and carries out removals that "the person" confirms
-between rounds (through ``decide``, as ``lopper confirm`` does). Each round starts the daemon,
-lets it work for a random time and kills it with SIGKILL, whatever it is doing: in a sync,
-between a removal and its record, while writing a digest. After the last round a final
-daemon runs until the work is done and stops on SIGTERM. Then the store is compared with the
-sandbox's own record of what was removed, and with a fault-free sync of the same network.
+Two accounts on a fast schedule: a Mastodon account whose server is a fake served from this
+process over HTTP (tests/fakes/mastodon_server.py, the same fake the adapter's tests use),
+and a sandbox account. The digest goes to an SMTP server of this process every minute.
+
+- **Faults at the HTTP level:** a share of the Mastodon requests (``--fault-rate``, 10%) is
+  answered with a 429, a 500 or 503, a malformed body, a dropped connection, or an answer
+  that comes only after the client gave up (a timeout; the server still acted). A share of
+  the SMTP deliveries (``--refuse-rate``, 30%) is refused with a 451 or 421.
+- **Kills:** each round starts the daemon and SIGKILLs it: right after the server carried
+  out an unfollow and before the daemon heard (between a removal request and its record),
+  right after the SMTP server accepted a digest (while sending it), at a page of a sync, or
+  otherwise at a random moment after 1-6 s.
+- **The person** confirms a few pending suggestions of each account between rounds.
+
+Before the rounds, a first daemon (faults on, no kills) runs until both accounts have their
+first suggestions, so that removals happen in the rounds; it is SIGKILLed too.
+
+After the last round a final daemon runs, with the faults still on, until every confirmed
+removal is carried out and every digest is delivered, then stops on SIGTERM. The store is
+then compared with the Mastodon fake's ground truth (its own record of every exchange, who
+follows whom, and each unfollow it carried out) and with a fault-free sync of the sandbox.
 
     python bench/chaos.py                 # 50 rounds
     python bench/chaos.py --rounds 200 --seed 3
 
 It prints one line per invariant: the rounds after which it held (checked after each kill),
 and whether the final comparison held. Exit status 1 if any did not.
-
-Faults injected at the HTTP level (429s, 5xx, timeouts, malformed bodies) are the platform
-contract tests' business (tests/test_x.py, tests/test_mastodon.py ... against the fakes); here
-the sandbox runs in the daemon's own process, so the faults are the kills.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import email
+import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from aiosmtpd.controller import Controller  # noqa: E402
 from daemon_helpers import Running, environment, prepared_store, wait_for, write_config  # noqa: E402
+from fakes.mastodon_server import TOKEN, FakeMastodon, NetworkSize, generate  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from service.app import App  # noqa: E402
@@ -53,23 +69,78 @@ from service.store.models import (  # noqa: E402
 from service.suggestions import decide  # noqa: E402
 
 S = SuggestionState
-SIZE, EVENTS = 400, 40.0
+SIZE, EVENTS = 400, 40.0  # the sandbox account
+MASTODON = NetworkSize(
+    following=240, followers=120, mutual=60, notifications=1200, statuses=160, favourites=160
+)
+HANDLE = "@me@example.social"
+SANDBOX = "sandbox:@you"
+FAULT_KINDS = ("429", "500", "503", "malformed", "drop", "stall")
+SYNC_PAGES = ("following", "followers", "notifications", "statuses", "favourites")
+KILL_MOMENTS = (
+    "between a removal request and its record",
+    "while sending a digest",
+    "in a sync",
+    "at a random moment",
+)
 
 
-def removed_on_platform(state: Path) -> dict[str, str]:
-    """What the sandbox itself records as removed through it (user id -> when)."""
+class Mailbox:
+    """An SMTP server's handler: refuses a share of the deliveries, keeps the rest."""
+
+    def __init__(self, rng: random.Random, refuse_rate: float) -> None:
+        self.rng = rng
+        self.refuse_rate = refuse_rate
+        self.lock = threading.Lock()
+        self.accepted: Counter[str] = Counter()  # Message-ID -> times accepted
+        self.refused = 0
+        self.on_accept: Callable[[str], None] | None = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            if self.rng.random() < self.refuse_rate:
+                self.refused += 1
+                return self.rng.choice(
+                    ("451 4.3.0 mailbox busy, try again later", "421 4.7.0 try again later")
+                )
+            message_id = str(email.message_from_bytes(envelope.content)["Message-ID"])
+            self.accepted[message_id] += 1
+        if self.on_accept is not None:
+            self.on_accept(message_id)
+        return "250 OK"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def account_id(store: Store, key: str) -> int:
+    """The account's id (-1 before the daemon first recorded it)."""
+    with store.session() as session:
+        found = session.scalar(select(Account.id).where(Account.key == key))
+    return -1 if found is None else found
+
+
+def removed_on_sandbox(state: Path) -> set[str]:
+    """Who the sandbox itself records as removed through it."""
+    import json
+
     files = list((state / "sandbox").glob("*.json"))
     if not files:
-        return {}
-    return dict(json.loads(files[0].read_text(encoding="utf-8")).get("removed", {}))
+        return set()
+    return set(json.loads(files[0].read_text(encoding="utf-8")).get("removed", {}))
 
 
-def confirmed_users(store: Store, confirmed: set[int]) -> dict[int, str]:
+def confirmed_users(store: Store, confirmed: set[int], account: int) -> dict[int, str]:
     with store.session() as session:
         rows = session.execute(
             select(Suggestion.id, Connection.platform_user_id)
             .join(Connection, Suggestion.connection_id == Connection.id)
-            .where(Suggestion.id.in_(confirmed))
+            .where(Suggestion.id.in_(confirmed), Suggestion.account_id == account)
         )
         return {sid: user for sid, user in rows}
 
@@ -85,96 +156,221 @@ def removal_records(store: Store) -> Counter[int]:
         return Counter(rows)
 
 
-def digests(store: Store, outbox: Path) -> tuple[int, int, int]:
-    """(digests recorded as sent, .eml files written, slots with more than one digest)."""
+def recorded_digests(store: Store) -> list[tuple[Any, str, bool]]:
+    """(slot, Message-ID, recorded as sent) of every digest the store holds."""
     with store.session() as session:
-        sent = (
-            session.scalar(
-                select(func.count()).select_from(Digest).where(Digest.sent_at.is_not(None))
+        return [
+            (slot, message_id, sent is not None)
+            for slot, message_id, sent in session.execute(
+                select(Digest.slot, Digest.message_id, Digest.sent_at)
             )
-            or 0
+        ]
+
+
+def exchanges(store: Store, account: int) -> Counter[tuple[str, str, str]]:
+    with store.session() as session:
+        return Counter(
+            (i.counterpart_id, str(i.kind), str(i.direction))
+            for i in session.scalars(select(Interaction).where(Interaction.account_id == account))
         )
-        slots = Counter(session.scalars(select(Digest.slot).where(Digest.slot.is_not(None))))
-    files = len(list(outbox.glob("*.eml"))) if outbox.exists() else 0
-    return sent, files, sum(1 for n in slots.values() if n > 1)
 
 
-def events_until(store: Store, cutoff: Any) -> set[str]:
+def connections(store: Store, account: int) -> dict[str, tuple[bool, bool]]:
+    with store.session() as session:
+        return {
+            c.platform_user_id: (c.following, c.followed_by)
+            for c in session.scalars(select(Connection).where(Connection.account_id == account))
+            if c.state.value == "active"
+        }
+
+
+def events_until(store: Store, account: int, cutoff: Any) -> set[str]:
     with store.session() as session:
         return set(
-            session.scalars(select(Interaction.event_id).where(Interaction.occurred_at <= cutoff))
+            session.scalars(
+                select(Interaction.event_id).where(
+                    Interaction.account_id == account, Interaction.occurred_at <= cutoff
+                )
+            )
         )
 
 
 class Chaos:
-    def __init__(self, root: Path, seed: int) -> None:
+    def __init__(
+        self, root: Path, seed: int, fault_rate: float = 0.1, refuse_rate: float = 0.3
+    ) -> None:
         self.root = root
         root.mkdir(parents=True)
         self.random = random.Random(seed)
+        self.lock = threading.Lock()
+        self.current: Running | None = None
+        self.killing = True
+        self.kills: Counter[str] = Counter()
+        self.sent_before_kill: Counter[str] = Counter()  # Message-ID -> kills right after
+        self.held: Counter[str] = Counter()
+        self.confirmed: set[int] = set()
+
+        self.fake = FakeMastodon(lambda: datetime.now(UTC), window=timedelta(seconds=2))
+        generate(self.fake, MASTODON, now=datetime.now(UTC), seed=seed % 1000)
+        self.fake.stall = 1.5  # past the account's request_timeout of 1 s
+        self.fake.at_random(fault_rate, FAULT_KINDS, random.Random(seed + 1))
+        self.fake.on_answer = self._answered
+        self.fake.start()
+        self.mailbox = Mailbox(random.Random(seed + 2), refuse_rate)
+        self.mailbox.on_accept = self._accepted
+        port = free_port()
+        self.smtp = Controller(self.mailbox, hostname="127.0.0.1", port=port)
+        self.smtp.start()
+
         self.url = f"sqlite:///{root / 'state' / 'lopper.sqlite3'}"
-        self.outbox = root / "outbox"
         self.config = write_config(
-            root / "config.yaml", self.url, self.outbox, size=SIZE, events=EVENTS
+            root / "config.yaml",
+            self.url,
+            root / "outbox",
+            size=SIZE,
+            events=EVENTS,
+            accounts=["@you"],
+            mastodon=[(HANDLE, self.fake.url, TOKEN)],
+            removal_spacing="0s",
+            request_timeout="1s",
+            smtp_port=port,
+            rules={"retry_after": "1s", "max_attempts": "50", "grace": "0s"},
+            digest_retry="1s",
+            schedule={"digest": "* * * * *"},
         )
         self.env = environment(root)
-        # Installed a month ago: the weekly digest slots that passed are overdue at once.
-        from datetime import UTC, datetime
-
+        # Installed a month ago: the digest slots that passed are overdue at once.
         self.store = prepared_store(self.url, first_start=datetime.now(UTC) - timedelta(days=30))
-        self.confirmed: set[int] = set()
-        self.held: Counter[str] = Counter()
         self.logs = root / "logs"
         self.logs.mkdir()
 
-    def confirm_some(self) -> None:
-        """The person confirms a few pending suggestions, as `lopper confirm` does."""
-        with self.store.session() as session:
-            pending = list(
-                session.scalars(
-                    select(Suggestion.id)
-                    .where(Suggestion.state == S.PENDING)
-                    .order_by(Suggestion.id)
-                )
-            )
-        chosen = pending[: self.random.randint(1, 5)]
-        if chosen:
-            from datetime import UTC, datetime
+    def close(self) -> None:
+        self.fake.stop()
+        self.smtp.stop()
+        self.store.dispose()
 
+    # -- kills --------------------------------------------------------------------------
+
+    def kill(self, moment: str) -> bool:
+        """SIGKILL the running daemon, if it still runs; True if this call killed it."""
+        with self.lock:
+            daemon = self.current
+            if daemon is None or not self.killing or daemon.process.poll() is not None:
+                return False
+            os.kill(daemon.process.pid, signal.SIGKILL)
+            daemon.process.wait()
+            self.kills[moment] += 1
+            return True
+
+    def _answered(self, route: str, answer: Any) -> None:
+        """The fake is about to answer: kill the daemon first, sometimes."""
+        if route == "unfollow" and answer.status == 200 and self.random.random() < 0.5:
+            self.kill(KILL_MOMENTS[0])
+        elif route in SYNC_PAGES and self.random.random() < 0.05:
+            self.kill(KILL_MOMENTS[2])
+
+    def _accepted(self, message_id: str) -> None:
+        if self.random.random() < 0.5 and self.kill(KILL_MOMENTS[1]):
+            self.sent_before_kill[message_id] += 1
+
+    # -- the person ---------------------------------------------------------------------
+
+    def confirm_some(self) -> None:
+        """The person confirms a few pending suggestions of each account (`lopper confirm`)."""
+        chosen: list[int] = []
+        with self.store.session() as session:
+            for account in session.scalars(select(Account.id)):
+                pending = list(
+                    session.scalars(
+                        select(Suggestion.id)
+                        .where(Suggestion.state == S.PENDING, Suggestion.account_id == account)
+                        .order_by(Suggestion.id)
+                    )
+                )
+                chosen += pending[: self.random.randint(1, 4)]
+        if chosen:
             result = decide(self.store, chosen, S.CONFIRMED, via=Channel.CLI, now=datetime.now(UTC))
             self.confirmed.update(result.changed)
 
+    # -- what must hold at any moment ---------------------------------------------------
+
+    def unconfirmed_removals(self) -> int:
+        sandbox = set(confirmed_users(self.store, self.confirmed, self.sandbox_id).values())
+        mastodon = set(confirmed_users(self.store, self.confirmed, self.mastodon_id).values())
+        return len(removed_on_sandbox(self.root / "state") - sandbox) + len(
+            set(self.fake.unfollowed) - mastodon
+        )
+
+    def digests_doubled(self) -> int:
+        """Digests delivered more often than they were sent plus re-sent after a kill between
+        the server's acceptance and the record, or two digests for one slot."""
+        with self.mailbox.lock:
+            accepted = Counter(self.mailbox.accepted)
+        extra = sum(
+            max(0, n - 1 - self.sent_before_kill[message_id]) for message_id, n in accepted.items()
+        )
+        slots = Counter(slot for slot, _id, _sent in recorded_digests(self.store))
+        return extra + sum(1 for n in slots.values() if n > 1)
+
     def check_round(self) -> None:
-        """What must hold at any moment, even right after a SIGKILL."""
-        platform = removed_on_platform(self.root / "state")
-        users = confirmed_users(self.store, self.confirmed)
-        if set(platform) <= set(users.values()):
+        if self.unconfirmed_removals() == 0:
             self.held["no unconfirmed removal"] += 1
-        if all(n == 1 for n in removal_records(self.store).values()):
-            self.held["no removal recorded twice"] += 1
-        sent, files, doubled = digests(self.store, self.outbox)
-        if doubled == 0 and files <= max(sent, 1):
+        if all(n == 1 for n in removal_records(self.store).values()) and all(
+            n == 1 for n in self.fake.unfollowed.values()
+        ):
+            self.held["no removal done or recorded twice"] += 1
+        if self.digests_doubled() == 0:
             self.held["no digest delivered twice"] += 1
+
+    @property
+    def sandbox_id(self) -> int:
+        return account_id(self.store, SANDBOX)
+
+    @property
+    def mastodon_id(self) -> int:
+        return account_id(self.store, f"mastodon:{HANDLE}")
+
+    # -- rounds -------------------------------------------------------------------------
+
+    def suggested(self) -> bool:
+        with self.store.session() as session:
+            accounts = session.scalar(
+                select(func.count(func.distinct(Suggestion.account_id))).select_from(Suggestion)
+            )
+        return accounts == 2
+
+    def first_start(self) -> None:
+        """The daemon, faults on and no kills, until both accounts have suggestions."""
+        daemon = Running(self.config, self.env, self.logs / "first.log")
+        wait_for(self.suggested, "suggestions on both accounts", timeout=180, process=daemon)
+        daemon.kill()
+        self.confirm_some()
 
     def round(self, index: int) -> None:
         daemon = Running(self.config, self.env, self.logs / f"round-{index:03d}.log")
-        time.sleep(self.random.uniform(0.3, 4.0))
-        daemon.process.send_signal(signal.SIGKILL)
+        with self.lock:
+            self.current = daemon
+        try:
+            daemon.process.wait(timeout=self.random.uniform(1.0, 6.0))
+        except subprocess.TimeoutExpired:
+            self.kill(KILL_MOMENTS[3])
         daemon.process.wait(timeout=10)
         daemon._out.close()
+        if daemon.process.returncode != -signal.SIGKILL:
+            raise AssertionError(
+                f"round {index}: the daemon exited by itself ({daemon.process.returncode}):\n"
+                + daemon.text()[-3000:]
+            )
         self.check_round()
         if self.random.random() < 0.5:
             self.confirm_some()
 
     def settle(self) -> int:
-        """A last daemon runs until every confirmed removal is carried out and a digest is
-        out, then stops on SIGTERM."""
+        """A last daemon, faults still on, runs until every confirmed removal is carried out
+        and every digest delivered, then one more sync of each account, then SIGTERM."""
+        with self.lock:
+            self.killing = False
         daemon = Running(self.config, self.env, self.logs / "final.log")
-
-        def suggested() -> bool:
-            with self.store.session() as session:
-                return bool(session.scalar(select(func.count()).select_from(Suggestion)))
-
-        wait_for(suggested, "an evaluation", timeout=120, process=daemon)
         self.confirm_some()
 
         def settled() -> bool:
@@ -182,20 +378,31 @@ class Chaos:
                 waiting = session.scalar(
                     select(func.count())
                     .select_from(Suggestion)
-                    .where(Suggestion.id.in_(self.confirmed), Suggestion.state == S.CONFIRMED)
+                    .where(
+                        Suggestion.id.in_(self.confirmed),
+                        Suggestion.state.in_([S.CONFIRMED, S.FAILED]),
+                    )
                 )
-            sent, _files, _ = digests(self.store, self.outbox)
-            return waiting == 0 and sent >= 1
+            digests = recorded_digests(self.store)
+            return waiting == 0 and bool(digests) and all(sent for _s, _m, sent in digests)
 
-        wait_for(settled, "the confirmed removals and the digest", timeout=120, process=daemon)
-        time.sleep(1.0)  # a sync or two more
+        wait_for(settled, "the confirmed removals and the digests", timeout=180, process=daemon)
+        self.fake.at_random(0, FAULT_KINDS, self.random)  # the last sync: the reference
+        since = datetime.now(UTC)
+
+        def synced_again() -> bool:
+            with self.store.session() as session:
+                return all(
+                    last is not None and last > since
+                    for last in session.scalars(select(Account.last_sync_at))
+                )
+
+        wait_for(synced_again, "a last sync of each account", timeout=120, process=daemon)
         return daemon.stop(timeout=30)
 
 
 def reference_events(root: Path, cutoff: Any) -> set[str]:
-    """The same network synced once, without faults, into a store of its own."""
-    import os
-
+    """The sandbox network synced once, without faults, into a store of its own."""
     root.mkdir(parents=True)
     url = f"sqlite:///{root / 'state' / 'lopper.sqlite3'}"
     config = write_config(root / "config.yaml", url, root / "outbox", size=SIZE, events=EVENTS)
@@ -213,15 +420,30 @@ def reference_events(root: Path, cutoff: Any) -> set[str]:
             os.environ["STATE_DIRECTORY"] = previous
     store = prepared_store(url)
     try:
-        return events_until(store, cutoff)
+        return events_until(store, account_id(store, SANDBOX), cutoff)
     finally:
         store.dispose()
 
 
-def run(rounds: int, seed: int, root: Path, say: Any = print) -> dict[str, tuple[int, int]]:
+def run(
+    rounds: int,
+    seed: int,
+    root: Path,
+    say: Any = print,
+    fault_rate: float = 0.1,
+    refuse_rate: float = 0.3,
+) -> dict[str, tuple[int, int]]:
     """Run the rounds; {invariant: (held, out of)}."""
-    chaos = Chaos(root / "chaos", seed)
+    chaos = Chaos(root / "chaos", seed, fault_rate, refuse_rate)
+    try:
+        return _run(chaos, rounds, seed, root, say)
+    finally:
+        chaos.close()
+
+
+def _run(chaos: Chaos, rounds: int, seed: int, root: Path, say: Any) -> dict[str, tuple[int, int]]:
     started = time.perf_counter()
+    chaos.first_start()
     for index in range(rounds):
         chaos.round(index)
     status = chaos.settle()
@@ -229,44 +451,75 @@ def run(rounds: int, seed: int, root: Path, say: Any = print) -> dict[str, tuple
         name: (chaos.held[name], rounds)
         for name in (
             "no unconfirmed removal",
-            "no removal recorded twice",
+            "no removal done or recorded twice",
             "no digest delivered twice",
         )
     }
-    store = chaos.store
-    platform = removed_on_platform(root / "chaos" / "state")
-    users = confirmed_users(store, chaos.confirmed)
+    store, fake = chaos.store, chaos.fake
+    sandbox, mastodon = chaos.sandbox_id, chaos.mastodon_id
     records = removal_records(store)
+    sandbox_users = confirmed_users(store, chaos.confirmed, sandbox)
+    mastodon_users = confirmed_users(store, chaos.confirmed, mastodon)
+    done = removed_on_sandbox(root / "chaos" / "state")
     results["final: every confirmed removal done, once"] = (
         int(
-            set(platform) == set(users.values())
-            and all(records[sid] == 1 for sid in users)
-            and len(users) > 0
+            done == set(sandbox_users.values())
+            and set(fake.unfollowed) == set(mastodon_users.values())
+            and set(fake.unfollowed.values()) == {1}
+            and all(records[sid] == 1 for sid in (*sandbox_users, *mastodon_users))
+            and len(records) == len(chaos.confirmed)
         ),
         1,
     )
-    sent, files, doubled = digests(store, chaos.outbox)
+    digests = recorded_digests(store)
+    sent_ids = {message_id for _slot, message_id, sent in digests if sent}
     results["final: every digest delivered once"] = (
-        int(sent >= 1 and files == sent and doubled == 0),
+        int(
+            bool(digests)
+            and len(sent_ids) == len(digests)
+            and set(chaos.mailbox.accepted) == sent_ids
+            and chaos.digests_doubled() == 0
+        ),
+        1,
+    )
+    following, followers = fake.following_ids(), fake.follower_ids()
+    truth = Counter((t.counterpart, t.kind, t.direction) for t in fake.truth)
+    stored = exchanges(store, mastodon)
+    results["final: Mastodon interactions and follows equal the server's"] = (
+        int(
+            stored == truth
+            and connections(store, mastodon)
+            == {a: (a in following, a in followers) for a in following | followers}
+        ),
         1,
     )
     with store.session() as session:
-        cutoff = session.scalar(select(Account.last_sync_at))
+        cutoff = session.scalar(select(Account.last_sync_at).where(Account.id == sandbox))
     assert cutoff is not None
     cutoff -= timedelta(seconds=1)
-    mine = events_until(store, cutoff)
+    mine = events_until(store, sandbox, cutoff)
     reference = reference_events(root / "reference", cutoff)
-    results["final: interactions equal a fault-free sync"] = (
+    results["final: sandbox interactions equal a fault-free sync"] = (
         int(mine == reference and len(mine) > 1000),
         1,
     )
     results["final: clean stop on SIGTERM"] = (int(status == 0), 1)
+    kills = ", ".join(f"{chaos.kills[m]} {m}" for m in KILL_MOMENTS)
+    faults = ", ".join(f"{n} {kind}" for kind, n in sorted(fake.faulted.items()))
     say(
         f"{rounds} rounds (seed {seed}) in {time.perf_counter() - started:,.0f} s: "
-        f"{len(chaos.confirmed)} removals confirmed, {len(platform)} done, {sent} digest(s), "
-        f"{len(mine):,} interactions (fault-free: {len(reference):,})"
+        f"{len(chaos.confirmed)} removals confirmed, {len(done) + len(fake.unfollowed)} done, "
+        f"{len(digests)} digest(s), {sum(stored.values()):,} Mastodon exchanges "
+        f"(server: {sum(truth.values()):,}), {len(mine):,} sandbox interactions "
+        f"(fault-free: {len(reference):,})"
     )
-    store.dispose()
+    say(f"kills: {kills}")
+    say(
+        f"faults answered: {faults or 'none'} of {sum(fake.requests.values()):,} Mastodon "
+        f"requests; SMTP: {chaos.mailbox.refused} refused, "
+        f"{sum(chaos.mailbox.accepted.values())} accepted, "
+        f"{sum(chaos.sent_before_kill.values())} re-sent after a kill between acceptance and record"
+    )
     return results
 
 
@@ -274,11 +527,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--seed", type=int, default=None, help="default: a random one")
+    parser.add_argument("--fault-rate", type=float, default=0.1, help="share of HTTP requests")
+    parser.add_argument("--refuse-rate", type=float, default=0.3, help="share of SMTP sends")
     parser.add_argument("--keep", action="store_true", help="keep the folder (logs, stores)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     root = Path(tempfile.mkdtemp(prefix="lopper-chaos-"))
-    results = run(args.rounds, seed, root)
+    results = run(args.rounds, seed, root, fault_rate=args.fault_rate, refuse_rate=args.refuse_rate)
     failed = False
     for name, (held, total) in results.items():
         mark = "held" if held == total else "FAILED"

@@ -46,10 +46,15 @@ def write_config(
     failing: bool = False,
     mastodon: list[tuple[str, str, str]] | None = None,
     removal_spacing: str | None = None,
+    request_timeout: str | None = None,
+    smtp_port: int | None = None,
+    rules: dict[str, str] | None = None,
+    digest_retry: str | None = None,
 ) -> Path:
     """A configuration for ``lopper run``: sandbox accounts (``accounts``; none if it is an
     empty list and ``mastodon`` is given) and Mastodon accounts served by fakes of the test
-    process (``mastodon``: handle, server URL, access token)."""
+    process (``mastodon``: handle, server URL, access token). The digest is written to files
+    in ``outbox``, or sent to the SMTP server on 127.0.0.1:``smtp_port``."""
     handles = accounts if accounts is not None else ([] if mastodon else ["@you"])
     lines = ["version: 1", "accounts:"]
     for handle, server, token in mastodon or []:
@@ -60,6 +65,8 @@ def write_config(
         ]
         if removal_spacing is not None:
             lines.append(f'    removal_spacing: ["{removal_spacing}", "{removal_spacing}"]')
+        if request_timeout is not None:
+            lines.append(f'    request_timeout: "{request_timeout}"')
     for handle in handles:
         lines += [
             "  - platform: sandbox",
@@ -72,11 +79,21 @@ def write_config(
             '    handle: "@you@example.social"',
             "    credentials: {access_token: '${LOPPER_TEST_UNSET_TOKEN}'}",
         ]
-    lines += ["rules: {daily_removal_cap: 1000}", "schedule:"]
+    lines += ["rules:"]
+    lines += [f'  {k}: "{v}"' for k, v in {"daily_removal_cap": 1000, **(rules or {})}.items()]
+    lines += ["schedule:"]
     lines += [f'  {k}: "{v}"' for k, v in {**FAST, **(schedule or {})}.items()]
+    lines += ["digest:"]
+    if smtp_port is None:
+        lines += ["  delivery: files"]
+    else:
+        lines += [
+            "  delivery: smtp",
+            f"  smtp: {{host: 127.0.0.1, port: {smtp_port}, security: none}}",
+        ]
+    if digest_retry is not None:
+        lines += [f'  retry_after: "{digest_retry}"']
     lines += [
-        "digest:",
-        "  delivery: files",
         f"  folder: {outbox}",
         '  recipients: ["you@example.org"]',
         "web: {enabled: false}",
