@@ -209,6 +209,7 @@ class Chaos:
         self.sent_before_kill: Counter[str] = Counter()  # Message-ID -> kills right after
         self.held: Counter[str] = Counter()
         self.confirmed: set[int] = set()
+        self.started: list[Running] = []
 
         self.fake = FakeMastodon(lambda: datetime.now(UTC), window=timedelta(seconds=2))
         generate(self.fake, MASTODON, now=datetime.now(UTC), seed=seed % 1000)
@@ -244,7 +245,16 @@ class Chaos:
         self.logs = root / "logs"
         self.logs.mkdir()
 
+    def start(self, log: str) -> Running:
+        daemon = Running(self.config, self.env, self.logs / log)
+        self.started.append(daemon)
+        return daemon
+
     def close(self) -> None:
+        for daemon in self.started:  # a run that failed half-way leaves none behind
+            if daemon.process.poll() is None:
+                daemon.process.kill()
+                daemon.process.wait(timeout=10)
         self.fake.stop()
         self.smtp.stop()
         self.store.dispose()
@@ -341,13 +351,13 @@ class Chaos:
 
     def first_start(self) -> None:
         """The daemon, faults on and no kills, until both accounts have suggestions."""
-        daemon = Running(self.config, self.env, self.logs / "first.log")
+        daemon = self.start("first.log")
         wait_for(self.suggested, "suggestions on both accounts", timeout=180, process=daemon)
         daemon.kill()
         self.confirm_some()
 
     def round(self, index: int) -> None:
-        daemon = Running(self.config, self.env, self.logs / f"round-{index:03d}.log")
+        daemon = self.start(f"round-{index:03d}.log")
         with self.lock:
             self.current = daemon
         try:
@@ -370,7 +380,7 @@ class Chaos:
         and every digest delivered, then one more sync of each account, then SIGTERM."""
         with self.lock:
             self.killing = False
-        daemon = Running(self.config, self.env, self.logs / "final.log")
+        daemon = self.start("final.log")
         self.confirm_some()
 
         def settled() -> bool:

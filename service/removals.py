@@ -67,7 +67,9 @@ def _due(session: Session, account_id: int, now: datetime, rules: Rules) -> list
         select(Suggestion).where(Suggestion.account_id == account_id, Suggestion.state == S.FAILED)
     ):
         last = _last_removal(session, suggestion.id)
-        if (
+        if last is not None and last.state is RemovalState.STARTED:
+            retry.append(suggestion)  # a retry interrupted between asking and recording
+        elif (
             last is not None
             and last.attempt < rules.max_attempts
             and last.next_attempt_at is not None
@@ -260,7 +262,7 @@ def _execute_one(
     except PersonNotFound as exc:
         detail = f"already gone: {scrub(str(exc))}"
     except PlatformError as exc:
-        return _failure(store, suggestion_id, exc, rules, clock, report, removal_id)
+        return _failure(store, suggestion_id, exc, rules, clock, report, removal_id, resuming)
     with store.session() as session:
         suggestion = get_suggestion(session, suggestion_id)
         removal = session.get_one(Removal, removal_id)
@@ -321,7 +323,10 @@ def _failure(
     clock: Callable[[], datetime],
     report: ExecutionReport,
     removal_id: int | None = None,
+    asked_before: bool = False,
 ) -> str | None:
+    """Record a failed attempt. ``removal_id``: the platform was asked in this attempt;
+    ``asked_before``: it was asked in an earlier one whose outcome never came back."""
     now = clock()
     said = scrub(str(exc)) or type(exc).__name__  # invariant 7: SDKs echo tokens in errors
     with store.session() as session:
@@ -338,8 +343,10 @@ def _failure(
         removal.state = RemovalState.FAILED
         removal.finished_at = now
         removal.error = said
-        if removal_id is not None and type(exc) is PlatformError:
-            removal.state = RemovalState.UNANSWERED  # it may have been done: ask again
+        if removal_id is not None and (asked_before or type(exc) is PlatformError):
+            # It may have been done (now or in the attempt this one resumed): whatever
+            # stopped this attempt, the next one asks again rather than re-checking.
+            removal.state = RemovalState.UNANSWERED
         if isinstance(exc, RateLimited):
             # Not the removal's fault: it stays confirmed and waits for the window to reset.
             account.next_removal_at = exc.reset_at or now + timedelta(minutes=15)

@@ -541,3 +541,47 @@ def test_a_removal_that_got_no_answer_is_asked_again_and_recorded_as_lopper_s(
             select(AuditEntry).where(AuditEntry.to_state == S.REMOVED.value)
         ).all()
         assert len(removed) == 1
+
+
+def test_a_retry_interrupted_between_asking_and_recording_is_resumed(
+    store: Store, clock: Clock
+) -> None:
+    """A failed removal's retry that dies after the platform acted must not be left out of
+    every later run (it was: the suggestion stayed failed with no next attempt)."""
+    platform = prepare(store, clock, people=1)
+    platform.inject("remove", PlatformError("503"))
+    execute(store, platform, clock)
+    clock.advance(timedelta(minutes=10))
+    platform.inject("remove", RuntimeError("killed"), after=True)
+    with pytest.raises(RuntimeError):
+        execute(store, platform, clock)
+    assert states(store) == {"u1": "failed"}
+
+    execute(store, platform, clock)  # the next run, at once
+
+    assert states(store) == {"u1": "removed"}
+    assert platform.removed == ["u1"]
+
+
+def test_a_resumed_removal_stopped_by_a_rate_limit_is_still_lopper_s_after_the_reset(
+    store: Store, clock: Clock
+) -> None:
+    """Killed after the platform acted, then rate limited when resumed: after the reset the
+    removal is asked again and recorded as done, not dropped as "no longer connected"."""
+    platform = prepare(store, clock, people=1)
+    platform.inject("remove", RuntimeError("killed"), after=True)
+    with pytest.raises(RuntimeError):
+        execute(store, platform, clock)
+    platform.inject("remove", RateLimited(clock.now + timedelta(minutes=15)))
+    execute(store, platform, clock)
+    assert states(store) == {"u1": "confirmed"}
+
+    clock.advance(timedelta(minutes=15))
+    execute(store, platform, clock)
+
+    assert states(store) == {"u1": "removed"}
+    with store.session() as session:
+        assert [r.state for r in session.scalars(select(Removal).order_by(Removal.id))] == [
+            RemovalState.UNANSWERED,
+            RemovalState.DONE,
+        ]
