@@ -31,7 +31,7 @@ from service.cli import app as cli
 from service.digest import deliver_outbox, outbox_summary, queue_digest
 from service.digest.compose import AccountDigest, Bucket, DigestData, Person, count_buckets
 from service.digest.links import SECRET_FILE, Signer, signing_key
-from service.digest.outbox import backoff, release_claims
+from service.digest.outbox import backoff, prune_sent, release_claims
 from service.digest.render import render
 from service.model import Channel, SuggestionState
 from service.removals import restore
@@ -233,6 +233,29 @@ def test_a_claim_left_by_a_dead_sender_is_released_and_sent_with_its_message_id(
     assert deliver_outbox(application, NOW + timedelta(minutes=1)) == 1
     assert len(mailbox.accepted) == 1
     assert f"Message-ID: {message_id}" in mailbox.accepted[0].content.decode()
+    site.close()
+
+
+def test_old_sent_digests_keep_their_row_but_not_their_message(home, tmp_path):
+    site = make_site(tmp_path / "site", size=60)
+    application = site.app()
+    old, recent = NOW - timedelta(days=120), NOW - timedelta(days=10)
+    assert queue_digest(application, old) and queue_digest(application, recent)
+    unsent = NOW - timedelta(days=200)
+    assert queue_digest(application, unsent)
+    with application.store.session() as session:
+        for digest in session.scalars(select(Digest)):
+            if digest.slot != unsent:
+                digest.state, digest.sent_at = DigestState.SENT, digest.slot
+    assert prune_sent(application.store, NOW - timedelta(days=90)) == 1
+    assert prune_sent(application.store, NOW - timedelta(days=90)) == 0
+    with application.store.session() as session:
+        kept = {d.slot: (d.state, len(d.message) > 0) for d in session.scalars(select(Digest))}
+    assert kept == {
+        old: (DigestState.SENT, False),  # the row stays: one digest per slot
+        recent: (DigestState.SENT, True),
+        unsent: (DigestState.QUEUED, True),  # never cleared before it is delivered
+    }
     site.close()
 
 

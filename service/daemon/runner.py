@@ -43,7 +43,7 @@ from service.daemon import due as d
 from service.daemon import queue as q
 from service.daemon.notify import Notifier, watchdog_interval
 from service.digest import deliver_outbox, queue_digest
-from service.digest.outbox import release_claims
+from service.digest.outbox import prune_sent, release_claims
 from service.errors import ConfigError, LopperError
 from service.logs import bind_run, scrub
 from service.store.models import JobState
@@ -55,6 +55,7 @@ log = structlog.get_logger("lopper.daemon")
 
 STOP_TIMEOUT = 8.0  # seconds a job has to stop after SIGTERM (systemd waits TimeoutStopSec)
 PRUNE_AFTER = timedelta(days=30)
+KEEP_SENT_DIGESTS = timedelta(days=90)  # then only their message is cleared
 PLAN_EVERY = timedelta(minutes=1)
 
 
@@ -385,6 +386,7 @@ class Daemon:
         q.reap(store, now)
         if self._last_prune is None or now - self._last_prune > timedelta(days=1):
             q.prune(store, now - PRUNE_AFTER)
+            prune_sent(store, now - KEEP_SENT_DIGESTS)
             self._last_prune = now
         with store.session() as session:
             dues = d.all_dues(

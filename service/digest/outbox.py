@@ -129,6 +129,27 @@ def _claim(store: Store, digest_id: int, now: datetime) -> bool:
         return bool(getattr(result, "rowcount", 0) == 1)
 
 
+def prune_sent(store: Store, before: datetime) -> int:
+    """Clear the message of every digest sent (or previewed) before ``before``.
+
+    The row stays (its slot, subject, summary and when it went: one digest per slot, and
+    the history), only the message itself, up to a megabyte each, goes.
+    """
+    with store.session() as session:
+        result = session.execute(
+            update(Digest)
+            .where(
+                or_(
+                    and_(Digest.state == DigestState.SENT, Digest.sent_at < before),
+                    and_(Digest.preview.is_(True), Digest.created_at < before),
+                ),
+                Digest.message != "",
+            )
+            .values(message="")
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
 def release_claims(store: Store) -> int:
     """Put back every digest claimed for sending, at once: only for a daemon that knows it is
     the database's only one (SQLite's lock), so any claim is a dead process's. The digest
