@@ -120,8 +120,7 @@ class App:
         if account.removal_spacing is not None:
             low, high = account.removal_spacing
             return (low.total_seconds(), high.total_seconds())
-        default: tuple[float, float] = getattr(adapter, "default_spacing", (20.0, 90.0))
-        return default
+        return adapter.traits.removal_spacing
 
     # -- units of work, each bound to a run id and the account -----------------------------
 

@@ -122,7 +122,7 @@ def sync_account(
     """
     run_id = run_id or uuid.uuid4().hex[:12]
     report = SyncReport(config.key, run_id)
-    if getattr(adapter, "export_only", False):
+    if adapter.traits.export_only:
         # No API to ask: its data comes from `lopper import`, and only from there.
         report.outcome = "skipped"
         report.streams[CONNECTIONS] = (
@@ -156,7 +156,7 @@ def sync_account(
             account.paused_at = None
         if relist_after is not None:
             # A platform that bills each read sets how seldom its listing may be fetched.
-            relist_after = max(relist_after, getattr(adapter, "min_relist", relist_after))
+            relist_after = max(relist_after, adapter.traits.min_relist)
         listing_due = _listing_due(store, account_id, clock(), relist_after, report)
         costs.check_budget(store, account_id, adapter, listing_due, clock())
         if listing_due:
@@ -288,7 +288,7 @@ def _sync_connections(
     with store.session() as session:
         # A listing the platform says is partial (Facebook lists only the app's users) marks
         # nobody as gone.
-        if not getattr(adapter, "partial_listing", False):
+        if not adapter.traits.partial_listing:
             close_listing(session, account_id, listing, rules, clock(), report)
         if report.brake is None:
             # Imported here: removals imports suggestions, which imports this module.

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from service import config as cfg
 from service.app import AccountSkipped
 from service.cli import _account_on, _app, auth_app, err, import_app, out
-from service.costs import OverBudget, dollars, spend_allowed
+from service.costs import OverBudget, dollars, meter_of, spend_allowed
 from service.imports.x_archive import import_archive, record_lookup_cost
 from service.sync import ensure_account
 
@@ -64,7 +64,7 @@ def import_x_archive(
                 adapter = application.adapter(chosen)
             except AccountSkipped as exc:
                 err.print(f"[yellow]{exc}: likes are not attributed[/yellow]")
-        meter = getattr(adapter, "meter", None)
+        meter = meter_of(adapter)
         with application.store.session() as session:
             account_id = ensure_account(session, chosen, now).id
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar, Protocol, runtime_checkable
 
 from service.model import Direction, Kind
@@ -142,11 +142,29 @@ class PersonNotFound(PlatformError):
     """The person no longer exists on the platform."""
 
 
+@dataclass(frozen=True)
+class Traits:
+    """How a platform's data and limits differ, beyond what it can do (``capabilities``)."""
+
+    # Seconds between two removals, drawn at random in this range, unless the account's
+    # ``removal_spacing`` says otherwise.
+    removal_spacing: tuple[float, float] = (20.0, 90.0)
+    # The listing leaves people out (Facebook lists only the app's users): nobody in the
+    # store is marked gone for being missing from it.
+    partial_listing: bool = False
+    # No API to sync from: the data comes only from imported exports.
+    export_only: bool = False
+    # The full listing is fetched at most this often, whatever the schedule asks (X bills
+    # each person listed).
+    min_relist: timedelta = timedelta(0)
+
+
 @runtime_checkable
 class Platform(Protocol):
     name: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]]
     simulated: ClassVar[bool]
+    traits: Traits
 
     def whoami(self) -> Identity: ...
 

@@ -23,6 +23,7 @@ from service.platforms.base import (
     InteractionPage,
     Relationship,
     RemovalOutcome,
+    Traits,
     Unsupported,
 )
 
@@ -31,7 +32,7 @@ class ExportOnlyPlatform:
     name: ClassVar[str] = "export"
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     simulated: ClassVar[bool] = False
-    export_only: ClassVar[bool] = True
+    traits: Traits = Traits(export_only=True)
 
     def __init__(self, handle: str) -> None:
         self.handle = handle

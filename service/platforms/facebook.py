@@ -53,6 +53,7 @@ from service.platforms.base import (
     Relationship,
     RemovalOutcome,
     Span,
+    Traits,
     Unsupported,
 )
 
@@ -122,7 +123,8 @@ class FacebookPlatform:
     name: ClassVar[str] = "facebook"
     capabilities: ClassVar[frozenset[Capability]] = frozenset()  # no unfriend API
     simulated: ClassVar[bool] = False
-    partial_listing: ClassVar[bool] = True  # /me/friends lists only the app's users
+    # /me/friends lists only the app's users; nothing can be removed through the API.
+    traits: Traits = Traits(partial_listing=True)
 
     def __init__(
         self,

@@ -67,6 +67,7 @@ from service.platforms.base import (
     Relationship,
     RemovalOutcome,
     Span,
+    Traits,
     Unsupported,
 )
 from service.platforms.tokens import load_token, save_token
@@ -292,7 +293,7 @@ class MastodonPlatform:
         {Capability.REMOVE, Capability.RESTORE, Capability.RELATIONSHIP}
     )
     simulated: ClassVar[bool] = False
-    default_spacing: ClassVar[tuple[float, float]] = (20.0, 90.0)
+    traits: Traits = Traits(removal_spacing=(20.0, 90.0))
 
     def __init__(
         self,

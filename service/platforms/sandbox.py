@@ -33,6 +33,7 @@ from service.platforms.base import (
     Relationship,
     RemovalOutcome,
     Span,
+    Traits,
 )
 
 DAY = 86400
@@ -178,7 +179,7 @@ class SandboxPlatform:
     name: ClassVar[str] = "sandbox"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
     simulated: ClassVar[bool] = True
-    default_spacing: ClassVar[tuple[float, float]] = (0.0, 0.0)
+    traits: Traits = Traits(removal_spacing=(0.0, 0.0))
 
     def __init__(
         self,

@@ -3,7 +3,7 @@
 What is read, and from where (https://docs.x.com/x-api):
 
 - connections: ``/2/users/:id/followers`` then ``.../following``, 1,000 a page, paged by
-  ``meta.next_token``; fetched at most once a day (:attr:`XPlatform.min_relist`), since every
+  ``meta.next_token``; fetched at most once a day (``traits.min_relist``), since every
   person listed is billed;
 - ``mentions``: posts mentioning the account (replies and quotes among them), with
   ``since_id`` after the first pass (X keeps the last 800);
@@ -68,6 +68,7 @@ from service.platforms.base import (
     Relationship,
     RemovalOutcome,
     Span,
+    Traits,
     Unsupported,
 )
 from service.platforms.tokens import load_token, save_token, token_lock
@@ -238,7 +239,6 @@ class XPlatform:
         {Capability.REMOVE, Capability.RESTORE, Capability.RELATIONSHIP}
     )
     simulated: ClassVar[bool] = False
-    default_spacing: ClassVar[tuple[float, float]] = (30.0, 120.0)
     # Every person in a listing is billed: a complete listing at most once a day.
     relist_floor: ClassVar[timedelta] = timedelta(hours=24)
 
@@ -263,7 +263,10 @@ class XPlatform:
             "oauth1" if all(credentials.get(k) for k in OAUTH1_KEYS) else "oauth2"
         )
         self.user_auth = self.mode == "oauth1"
-        self.min_relist = max(self.relist_floor, options.relist_every)
+        self.traits = Traits(
+            removal_spacing=(30.0, 120.0),
+            min_relist=max(self.relist_floor, options.relist_every),
+        )
         self.meter = CostMeter(
             options.prices,
             owned_app=options.owned_app,

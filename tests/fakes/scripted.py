@@ -23,6 +23,7 @@ from service.platforms.base import (
     Relationship,
     RemovalOutcome,
     Span,
+    Traits,
 )
 
 
@@ -55,6 +56,7 @@ class ScriptedPlatform:
     events_page_size: int = 4
     streams: tuple[str, ...] = ("activity",)
     capabilities: frozenset[Capability] = frozenset(Capability)
+    traits: Traits = field(default_factory=lambda: Traits(removal_spacing=(0.0, 0.0)))
     people: dict[str, Person] = field(default_factory=dict)
     exchanges: dict[str, list[Exchange]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
