@@ -214,10 +214,10 @@ class Chaos:
         self.fake = FakeMastodon(lambda: datetime.now(UTC), window=timedelta(seconds=2))
         generate(self.fake, MASTODON, now=datetime.now(UTC), seed=seed % 1000)
         self.fake.stall = 1.5  # past the account's request_timeout of 1 s
-        self.fake.at_random(fault_rate, FAULT_KINDS, random.Random(seed + 1))
+        self.fake.at_random(fault_rate, FAULT_KINDS, random.Random(f"faults-{seed}"))
         self.fake.on_answer = self._answered
         self.fake.start()
-        self.mailbox = Mailbox(random.Random(seed + 2), refuse_rate)
+        self.mailbox = Mailbox(random.Random(f"smtp-{seed}"), refuse_rate)
         self.mailbox.on_accept = self._accepted
         port = free_port()
         self.smtp = Controller(self.mailbox, hostname="127.0.0.1", port=port)
