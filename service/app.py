@@ -37,9 +37,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Server addresses that may be given among an account's credentials: not secret, and an
+# error must be able to say which server failed.
+ADDRESS_KEYS = frozenset({"api_base_url", "base_url"})
+
+
 def _secrets_of(loaded: LoadedConfig) -> list[str]:
     s = loaded.settings
-    values = [v.get_secret_value() for a in s.accounts for v in a.credentials.values()]
+    values = [
+        v.get_secret_value()
+        for a in s.accounts
+        for k, v in a.credentials.items()
+        if k not in ADDRESS_KEYS
+    ]
     if s.digest.smtp.password is not None:
         values.append(s.digest.smtp.password.get_secret_value())
     if s.web.secret is not None:

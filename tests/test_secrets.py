@@ -85,3 +85,32 @@ def test_a_refused_undo_does_not_repeat_the_token(store: Store, clock: Clock) ->
         restore(store, sid, platform, via=Channel.CLI, now=clock())
 
     assert TOKEN not in str(refused.value)
+
+
+def test_a_server_address_among_the_credentials_is_named_in_errors_the_token_is_not(
+    tmp_path, monkeypatch
+) -> None:
+    import socket
+
+    from service.app import App
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "version: 1\naccounts:\n  - platform: mastodon\n    handle: '@me@example.social'\n"
+        f"    credentials: {{access_token: '${{MASTODON_TOKEN}}', api_base_url: '{address}'}}\n"
+        f"storage: {{url: 'sqlite:///{tmp_path / 'lopper.sqlite3'}'}}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("MASTODON_TOKEN", "planted-mastodon-token-5521")
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    logs.forget_secrets()
+    application = App.load(config)
+    report = application.sync(application.accounts()[0])
+    application.close()
+    said = logs.scrub(" ".join([*report.problems, *report.streams.values()]))
+    assert report.outcome == "failed"
+    assert address.removeprefix("http://") in said, said
+    assert logs.scrub("planted-mastodon-token-5521") == logs.MASK
