@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,33 @@ from service.store.models import JobState
 DEPLOY = ROOT / "deploy"
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+
+
+class NotifySocket:
+    """systemd's side of the notify protocol: an abstract datagram socket, read by a thread."""
+
+    def __init__(self) -> None:
+        name = f"lopper-test-notify-{os.getpid()}-{id(self)}"
+        self.address = "@" + name  # systemd's abstract namespace
+        self.received: list[str] = []
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind("\0" + name)
+        self._socket.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.received.extend(self._socket.recv(4096).decode().splitlines())
+            except TimeoutError:
+                continue
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._socket.close()
 
 
 def unit_here(folder: Path) -> Path:
@@ -148,23 +176,9 @@ def test_notify_socket_sees_ready_watchdog_and_stopping(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'state' / 'lopper.sqlite3'}"
     config = write_config(tmp_path / "config.yaml", url, tmp_path / "outbox")
     store = prepared_store(url)
-    name = f"lopper-test-notify-{os.getpid()}"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind("\0" + name)  # systemd's abstract namespace, written "@name"
-    listener.settimeout(0.2)
-    received: list[str] = []
-    stop = threading.Event()
-
-    def listen() -> None:
-        while not stop.is_set():
-            try:
-                received.extend(listener.recv(4096).decode().splitlines())
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
-    env = environment(tmp_path, NOTIFY_SOCKET="@" + name, WATCHDOG_USEC="400000")
+    notify = NotifySocket()
+    received = notify.received
+    env = environment(tmp_path, NOTIFY_SOCKET=notify.address, WATCHDOG_USEC="400000")
     daemon = Running(config, env, tmp_path / "notify.log", launcher=launcher)
     wait_for(lambda: "READY=1" in received, "READY=1", process=daemon)
     wait_for(lambda: received.count("WATCHDOG=1") >= 2, "WATCHDOG=1", process=daemon)
@@ -175,8 +189,44 @@ def test_notify_socket_sees_ready_watchdog_and_stopping(tmp_path: Path) -> None:
     assert f"MAINPID={daemon.process.pid}" in received
     assert daemon.stop() == 0
     wait_for(lambda: "STOPPING=1" in received, "STOPPING=1", timeout=2)
-    stop.set()
-    thread.join()
-    listener.close()
+    notify.close()
     store.dispose()
     assert received.index("READY=1") < received.index("STOPPING=1")
+
+
+@pytest.mark.postgres
+def test_a_hung_schedule_withholds_the_watchdog_ping_until_it_moves_again(
+    tmp_path: Path, postgres_schemas
+) -> None:
+    """WATCHDOG=1 comes from a thread of its own so that a long sync cannot starve it; but a
+    tick of the schedule that hangs (here: a query waiting on a lock nobody releases) must
+    stop the pings, so that systemd restarts the service."""
+    if postgres_schemas is None:
+        pytest.skip("LOPPER_TEST_DATABASE_URL is not set")
+    from sqlalchemy import text
+
+    url = postgres_schemas.fresh(0)
+    config = write_config(
+        tmp_path / "config.yaml", url, tmp_path / "outbox", size=40, schedule={"poll_every": "0.2s"}
+    )
+    store = prepared_store(url)
+    notify = NotifySocket()
+    env = environment(tmp_path, NOTIFY_SOCKET=notify.address, WATCHDOG_USEC="400000")
+    daemon = Running(config, env, tmp_path / "watchdog.log")
+    pings = lambda: notify.received.count("WATCHDOG=1")  # noqa: E731
+    wait_for(lambda: pings() >= 3, "WATCHDOG=1", process=daemon)
+    with store.engine.connect() as connection:
+        # Another session takes the job table: the tick's next claim waits on it.
+        connection.execute(text("LOCK TABLE job_runs IN ACCESS EXCLUSIVE MODE"))
+        wait_for(
+            lambda: "watchdog ping withheld" in daemon.text(), "the pings to stop", process=daemon
+        )
+        stopped_at = pings()
+        time.sleep(1.5)  # seven watchdog intervals
+        assert pings() == stopped_at, "pings went on while the tick hung"
+        connection.rollback()
+    wait_for(lambda: pings() > stopped_at, "the pings to resume", process=daemon)
+    assert "watchdog ping resumed" in daemon.text()
+    assert daemon.stop() == 0
+    notify.close()
+    store.dispose()

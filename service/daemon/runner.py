@@ -8,7 +8,9 @@ its own (nothing of it is persisted, so nothing of it can go stale):
   and claims queued work for its free workers;
 - one one-shot job per claimed unit of work, on the worker pool;
 - ``watchdog``: ``WATCHDOG=1`` from an executor of its own, so that a long sync never
-  starves it while a scheduler that hangs stops it (and systemd restarts the service).
+  starves it; it is withheld while a tick hangs (longer than four polls, and at least
+  ``TICK_HANG`` seconds), and a scheduler that hangs as a whole stops it too: either way
+  systemd restarts the service.
 
 SIGTERM and SIGINT stop it: a running sync stops after its current page (each page is one
 transaction), removals stop between two, and the process exits 0. SIGHUP reloads the
@@ -56,6 +58,7 @@ log = structlog.get_logger("lopper.daemon")
 STOP_TIMEOUT = 8.0  # seconds a job has to stop after SIGTERM (systemd waits TimeoutStopSec)
 PRUNE_AFTER = timedelta(days=30)
 KEEP_SENT_DIGESTS = timedelta(days=90)  # then only their message is cleared
+TICK_HANG = 5.0  # seconds: a tick running longer than this (and four polls) has hung
 PLAN_EVERY = timedelta(minutes=1)
 
 
@@ -130,6 +133,8 @@ class Daemon:
         self._last_prune: datetime | None = None
         self._status = ""
         self._ticking = False
+        self._tick_since: float | None = None  # when the running tick began (monotonic)
+        self._withheld = False  # watchdog pings withheld: a tick has hung
         self._again = False
         self._upcoming: d.Due | None = None
         self._replan = True
@@ -189,7 +194,7 @@ class Daemon:
         interval = watchdog_interval()
         if interval is not None and self.notifier.enabled:
             self._scheduler.add_job(
-                self.notifier.watchdog,
+                self._watchdog,
                 "interval",
                 seconds=interval.total_seconds(),
                 id="watchdog",
@@ -340,14 +345,18 @@ class Daemon:
             self._ticking = True
         try:
             while True:
+                with self._lock:
+                    self._tick_since = time.monotonic()
                 self._tick_once()
                 with self._lock:
+                    self._tick_since = None
                     if not self._again or self.stop_event.is_set():
                         return
                     self._again = False
         finally:
             with self._lock:
                 self._ticking = False
+                self._tick_since = None
 
     def _tick_once(self) -> None:
         if self.stop_event.is_set():
@@ -518,6 +527,25 @@ class Daemon:
         return f"failed: unknown job {work.job!r}"
 
     # -- status ----------------------------------------------------------------------------
+
+    def _watchdog(self) -> None:
+        """WATCHDOG=1, unless the schedule's tick has hung: then systemd restarts us."""
+        hang = max(TICK_HANG, 4 * self.app.settings.schedule.poll_every.total_seconds())
+        with self._lock:
+            since = self._tick_since
+        stuck = since is not None and time.monotonic() - since > hang
+        if stuck:
+            if not self._withheld:
+                log.error(
+                    "schedule tick hung: watchdog ping withheld",
+                    seconds=round(time.monotonic() - (since or 0.0), 1),
+                )
+            self._withheld = True
+            return
+        if self._withheld:
+            log.warning("schedule tick moving again: watchdog ping resumed")
+            self._withheld = False
+        self.notifier.watchdog()
 
     def _set_status(self, text: str) -> None:
         if text != self._status:
