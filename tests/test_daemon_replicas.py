@@ -8,6 +8,7 @@ import signal
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from daemon_helpers import Running, environment, prepared_store, runs, wait_for, write_config
@@ -312,3 +313,39 @@ def test_a_killed_replica_s_job_runs_again_on_another_within_a_lease(
     for key, rows in by_account.items():
         assert _overlaps(rows) == [], f"{key}: two jobs ran at once"
     store.dispose()
+
+
+def test_a_job_that_ends_while_the_leader_plans_is_not_queued_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another replica's evaluation finishes between the leader's reads of what is due and
+    of what is active: it must not be queued again at once (it was, with the reads the
+    other way round: due by the facts read before, no longer active by the read after)."""
+    from service.daemon import due as d
+
+    url = f"sqlite:///{tmp_path / 'lopper.sqlite3'}"
+    config = write_config(tmp_path / "config.yaml", url, tmp_path / "outbox", schedule=HOURLY)
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    app = App.load(config)
+    account = app.accounts()[0]
+    app.sync(account)  # evaluation is now due
+    daemon = Daemon(app, instance="here:1")
+    now = datetime.now(UTC)
+    daemon._first_start = now
+    assert q.enqueue(app.store, "evaluate", account.key, now, None)
+    work = q.claim(app.store, "elsewhere:2", lambda: now, timedelta(minutes=1))
+    assert work is not None and work.job == "evaluate"
+    read_dues = d.all_dues
+
+    def evaluation_ends_meanwhile(*args: Any, **kwargs: Any) -> list[d.Due]:
+        dues = read_dues(*args, **kwargs)
+        app.evaluate(account)  # the other replica's run, recorded, then finished
+        assert q.finish(app.store, work, "elsewhere:2", JobState.DONE, app.clock(), None)
+        return dues
+
+    monkeypatch.setattr(d, "all_dues", evaluation_ends_meanwhile)
+    daemon._plan(now)
+    with app.store.session() as session:
+        evaluations = list(session.scalars(select(JobRun).where(JobRun.job == "evaluate")))
+    assert [r.state for r in evaluations] == [JobState.DONE]
+    app.close()

@@ -398,15 +398,18 @@ class Daemon:
             prune_sent(store, now - KEEP_SENT_DIGESTS)
             self._last_prune = now
         with store.session() as session:
+            # Queued or running already: the database would refuse a copy (and, on
+            # PostgreSQL, write the refusal to its log each time). Read before what is due:
+            # a job records its effect before it finishes, so one that ends in between is
+            # either still active here or already counted in the facts; read after, it
+            # could be neither, and run twice.
+            active = q.active_jobs(session)
             dues = d.all_dues(
                 session,
                 settings,
                 now,
                 first_start=self._first_start,
             )
-            # Queued or running already: the database would refuse a copy (and, on
-            # PostgreSQL, write the refusal to its log each time).
-            active = q.active_jobs(session)
             lapse = q.next_lapse(session)
         upcoming: d.Due | None = None
         for item in dues:
