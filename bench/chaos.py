@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import email
+import email.policy
 import os
 import random
 import signal
@@ -103,7 +104,8 @@ class Mailbox:
                 return self.rng.choice(
                     ("451 4.3.0 mailbox busy, try again later", "421 4.7.0 try again later")
                 )
-            message_id = str(email.message_from_bytes(envelope.content)["Message-ID"])
+            parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+            message_id = str(parsed["Message-ID"]).strip()  # unfolded
             self.accepted[message_id] += 1
         if self.on_accept is not None:
             self.on_accept(message_id)
