@@ -14,6 +14,7 @@ from sqlalchemy.exc import StatementError
 
 from service.errors import StoreError
 from service.store import Store, open_store
+from service.store.db import HEAD
 from service.store.models import Account, Base
 from service.store.types import to_epoch
 
@@ -24,7 +25,39 @@ def test_migrations_at_head_match_the_models(store: Store) -> None:
         differences = compare_metadata(context, Base.metadata)
 
     assert differences == []
-    assert store.current_revision() == store.head_revision()
+    assert store.current_revision() == store.head_revision() == HEAD
+
+
+def test_a_store_at_head_opens_without_alembic_and_an_older_one_is_migrated(
+    tmp_path: Path,
+) -> None:
+    """The daemon does not carry Alembic when there is nothing to migrate; a store one
+    migration behind is still brought to the head."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'lopper.sqlite3'}"
+    open_store(url).dispose()
+    probe = (
+        "import sys\n"
+        "from service.store import open_store\n"
+        f"store = open_store({url!r})\n"
+        "print(store.current_revision() if 'alembic' in sys.modules else 'no alembic')\n"
+    )
+
+    def opened() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    assert opened() == "no alembic"
+    store = open_store(url, migrate=False)
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0005'"))
+        connection.execute(text("DROP TABLE cost_records"))
+    store.dispose()
+    assert opened() == HEAD
 
 
 def test_opening_a_migrated_store_again_changes_nothing(tmp_path: Path) -> None:
