@@ -7,6 +7,7 @@ The core drives it (sync, evaluate, decide, execute, restore) on a real store; t
 from __future__ import annotations
 
 import math
+import random
 import stat
 from collections import Counter
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.bluesky_server import FOLLOW, FakeBluesky, Fault, did_for
+from fakes.bluesky_server import FAULTS, FOLLOW, FakeBluesky, Fault, did_for
 from helpers import Clock, make_rules, reset_cursors, snapshot, states, suggestion_ids
 from sqlalchemy import select
 
@@ -229,7 +230,7 @@ def test_random_faults_change_no_final_count(
     clean, faulty = make_store(), make_store()
     assert sync(clean, fake, adapter(fake, tmp_path / "clean", clock), clock).outcome == "ok"
 
-    fake.chaos(seed, rate=0.2)
+    fake.at_random(0.2, FAULTS, random.Random(seed))
     platform = adapter(fake, tmp_path / "faulty", clock)
     outcomes = []
     for _ in range(60):
@@ -254,23 +255,23 @@ def test_each_fault_becomes_the_contract_error(
     platform = adapter(fake, tmp_path, clock)
     platform.whoami()
 
-    fake.fail("429", GET_FOLLOWS)
+    fake.inject("429", GET_FOLLOWS)
     with pytest.raises(RateLimited) as limited:
         platform.connections(None)
     assert limited.value.reset_at == clock() + timedelta(seconds=300)  # ratelimit-reset
     kinds: tuple[Fault, ...] = ("500", "502", "malformed", "drop")
     for kind in kinds:
-        fake.fail(kind, GET_FOLLOWS)
+        fake.inject(kind, GET_FOLLOWS)
         with pytest.raises(PlatformError) as failed:
             platform.connections(None)
         assert type(failed.value) is PlatformError, kind
     # An expired session is renewed with the app password (an hour after the last sign-in at
     # the soonest), and the call goes through.
     clock.advance(SIGN_IN_PAUSE)
-    fake.fail("expired", GET_FOLLOWS)
+    fake.inject("expired", GET_FOLLOWS)
     assert platform.connections(None).people
     assert fake.logins == 2
-    fake.fail("takedown", GET_FOLLOWS)
+    fake.inject("takedown", GET_FOLLOWS)
     with pytest.raises(AuthError, match="lopper auth bluesky"):
         platform.connections(None)
     assert fake.logins == 2  # a suspended account is not signed in again
@@ -442,7 +443,7 @@ def test_removal_reads_the_platform_just_before_acting(
     platform.restore(vanished)  # already following: no duplicate follow record
     assert fake.requests[CREATE] == 0
     # The account's own suspension, met while asking about someone, is not their absence.
-    fake.fail("takedown", "app.bsky.graph.getRelationships")
+    fake.inject("takedown", "app.bsky.graph.getRelationships")
     with pytest.raises(AuthError):
         platform.remove(vanished)
     assert vanished in fake.follows
@@ -497,20 +498,20 @@ def test_the_platform_refusing_writes_defers_or_stops_removals(
     quiet = [did_for(f"f{i}") for i in range(2)]
     decide(store, [ids[d] for d in quiet], S.CONFIRMED, via=Channel.CLI, now=clock())
 
-    fake.fail("429", DELETE)
+    fake.inject("429", DELETE)
     deferred = execute_account(store, config, platform, rules, clock)
     assert deferred.removed == []
     assert account_row(store).next_removal_at == clock() + timedelta(seconds=300)
 
     clock.advance(timedelta(minutes=6))
-    fake.fail("takedown", DELETE)
+    fake.inject("takedown", DELETE)
     stopped = execute_account(store, config, platform, rules, clock)
     assert stopped.stopped is not None and stopped.stopped.startswith("removals stopped")
     assert "AccountTakedown" in (account_row(store).removals_blocked_reason or "")
     assert fake.logins == 1
     assert all(d in fake.follows for d in quiet)
     with pytest.raises(Blocked):
-        fake.fail("takedown", DELETE)
+        fake.inject("takedown", DELETE)
         platform.remove(quiet[0])
 
 

@@ -31,17 +31,21 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
+from fakes.faults import Fault as QueuedFault
+from fakes.faults import FaultQueue
+
 Fault = Literal[
     "429", "500", "502", "malformed", "expired", "401", "takedown", "drop", "drop_after"
 ]
 FAULTS: tuple[Fault, ...] = ("429", "500", "502", "malformed", "expired", "401", "drop")
+_ALL_FAULTS: tuple[Fault, ...] = (*FAULTS, "takedown", "drop_after")
 Truth = tuple[str, str, str]  # (counterpart DID, kind, direction)
 
 FOLLOW = "app.bsky.graph.follow"
@@ -136,14 +140,6 @@ class _Session:
     refresh: set[str] = field(default_factory=set)
 
 
-@dataclass
-class _Injected:
-    nsid: str | None
-    kind: Fault
-    skip: int
-    times: int
-
-
 class _Reply(Exception):
     """Raised inside a handler to answer with an error body."""
 
@@ -157,8 +153,11 @@ class _Reply(Exception):
         self.headers = headers or {}
 
 
-class FakeBluesky:
+class FakeBluesky(FaultQueue):
     """One account (``me``) on a PDS with an appview in front, and the people around it."""
+
+    KINDS = _ALL_FAULTS
+    RANDOM_EXEMPT = _SESSION_NSIDS
 
     def __init__(
         self,
@@ -196,8 +195,7 @@ class FakeBluesky:
         self.refreshes = 0
         self.write_log: list[tuple[str, str, str]] = []  # (action, collection, rkey)
         self._sessions: dict[str, _Session] = {}
-        self._faults: list[_Injected] = []
-        self._chaos: tuple[random.Random, float, tuple[Fault, ...]] | None = None
+        self.faults: list[QueuedFault] = []
         self._login_times: list[float] = []
         self._request_times: list[float] = []
         self._write_points: list[tuple[float, int]] = []
@@ -424,20 +422,13 @@ class FakeBluesky:
 
     # -- faults and limits --------------------------------------------------------------
 
-    def fail(self, kind: Fault, nsid: str | None = None, *, times: int = 1, skip: int = 0) -> None:
-        """The next ``times`` requests to ``nsid`` (any, if None) after ``skip`` fail so."""
-        with self._lock:
-            self._faults.append(_Injected(nsid, kind, skip, times))
-
-    def chaos(self, seed: int, rate: float, kinds: Iterable[Fault] = FAULTS) -> None:
-        """From now on each request fails with probability ``rate``, drawn from ``seed``."""
-        with self._lock:
-            self._chaos = (random.Random(seed), rate, tuple(kinds))
+    # Faults: ``inject(kind, nsid)`` and ``at_random(rate, FAULTS, rng)`` (FaultQueue); the
+    # session calls are never faulted at random.
 
     def calm(self) -> None:
         with self._lock:
-            self._chaos = None
-            self._faults.clear()
+            self.at_random(0, (), random.Random())
+            self.faults.clear()
 
     def revoke_sessions(self) -> None:
         """Every token stops working (a password change, or the person revoked the app)."""
@@ -450,23 +441,6 @@ class FakeBluesky:
             self.logins = 0
             self.refreshes = 0
             self.write_log.clear()
-
-    def _draw_fault(self, nsid: str) -> Fault | None:
-        for injected in self._faults:
-            if injected.nsid not in (None, nsid):
-                continue
-            if injected.skip > 0:
-                injected.skip -= 1
-                continue
-            injected.times -= 1
-            if injected.times <= 0:
-                self._faults.remove(injected)
-            return injected.kind
-        if self._chaos is not None and nsid not in _SESSION_NSIDS:
-            rng, rate, kinds = self._chaos
-            if rng.random() < rate:
-                return rng.choice(kinds)
-        return None
 
     def _window(self, times: list[float], now: float, seconds: float) -> list[float]:
         while times and times[0] <= now - seconds:
@@ -993,7 +967,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         with fake._lock:
             fake.requests[nsid] += 1
-            fault = fake._draw_fault(nsid)
+            fault = fake._take_fault(nsid)
             if fault == "drop":
                 self.close_connection = True
                 return

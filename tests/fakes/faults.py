@@ -23,6 +23,7 @@ class FaultQueue:
     """Mixed into a fake: ``inject`` queues a fault, ``_take_fault`` hands out the next one."""
 
     KINDS: tuple[str, ...] = ()
+    RANDOM_EXEMPT: frozenset[str] = frozenset()  # routes never faulted at random
     faults: list[Fault]
     tokens: Any  # what each fake keeps of its tokens
     # At random (``at_random``): each request not answered by a queued fault gets one of
@@ -55,7 +56,7 @@ class FaultQueue:
             if fault.times <= 0:
                 self.faults.remove(fault)
             return fault.kind
-        if self._random is not None:
+        if self._random is not None and route not in self.RANDOM_EXEMPT:
             rate, kinds, rng = self._random
             if rng.random() < rate:
                 return rng.choice(kinds)
