@@ -216,6 +216,29 @@ def _epoch(value: datetime | None) -> int | None:
 # --- the runner -----------------------------------------------------------------------------
 
 
+def record_import_run(
+    session: Session,
+    account_id: int,
+    now: datetime,
+    path: str | Path,
+    note: str | None,
+    **counts: int,
+) -> None:
+    """An import is recorded as a run, as a sync is: `lopper status` shows it, and the daemon
+    evaluates the account after it."""
+    session.add(
+        SyncRun(
+            account_id=account_id,
+            run_id=uuid.uuid4().hex[:12],
+            started_at=now,
+            finished_at=now,
+            outcome="ok",
+            detail=f"import of {Path(path).name}" + (f"; {note}" if note else ""),
+            **counts,
+        )
+    )
+
+
 def run_import(
     store: Store,
     config: AccountConfig,
@@ -303,20 +326,16 @@ def run_import(
             # Recorded as a run, like a sync: `lopper status` shows it, and the daemon
             # evaluates the account after it (an export-only account has no other runs).
             session.get_one(Account, account_id).last_sync_at = now
-            session.add(
-                SyncRun(
-                    account_id=account_id,
-                    run_id=uuid.uuid4().hex[:12],
-                    started_at=now,
-                    finished_at=now,
-                    outcome="ok",
-                    connections_seen=report.connections_seen,
-                    connections_new=report.connections_new,
-                    connections_vanished=report.connections_vanished,
-                    interactions_new=report.exchanges_new,
-                    detail=f"import of {Path(path).name}"
-                    + (f"; {report.brake}" if report.brake else ""),
-                )
+            record_import_run(
+                session,
+                account_id,
+                now,
+                path,
+                report.brake,
+                connections_seen=report.connections_seen,
+                connections_new=report.connections_new,
+                connections_vanished=report.connections_vanished,
+                interactions_new=report.exchanges_new,
             )
     log.info(
         "export imported",

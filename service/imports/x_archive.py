@@ -29,7 +29,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,11 +41,12 @@ from sqlalchemy.orm import Session
 
 from service.config import Account as AccountConfig
 from service.costs import Usage, record_usage
+from service.imports.common import record_import_run
 from service.imports.export import Export, ExportError, open_export
 from service.model import Direction, Kind
 from service.platforms.base import Exchange, Person, PlatformError, Span
 from service.store import Store
-from service.store.models import Connection, Interaction, SyncRun
+from service.store.models import Connection, Interaction
 from service.sync import ensure_account, extend_coverage, save_exchanges, save_people
 
 CHUNK = 1 << 20  # characters read at a time
@@ -418,20 +418,14 @@ def import_archive(
                     span = Span(since, generated)
                     extend_coverage(session, account_id, stream, "import", span)
                     report.covered[stream] = span
-            # Recorded as a run, as other imports are: `lopper status` shows it and the daemon
-            # evaluates the account after it.
-            session.add(
-                SyncRun(
-                    account_id=account_id,
-                    run_id=uuid.uuid4().hex[:12],
-                    started_at=now,
-                    finished_at=now,
-                    outcome="ok",
-                    connections_new=report.connections_new,
-                    interactions_new=report.exchanges_new,
-                    detail=f"import of {Path(path).name}"
-                    + (f"; {report.likes_note}" if report.likes_note else ""),
-                )
+            record_import_run(
+                session,
+                account_id,
+                now,
+                path,
+                report.likes_note,
+                connections_new=report.connections_new,
+                interactions_new=report.exchanges_new,
             )
     return report
 
