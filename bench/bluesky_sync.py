@@ -37,6 +37,7 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fakes.bluesky_server import LIKE, POST, REPOST, FakeBluesky, did_for
+from measure import Clock
 
 from service.config import Account, Rules
 from service.platforms import build_adapter
@@ -44,14 +45,6 @@ from service.store import open_store
 from service.sync import sync_account
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def pages(items: int) -> int:

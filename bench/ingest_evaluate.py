@@ -15,12 +15,10 @@ import argparse
 import gc
 import logging
 import math
-import resource
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from measure import n, rss_mb, timed
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -45,23 +44,6 @@ HANDLE = "@bench"
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-def rss_mb() -> float:
-    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
-
-
-def n(value: float) -> str:
-    return f"{value:,.0f}"
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    gc.collect()
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
 
 
 def median_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, list[float], Any]:

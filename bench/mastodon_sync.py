@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -35,6 +31,7 @@ from fakes.mastodon_server import (
     expected_pages,
     generate,
 )
+from measure import Clock, n, rss_mb, timed
 from pydantic import SecretStr
 
 from service.config import Account, Rules
@@ -53,29 +50,6 @@ LIMITS = {
     "conversations": 40,
 }
 WINDOW_REQUESTS, WINDOW_MINUTES = 300, 5
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def n(value: float) -> str:
-    return f"{value:,.0f}"
-
-
-def rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
 
 
 def listed(fake: FakeMastodon) -> dict[str, int]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from fakes.x_server import CLIENT_ID, REFRESH, TOKEN, USERNAME, FakeX, NetworkSize, generate
+from measure import Clock, n, rss_mb
 
 from service.config import Account, Rules, Schedule
 from service.costs import dollars
@@ -46,23 +46,6 @@ PAGES = {
     "liked_tweets": 100,
     "dm_events": 100,
 }
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def n(value: float) -> str:
-    return f"{value:,.0f}"
-
-
-def rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
 
 
 def main() -> None:
