@@ -133,6 +133,14 @@ def hand_written_sql(account_id: int, rules: Rules, now: datetime) -> tuple[str,
     return sql, params
 
 
+def database_for(database_url: str | None, schema: str, sqlite_file: Path) -> tuple[str, str]:
+    """The store's URL for the run (a fresh PostgreSQL schema, else a SQLite file) and a
+    line that says where it is."""
+    if database_url:
+        return prepare_postgres(database_url, schema), f"postgresql (schema {schema})"
+    return f"sqlite:///{sqlite_file}", f"sqlite ({sqlite_file})"
+
+
 def prepare_postgres(url: str, schema: str) -> str:
     """A fresh schema for the run (dropped first, so runs repeat); the URL that uses it."""
     engine = create_engine(url)
@@ -176,12 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
     workdir = Path(tempfile.mkdtemp(prefix="lopper-bench-"))
-    if args.database_url:
-        url = prepare_postgres(args.database_url, args.schema)
-        where = f"postgresql (schema {args.schema})"
-    else:
-        url = f"sqlite:///{workdir / 'bench.sqlite3'}"
-        where = f"sqlite ({workdir / 'bench.sqlite3'})"
+    url, where = database_for(args.database_url, args.schema, workdir / "bench.sqlite3")
 
     now = datetime.now(UTC).replace(microsecond=0)
     clock = lambda: now  # noqa: E731 - one fixed instant for the whole run

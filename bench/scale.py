@@ -36,11 +36,11 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest_evaluate import (
     check_same,
+    database_for,
     drop_postgres,
     hand_written_sql,
     median_of,
     n,
-    prepare_postgres,
     rss_mb,
     runs,
     timed,
@@ -192,12 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet()
 
     workdir = Path(tempfile.mkdtemp(prefix="lopper-scale-"))
-    if args.database_url:
-        url = prepare_postgres(args.database_url, args.schema)
-        where = f"postgresql (schema {args.schema})"
-    else:
-        url = f"sqlite:///{workdir / 'scale.sqlite3'}"
-        where = f"sqlite ({workdir / 'scale.sqlite3'})"
+    url, where = database_for(args.database_url, args.schema, workdir / "scale.sqlite3")
     now = datetime.now(UTC).replace(microsecond=0)
     clock = lambda: now  # noqa: E731 - one fixed instant for the whole run
     rules = Rules()
