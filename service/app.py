@@ -168,7 +168,13 @@ class App:
 
     def evaluate(self, account: AccountConfig, *, run_id: str | None = None) -> EvaluationReport:
         bind_run(run_id or uuid.uuid4().hex[:12], account=account.key, job="evaluate")
-        return evaluate_account(self.store, account.key, self.settings.rules, self.clock())
+        return evaluate_account(
+            self.store,
+            account.key,
+            self.settings.rules,
+            self.clock(),
+            accepted=account.accept_unseen,
+        )
 
     def execute(
         self,

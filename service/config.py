@@ -150,6 +150,9 @@ class Account(_Model):
     removal_spacing: tuple[timedelta, timedelta] | None = None
     # How long one request may wait for the platform's answer (None: the adapter's default).
     request_timeout: timedelta | None = None
+    # Kinds of exchange the person accepts lopper cannot see on this account (`lopper status`
+    # lists them): suggestions are then made without them, each saying what was unseen.
+    accept_unseen: frozenset[Kind] = frozenset()
 
     @field_validator("request_timeout", mode="before")
     @classmethod

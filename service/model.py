@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+from datetime import datetime
 
 
 class Kind(enum.StrEnum):
@@ -65,3 +67,53 @@ class Channel(enum.StrEnum):
     WEB = "web"
     DAEMON = "daemon"
     SYSTEM = "system"
+
+
+@dataclass(frozen=True)
+class Span:
+    """A span of time, both ends timezone-aware."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("span times must be aware")
+        if self.end < self.start:
+            raise ValueError("a span cannot end before it starts")
+
+
+@dataclass(frozen=True)
+class Unseen:
+    """A kind of exchange that lopper cannot see on an account, and why.
+
+    Unseen is not empty: while a kind the rules count is unseen (and the person has not
+    accepted it with ``accept_unseen``), nobody on the account is flagged.
+    """
+
+    kind: Kind
+    reason: str  # shown to the person: "direct messages are not visible on this server"
+    remedy: str | None = None  # what the person can do about it
+    direction: Direction | None = None  # None: both directions are unseen
+
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "kind": self.kind.value,
+            "reason": self.reason,
+            "remedy": self.remedy,
+            "direction": self.direction.value if self.direction else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, str | None]) -> Unseen:
+        direction = data.get("direction")
+        return cls(
+            Kind(str(data["kind"])),
+            str(data.get("reason") or "not visible"),
+            data.get("remedy"),
+            Direction(direction) if direction else None,
+        )
+
+    def describe(self) -> str:
+        """``message (inbound)``: the kind and, if only one way is unseen, the direction."""
+        return self.kind.value + (f" ({self.direction.value})" if self.direction else "")

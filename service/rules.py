@@ -14,8 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from service.config import Rules
-from service.model import Direction, Kind
-from service.platforms.base import Span
+from service.model import Direction, Kind, Span, Unseen
 
 LN2 = math.log(2)
 
@@ -162,6 +161,31 @@ def coverage_gap(coverage: Span | None, rules: Rules, now: datetime) -> str | No
     return None
 
 
+def counted_unseen(unseen: Sequence[Unseen], rules: Rules) -> list[Unseen]:
+    """The unseen kinds that matter to these rules (a kind the rules do not count does not)."""
+    return [
+        u
+        for u in unseen
+        if u.kind in rules.count_kinds
+        and (u.direction is None or u.direction in rules.count_directions)
+    ]
+
+
+def unseen_gap(
+    unseen: Sequence[Unseen], rules: Rules, accepted: frozenset[Kind] = frozenset()
+) -> str | None:
+    """Why the account's data cannot support a flag because a counted kind is unseen, if so."""
+    blocking = [u for u in counted_unseen(unseen, rules) if u.kind not in accepted]
+    if not blocking:
+        return None
+    kinds = sorted({u.kind.value for u in blocking})
+    reasons = "; ".join(dict.fromkeys(u.reason for u in blocking))
+    return (
+        f"{', '.join(kinds)} cannot be seen ({reasons}); "
+        f"accept it with accept_unseen: [{', '.join(kinds)}] under the account"
+    )
+
+
 def judge(
     facts: ConnectionFacts,
     stats: ExchangeStats,
@@ -171,10 +195,19 @@ def judge(
     *,
     brake: bool = False,
     with_evidence: bool = True,
+    unseen: Sequence[Unseen] = (),
+    accepted: frozenset[Kind] = frozenset(),
 ) -> Judgement:
+    """The verdict on one connection.
+
+    ``unseen`` is what the account's adapter cannot see; a counted kind among them keeps
+    everyone unless the person ``accepted`` it, and then every verdict's evidence says so.
+    """
     # Evidence is what a suggestion carries: evaluating a whole account builds it only for
     # the few connections it queues, not for every one of tens of thousands.
     evidence = evidence_for(facts, stats, rules, coverage) if with_evidence else {}
+    if with_evidence:
+        evidence["unseen"] = [u.reason for u in counted_unseen(unseen, rules)]
     if not facts.following:
         return Judgement(Verdict.NOT_FOLLOWING, "they follow you; you do not follow them", evidence)
     why = protection(facts, rules)
@@ -187,7 +220,7 @@ def judge(
         return Judgement(Verdict.GONE, f"account gone or moved{where}", evidence)
     if facts.since > now - rules.grace:
         return Judgement(Verdict.NEW, f"connected since {facts.since:%Y-%m-%d}, in grace", evidence)
-    gap = coverage_gap(coverage, rules, now)
+    gap = coverage_gap(coverage, rules, now) or unseen_gap(unseen, rules, accepted)
     if gap:
         return Judgement(Verdict.TOO_EARLY, f"not enough history yet: {gap}", evidence)
     counted = stats.inbound + stats.outbound

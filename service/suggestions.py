@@ -17,9 +17,8 @@ from sqlalchemy.orm import Session
 
 from service.config import Rules
 from service.errors import InvalidTransition, NotFound
-from service.model import Channel, Reason, SuggestionState
+from service.model import Channel, Kind, Reason, Span, SuggestionState, Unseen
 from service.people import with_linked
-from service.platforms.base import Span
 from service.rules import (
     NO_EXCHANGES,
     Judgement,
@@ -29,7 +28,12 @@ from service.rules import (
 )
 from service.store import Store
 from service.store.models import Account, AuditEntry, Suggestion, SyncCursor
-from service.store.queries import account_coverage, connection_facts, exchange_stats
+from service.store.queries import (
+    account_coverage,
+    account_unseen,
+    connection_facts,
+    exchange_stats,
+)
 from service.sync import CONNECTIONS
 
 log = structlog.get_logger("lopper.suggestions")
@@ -170,13 +174,25 @@ class Evaluation:
     items: list[PlanItem]
     coverage: tuple[datetime, datetime] | None
     brake: bool
+    unseen: list[Unseen] = field(default_factory=list)
+    accepted: frozenset[Kind] = frozenset()
 
 
 def judge_account(
-    session: Session, account: Account, rules: Rules, now: datetime, *, with_evidence: bool = True
+    session: Session,
+    account: Account,
+    rules: Rules,
+    now: datetime,
+    *,
+    with_evidence: bool = True,
+    accepted: frozenset[Kind] = frozenset(),
 ) -> Evaluation:
-    """Every active connection of the account with its judgement (no writes)."""
+    """Every active connection of the account with its judgement (no writes).
+
+    ``accepted`` holds the unseen kinds the person accepted for the account (``accept_unseen``).
+    """
     coverage = account_coverage(session, account)
+    unseen = account_unseen(account)
     brake = account.brake_engaged_at is not None
     stats = exchange_stats(session, account.id, rules, now)
     if rules.count_linked:
@@ -184,10 +200,20 @@ def judge_account(
     items = []
     for facts in connection_facts(session, account.id):
         s = stats.get(facts.user_id, NO_EXCHANGES)
-        judgement = judge(facts, s, rules, coverage, now, brake=brake, with_evidence=with_evidence)
+        judgement = judge(
+            facts,
+            s,
+            rules,
+            coverage,
+            now,
+            brake=brake,
+            with_evidence=with_evidence,
+            unseen=unseen,
+            accepted=accepted,
+        )
         items.append(PlanItem(facts, s, judgement))
     span = (coverage.start, coverage.end) if coverage else None
-    return Evaluation(account, items, span, brake)
+    return Evaluation(account, items, span, brake, unseen, accepted)
 
 
 def _reason(judgement: Judgement) -> Reason:
@@ -195,7 +221,12 @@ def _reason(judgement: Judgement) -> Reason:
 
 
 def evaluate_account(
-    store: Store, account_key: str, rules: Rules, now: datetime
+    store: Store,
+    account_key: str,
+    rules: Rules,
+    now: datetime,
+    *,
+    accepted: frozenset[Kind] = frozenset(),
 ) -> EvaluationReport:
     """Judge every connection, queue new suggestions, expire those the facts overtook."""
     report = EvaluationReport(account_key)
@@ -205,11 +236,22 @@ def evaluate_account(
             raise NotFound(f"account {account_key} has not been synced yet")
         # Evidence only for the suggestions written below: for every connection it was a third
         # of the time spent outside the aggregate query.
-        evaluation = judge_account(session, account, rules, now, with_evidence=False)
+        evaluation = judge_account(
+            session, account, rules, now, with_evidence=False, accepted=accepted
+        )
         coverage = Span(*evaluation.coverage) if evaluation.coverage else None
 
         def complete(item: PlanItem) -> PlanItem:
-            judgement = judge(item.facts, item.stats, rules, coverage, now, brake=evaluation.brake)
+            judgement = judge(
+                item.facts,
+                item.stats,
+                rules,
+                coverage,
+                now,
+                brake=evaluation.brake,
+                unseen=evaluation.unseen,
+                accepted=accepted,
+            )
             return PlanItem(item.facts, item.stats, judgement)
 
         report.brake = evaluation.brake

@@ -34,7 +34,7 @@ from service import costs
 from service.config import Account as AccountConfig
 from service.config import Rules
 from service.logs import scrub
-from service.model import ConnectionState
+from service.model import ConnectionState, Unseen
 from service.platforms.base import (
     AuthError,
     Exchange,
@@ -86,6 +86,7 @@ class SyncReport:
     interactions_new: int = 0
     streams: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    unseen: list[Unseen] = field(default_factory=list)  # kinds the adapter cannot see
 
 
 def ensure_account(session: Session, config: AccountConfig, now: datetime) -> Account:
@@ -163,6 +164,12 @@ def sync_account(
             _sync_connections(store, account_id, adapter, rules, clock, report, progress)
         for stream in _least_recent_first(store, account_id, streams):
             _sync_stream(store, account_id, adapter, stream, clock, report, progress)
+        # What the adapter found it cannot see (an endpoint missing, a stream the server leaves
+        # hollow): unseen is not empty, and evaluation keeps everyone while a counted kind is.
+        unseen = [u.to_json() for u in adapter.unseen()]
+        with store.session() as session:
+            session.get_one(Account, account_id).unseen = unseen
+        report.unseen = [Unseen.from_json(u) for u in unseen]
     except AuthError as exc:
         report.outcome = "paused"
         report.problems.append(f"credentials refused: {scrub(str(exc))}")

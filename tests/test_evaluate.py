@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from service.config import Rules
 from service.errors import NotFound
-from service.model import Channel, Direction, Kind, SuggestionState
+from service.model import Channel, Direction, Kind, SuggestionState, Unseen
 from service.store import Store
 from service.store.models import Account
 from service.suggestions import decide, evaluate_account, judge_account, pending_ids
@@ -147,6 +147,67 @@ def test_no_interaction_history_at_all_flags_nobody(store: Store, clock: Clock) 
     assert report.coverage is None
     assert report.verdicts == {"too-early": 3}
     assert report.queued == 0
+
+
+def test_an_unseen_counted_kind_flags_nobody_until_the_person_accepts_it(
+    store: Store, clock: Clock
+) -> None:
+    rules = make_rules()
+    platform = scripted(clock, people=2)
+    platform.add_exchange("u1", NOW - timedelta(days=3))
+    hidden = "direct messages are not visible on this server"
+    platform.blind = [Unseen(Kind.MESSAGE, hidden, "accept it, or import an export")]
+    report = sync_account(store, ACCOUNT, platform, rules, clock)
+    assert [u.kind for u in report.unseen] == [Kind.MESSAGE]
+
+    blind = evaluate_account(store, ACCOUNT.key, rules, clock())
+    assert blind.verdicts == {"too-early": 2}
+    assert blind.queued == 0
+    with store.session() as session:
+        account = session.scalars(select(Account)).one()
+        item = next(
+            i
+            for i in judge_account(session, account, rules, clock()).items
+            if i.facts.user_id == "u2"
+        )
+    assert "message cannot be seen" in item.judgement.why
+    assert "accept_unseen: [message]" in item.judgement.why
+
+    accepted = evaluate_account(
+        store, ACCOUNT.key, rules, clock(), accepted=frozenset({Kind.MESSAGE})
+    )
+    assert accepted.verdicts == {"keep": 1, "flag": 1}
+    with store.session() as session:
+        account = session.scalars(select(Account)).one()
+        item = next(
+            i
+            for i in judge_account(
+                session, account, rules, clock(), accepted=frozenset({Kind.MESSAGE})
+            ).items
+            if i.facts.user_id == "u2"
+        )
+    assert item.judgement.evidence["unseen"] == [hidden]
+
+
+def test_an_unseen_kind_the_rules_do_not_count_changes_nothing(store: Store, clock: Clock) -> None:
+    rules = make_rules(count_kinds=frozenset({Kind.REPLY}))
+    platform = scripted(clock, people=1)
+    platform.blind = [Unseen(Kind.MESSAGE, "not served")]
+    sync_account(store, ACCOUNT, platform, rules, clock)
+
+    assert verdicts(store, rules, clock) == {"u1": "flag"}
+
+
+def test_a_later_sync_that_sees_the_kind_again_lifts_the_doubt(store: Store, clock: Clock) -> None:
+    rules = make_rules()
+    platform = scripted(clock, people=1)
+    platform.blind = [Unseen(Kind.LIKE, "not served", direction=Direction.INBOUND)]
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    assert verdicts(store, rules, clock) == {"u1": "too-early"}
+
+    platform.blind = []
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    assert verdicts(store, rules, clock) == {"u1": "flag"}
 
 
 def test_every_stream_must_cover_the_window(store: Store, clock: Clock) -> None:

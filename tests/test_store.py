@@ -54,8 +54,8 @@ def test_a_store_at_head_opens_without_alembic_and_an_older_one_is_migrated(
     assert opened() == "no alembic"
     store = open_store(url, migrate=False)
     with store.engine.begin() as connection:
-        connection.execute(text("UPDATE alembic_version SET version_num = '0005'"))
-        connection.execute(text("DROP TABLE cost_records"))
+        connection.execute(text("UPDATE alembic_version SET version_num = '0006'"))
+        connection.execute(text("ALTER TABLE accounts DROP COLUMN unseen"))
     store.dispose()
     assert opened() == HEAD
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar, Protocol, runtime_checkable
 
-from service.model import Direction, Kind
+from service.model import Direction, Kind, Span, Unseen
 
 
 class Capability(enum.StrEnum):
@@ -66,18 +66,6 @@ class Exchange:
     kind: Kind
     direction: Direction
     occurred_at: datetime
-
-
-@dataclass(frozen=True)
-class Span:
-    start: datetime
-    end: datetime
-
-    def __post_init__(self) -> None:
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("span times must be aware")
-        if self.end < self.start:
-            raise ValueError("a span cannot end before it starts")
 
 
 @dataclass(frozen=True)
@@ -185,3 +173,13 @@ class Platform(Protocol):
     def restore(self, user_id: str) -> None: ...
 
     def profile_link(self, handle: str, user_id: str) -> str | None: ...
+
+    def unseen(self) -> Sequence[Unseen]:
+        """The kinds of exchange this adapter cannot see on the account, and why.
+
+        Asked after a sync's streams ran, so it reflects what the calls so far found (an
+        endpoint that answered 404, a server known to leave a stream hollow, a kind the
+        platform's API never lists). A kind absent here is claimed as fully read wherever its
+        stream's coverage says so.
+        """
+        ...

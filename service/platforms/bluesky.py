@@ -54,7 +54,7 @@ from atproto_client.request import Request
 from atproto_core.exceptions import AtProtocolError
 
 from service.config import Account
-from service.model import Direction, Kind
+from service.model import Direction, Kind, Unseen
 from service.platforms.base import (
     AuthError,
     Blocked,
@@ -943,6 +943,9 @@ class BlueskyPlatform:
         self.budget.spend(CREATE_POINTS)
         # What ``Client.follow`` does, without the profile lookup it needs for ``me``.
         self._call(lambda c: c.app.bsky.graph.follow.create(me, record), write=True)
+
+    def unseen(self) -> Sequence[Unseen]:
+        return ()
 
     def profile_link(self, handle: str, user_id: str) -> str | None:
         name = handle.lstrip("@")

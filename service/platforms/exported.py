@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from service.config import Account
 from service.imports.names import instagram_link, linkedin_search_link
+from service.model import Unseen
 from service.platforms.base import (
     Capability,
     ConnectionPage,
@@ -62,6 +63,9 @@ class ExportOnlyPlatform:
 
     def restore(self, user_id: str) -> None:
         raise self._unsupported()
+
+    def unseen(self) -> Sequence[Unseen]:
+        return ()
 
     def profile_link(self, handle: str, user_id: str) -> str | None:
         if user_id.startswith("https://"):

@@ -39,7 +39,7 @@ from service.config import Account, FacebookOptions
 from service.errors import ConfigError, ConfigProblem
 from service.imports.names import ANONYMOUS, clean_name, facebook_search_link, name_key
 from service.logs import register_secrets, scrub
-from service.model import Direction, Kind
+from service.model import Direction, Kind, Unseen
 from service.platforms.base import (
     AuthError,
     Capability,
@@ -333,6 +333,9 @@ class FacebookPlatform:
 
     def restore(self, user_id: str) -> None:
         raise Unsupported("Facebook has no friend request API: add them again by hand")
+
+    def unseen(self) -> Sequence[Unseen]:
+        return ()
 
     def profile_link(self, handle: str, user_id: str) -> str | None:
         return facebook_search_link(handle)

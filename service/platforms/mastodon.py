@@ -51,7 +51,7 @@ from mastodon import (
 from service.config import Account
 from service.errors import ConfigError, ConfigProblem
 from service.logs import register_secrets
-from service.model import Direction, Kind
+from service.model import Direction, Kind, Unseen
 from service.platforms.base import (
     AuthError,
     Blocked,
@@ -732,6 +732,9 @@ class MastodonPlatform:
         self._checked.pop(user_id, None)
         # A locked account gets a follow request: it is done once they accept it again.
         self._call(self.api.account_follow, user_id, write=True, missing=PersonNotFound)
+
+    def unseen(self) -> Sequence[Unseen]:
+        return ()
 
     def profile_link(self, handle: str, user_id: str) -> str | None:
         return f"{self.base_url}/{handle}" if handle.startswith("@") else None

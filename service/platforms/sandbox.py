@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from service.config import SandboxOptions
-from service.model import Direction, Kind
+from service.model import Direction, Kind, Unseen
 from service.platforms.base import (
     Capability,
     ConnectionPage,
@@ -312,6 +312,9 @@ class SandboxPlatform:
     def restore(self, user_id: str) -> None:
         self._removed.pop(user_id, None)
         self._save(self._state)
+
+    def unseen(self) -> Sequence[Unseen]:
+        return ()
 
     def profile_link(self, handle: str, user_id: str) -> str | None:
         return f"https://sandbox.invalid/{handle.lstrip('@')}"

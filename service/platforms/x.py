@@ -52,7 +52,7 @@ from service.config import Account, XOptions
 from service.costs import CostMeter
 from service.errors import ConfigError, ConfigProblem
 from service.logs import register_secrets
-from service.model import Direction, Kind
+from service.model import Direction, Kind, Unseen
 from service.platforms.base import (
     AuthError,
     Blocked,
@@ -909,6 +909,9 @@ class XPlatform:
         self._checked.pop(user_id, None)
         self._call("follow", self.client.follow_user, user_id, write=True, missing=PersonNotFound)
         self.meter.write("follow")
+
+    def unseen(self) -> Sequence[Unseen]:
+        return ()
 
     def profile_link(self, handle: str, user_id: str) -> str | None:
         if handle.startswith("@"):

@@ -68,6 +68,8 @@ class Account(Base):
     handle: Mapped[str] = mapped_column(String(200))
     platform_user_id: Mapped[str | None] = mapped_column(String(255))
     streams: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # What the adapter reported it cannot see at the last sync (model.Unseen as JSON).
+    unseen: Mapped[list[dict[str, str | None]] | None] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCTime)
     paused_reason: Mapped[str | None] = mapped_column(Text)
     paused_at: Mapped[datetime | None] = mapped_column(UTCTime)

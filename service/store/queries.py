@@ -10,8 +10,7 @@ from sqlalchemy import BigInteger, Float, and_, case, func, literal, select, typ
 from sqlalchemy.orm import Session
 
 from service.config import Rules
-from service.model import ConnectionState, Direction, Kind
-from service.platforms.base import Span
+from service.model import ConnectionState, Direction, Kind, Span, Unseen
 from service.rules import ConnectionFacts, ExchangeStats
 from service.store.models import Account, Connection, Coverage, Interaction
 from service.store.types import to_epoch
@@ -105,6 +104,11 @@ def account_coverage(session: Session, account: Account) -> Span | None:
     start = max(latest[s][0] for s in account.streams)
     end = min(latest[s][1] for s in account.streams)
     return Span(start, end) if start <= end else None
+
+
+def account_unseen(account: Account) -> list[Unseen]:
+    """What the account's adapter reported it cannot see at the last sync."""
+    return [Unseen.from_json(item) for item in account.unseen or ()]
 
 
 def connection_facts(session: Session, account_id: int) -> list[ConnectionFacts]:

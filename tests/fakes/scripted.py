@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import ClassVar
 
-from service.model import Direction, Kind
+from service.model import Direction, Kind, Unseen
 from service.platforms.base import (
     Capability,
     ConnectionPage,
@@ -63,6 +63,8 @@ class ScriptedPlatform:
     removed: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     on_remove: Callable[[str], None] | None = None
+    # Kinds the adapter reports as unseen on the account (a stream the server does not serve).
+    blind: list[Unseen] = field(default_factory=list)
     # Pages by cursor, for listings the list of people cannot express (one person in two
     # lists, a listing split across runs); None pages through ``people``.
     listing: Callable[[str | None], ConnectionPage] | None = None
@@ -240,6 +242,9 @@ class ScriptedPlatform:
             self.restored.append(user_id)
         if fault is not None:
             raise fault.error
+
+    def unseen(self) -> Sequence[Unseen]:
+        return tuple(self.blind)
 
     def profile_link(self, handle: str, user_id: str) -> str | None:
         return f"https://scripted.invalid/{handle.lstrip('@')}"
