@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from service.config import XPrices
 from service.model import RemovalState
-from service.platforms.base import PlatformError
+from service.platforms.base import RateLimited
 from service.store import Store
 from service.store.models import Account, CostRecord, Removal
 
@@ -32,8 +32,15 @@ MICROS = 1_000_000
 _RECENT_RUNS = 5  # the next run is estimated from the dearest of this many recent ones
 
 
-class OverBudget(PlatformError):
-    """The next sync would take the month's estimated cost past the account's budget."""
+class OverBudget(RateLimited):
+    """The month's budget cannot pay for the next run, or for the next page of one.
+
+    A kind of :class:`RateLimited`: a stream stopped by it keeps its cursor and is deferred
+    until ``reset_at`` (the next month), like one stopped by a spent rate-limit window.
+    """
+
+    def __init__(self, detail: str, reset_at: datetime | None = None) -> None:
+        super().__init__(reset_at=reset_at, detail=detail)
 
 
 def dollars(micros: int) -> str:
@@ -71,6 +78,9 @@ class CostMeter:
         self.writes: Counter[str] = Counter()
         # What the next complete listing would cost, once the adapter knows the network's size.
         self.listing_estimate_micros = 0
+        # The month's estimated cost before this run (set by check_budget): with the run's own
+        # usage, what every billed page is checked against.
+        self.spent_before = 0
         self._day: date | None = None
         self._seen: dict[str, set[str]] = {}
 
@@ -98,6 +108,36 @@ class CostMeter:
             if listing:
                 self.usage.listing_micros += cost
         return fresh
+
+    def room(self) -> int | None:
+        """Micro-dollars left in the month's budget (None: no budget set)."""
+        if self.budget is None:
+            return None
+        return round(self.budget * MICROS) - self.spent_before - self.usage.micros
+
+    def page_size(self, what: str, wanted: int, least: int, per_item: int) -> int:
+        """How many items the next billed page may ask for so that the budget holds.
+
+        ``per_item`` is the most one item of the page can cost (the resource with what its
+        expansions bring along); the page asks for fewer items near the end of the budget,
+        and none below ``least`` (the endpoint's smallest ``max_results``): then the run
+        stops with :class:`OverBudget`, before the request is made.
+        """
+        room = self.room()
+        if room is None or per_item <= 0:
+            return wanted
+        fits = max(0, room) // per_item
+        if fits < least:
+            now = self.clock()
+            budget = round(float(self.budget or 0) * MICROS)
+            raise OverBudget(
+                f"X budget: {dollars(self.spent_before + self.usage.micros)} of "
+                f"{dollars(budget)} spent this month, and the next page of {what} could cost "
+                f"{dollars(least * per_item)}: stopped before it. Syncs resume next month, or "
+                "raise x.monthly_budget; confirmed removals go on",
+                reset_at=next_month(now),
+            )
+        return min(wanted, fits)
 
     def write(self, key: str) -> None:
         # Counted, not drained with a sync's usage: month_costs values writes from the
@@ -193,6 +233,7 @@ def check_budget(
         return
     with store.session() as session:
         spent = _month_micros(session, account_id, now, meter.prices)
+        meter.spent_before = spent  # this run's own reads are on the meter, not yet recorded
         recent = session.execute(
             select(CostRecord.micros, CostRecord.listing_micros)
             .where(CostRecord.account_id == account_id, CostRecord.source == "sync")
@@ -202,7 +243,7 @@ def check_budget(
     streams = max((m - lm for m, lm in recent), default=0)
     estimate = streams + (meter.listing_estimate_micros if listing_due else 0)
     budget = round(meter.budget * MICROS)
-    if spent + estimate > budget:
+    if spent + meter.usage.micros + estimate > budget:
         raise OverBudget(
             f"X budget: {dollars(spent)} of {dollars(budget)} spent this month, and the next "
             f"sync would cost about {dollars(estimate)}: not run. Syncs resume on "

@@ -52,7 +52,7 @@ from service.config import Account, XOptions
 from service.costs import CostMeter
 from service.errors import ConfigError, ConfigProblem
 from service.logs import register_secrets
-from service.model import Direction, Kind, Unseen
+from service.model import Direction, Kind, Span, Unseen
 from service.platforms.base import (
     AuthError,
     Blocked,
@@ -67,7 +67,6 @@ from service.platforms.base import (
     RateLimited,
     Relationship,
     RemovalOutcome,
-    Span,
     Traits,
     Unsupported,
 )
@@ -99,6 +98,10 @@ DAILY = frozenset({LIKES, MESSAGES, REACTIONS})
 LIST_PAGE = 1000
 PAGE = 100
 FIRST_LOOK = 10  # the first page of an incremental likes/messages pass: most days, all there is
+# The smallest max_results each endpoint accepts (X answers 400 below it).
+LEAST = {MENTIONS: 5, POSTS: 5, LIKES: 10, MESSAGES: 1, "listing": 1, "quotes": 10, "users": 1}
+LIKE_MARKS = 20  # the latest likes remembered to stop the next pass at
+NAMED_BOUND = 10  # people one post is taken to name at most, when bounding a page's cost
 KEEPS = {MENTIONS: 800, POSTS: 3200}  # X returns only this many of the latest
 DM_DAYS = 30
 TWEET_FIELDS = ["author_id", "created_at", "referenced_tweets", "in_reply_to_user_id", "entities"]
@@ -404,6 +407,12 @@ class XPlatform:
                 raise PlatformError(
                     f"could not reach X for {route} ({type(exc).__name__})"
                 ) from None
+            finally:
+                # tweepy's hidden look-up of the signed-in user (OAuth 2.0 follow and unfollow)
+                # switches the client to dict answers and leaves it so when that call fails:
+                # every later call would then break. The adapter never lets it run, and puts
+                # the client back all the same.
+                self.client.return_type = requests.Response
         self._note_limits(route, response)
         if write:
             self._writes.add(self.clock())
@@ -414,6 +423,18 @@ class XPlatform:
         if not isinstance(body, Mapping):
             raise PlatformError(f"X sent an answer of an unexpected shape for {route}")
         return body
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Callable[..., Any]:
+        """A call of tweepy's plain request, for the writes its helpers would precede with a
+        hidden, unbilled and unguarded ``get_me`` under OAuth 2.0."""
+
+        def call(*, user_auth: bool) -> requests.Response:
+            response: requests.Response = self.client.request(
+                method, path, user_auth=user_auth, **kwargs
+            )
+            return response
+
+        return call
 
     @staticmethod
     def _said(exc: tweepy.HTTPException) -> str:
@@ -466,6 +487,18 @@ class XPlatform:
                         price, (str(i.get("id")) for i in extra if isinstance(i, Mapping))
                     )
 
+    def _affordable(self, what: str, wanted: int, least: int, *reads: tuple[str, bool, int]) -> int:
+        """The page size the month's budget still pays for (see CostMeter.page_size).
+
+        ``reads`` are (price key, owned, how many) per item: the item itself and the most
+        its expansions bring along.
+        """
+        per_item = 0
+        for key, owned, many in reads:
+            chosen = "owned_read" if owned and self.options.owned_app else key
+            per_item += many * self.meter.price(chosen)
+        return self.meter.page_size(what, wanted, least, per_item)
+
     def _shape(self, what: str) -> PlatformError:
         return PlatformError(f"X sent {what} of an unexpected shape")
 
@@ -490,6 +523,18 @@ class XPlatform:
         assert self._me is not None
         return str(self._me["id"])
 
+    def _all_of(self, stream: str, read: int) -> bool:
+        """Whether a first pass read the account's whole history of ``stream``, as the
+        account's own counts (``public_metrics``) tell: only its posts and likes are counted."""
+        if self._me is None:
+            return False
+        metrics = _mapping(self._me.get("public_metrics"))
+        key = {POSTS: "tweet_count", LIKES: "like_count"}.get(stream)
+        total = metrics.get(key) if key else None
+        if not isinstance(total, int) or total > KEEPS.get(stream, total):
+            return False
+        return read >= total
+
     def _created_at(self) -> datetime:
         if self._me is None:
             self.whoami()
@@ -510,7 +555,8 @@ class XPlatform:
             if phase == "followers"
             else self.client.get_users_following
         )
-        params: dict[str, Any] = {"max_results": LIST_PAGE, "user_fields": USER_FIELDS}
+        size = self._affordable(phase, LIST_PAGE, LEAST["listing"], ("follows_read", True, 1))
+        params: dict[str, Any] = {"max_results": size, "user_fields": USER_FIELDS}
         if state.get("token"):
             params["pagination_token"] = state["token"]
         body = self._call(phase, fetch, me, **params)
@@ -568,10 +614,23 @@ class XPlatform:
 
     def _tweets_call(self, stream: str, params: dict[str, Any]) -> Mapping[str, Any]:
         me = self._me_id()
+        # referenced_tweets.id brings the posts a post quotes, answers or reposts, with their
+        # authors (tweet.fields author_id); ".author_id" would bring only the users.
         if stream == MENTIONS:
-            params["expansions"] = ["author_id", "referenced_tweets.id.author_id"]
+            params["expansions"] = ["referenced_tweets.id"]
+            params["max_results"] = self._affordable(
+                MENTIONS, params["max_results"], LEAST[MENTIONS], ("post_read", False, 3)
+            )
             return self._call(MENTIONS, self.client.get_users_mentions, me, **params)
-        params["expansions"] = ["referenced_tweets.id.author_id", "entities.mentions.username"]
+        params["expansions"] = ["referenced_tweets.id", "entities.mentions.username"]
+        params["max_results"] = self._affordable(
+            POSTS,
+            params["max_results"],
+            LEAST[POSTS],
+            ("post_read", True, 1),
+            ("post_read", False, 2),
+            ("user_read", False, NAMED_BOUND),
+        )
         return self._call(POSTS, self.client.get_users_tweets, me, **params)
 
     def _since_stream(self, stream: str, state: dict[str, Any], now: datetime) -> InteractionPage:
@@ -613,8 +672,14 @@ class XPlatform:
             start = _after_second(_time_of(run["oldest"]))  # older ones are beyond what X keeps
         elif state.get("prev"):
             start = _time_of(state["prev"])
+        elif self._all_of(stream, int(run["n"])):
+            start = self._created_at()  # every post the account ever wrote was read
+        elif run.get("oldest"):
+            # Fewer than X keeps can still leave history out (it drops deleted, withheld and
+            # protected posts from the count): the pass vouches for what it read, no further.
+            start = _after_second(_time_of(run["oldest"]))
         else:
-            start = self._created_at()
+            start = at
         covers = Span(start, at) if start <= at else None
         later = {"since": _newer(state.get("since"), run.get("top")), "prev": run["at"]}
         return InteractionPage(exchanges, json.dumps(later), covers, done=True)
@@ -660,9 +725,13 @@ class XPlatform:
         self, stream: str, state: dict[str, Any], now: datetime, today: str
     ) -> InteractionPage:
         """Likes and messages have no ``since_id``: read from the newest until the known top."""
-        run: dict[str, Any] = state.get("pass") or {"at": _iso(now)}
+        run: dict[str, Any] = state.get("pass") or {"at": _iso(now), "n": 0}
         first_look = state.get("known") is not None and not run.get("token")
         size = FIRST_LOOK if first_look else PAGE
+        if stream == LIKES:
+            size = self._affordable(LIKES, size, LEAST[LIKES], ("post_read", True, 1))
+        else:
+            size = self._affordable(MESSAGES, size, LEAST[MESSAGES], ("dm_event_read", False, 1))
         params: dict[str, Any] = {"max_results": size}
         if run.get("token"):
             params["pagination_token"] = run["token"]
@@ -696,6 +765,9 @@ class XPlatform:
         if not isinstance(data, list):
             raise self._shape(f"a page of {stream}")
         known = state.get("known")
+        # Likes: the latest ones read before, newest first (an older state kept one id). A
+        # like taken back leaves the others to stop at, instead of the whole history, billed.
+        marks = set(known) if isinstance(known, list) else {known} if known else set()
         exchanges: list[Exchange] = []
         reached = False
         try:
@@ -703,12 +775,18 @@ class XPlatform:
                 if not isinstance(item, Mapping):
                     continue
                 item_id = str(item["id"])
-                if known is not None and (
-                    item_id == known or (stream == MESSAGES and int(item_id) <= int(known))
-                ):
-                    reached = True  # the rest was read on an earlier pass
+                if stream == MESSAGES and known is not None:
+                    newest_known = max((int(m) for m in marks), default=0)
+                    if int(item_id) <= newest_known:
+                        reached = True  # the rest was read on an earlier pass
+                        break
+                elif item_id in marks:
+                    reached = True
                     break
                 run.setdefault("top", item_id)
+                if stream == LIKES and len(run.setdefault("tops", [])) < LIKE_MARKS:
+                    run["tops"].append(item_id)
+                run["n"] = int(run.get("n", 0)) + 1
                 if stream == LIKES:
                     author = str(item.get("author_id") or "")
                     if author and author != me:
@@ -716,46 +794,102 @@ class XPlatform:
                             Exchange(f"liked:{item_id}", author, Kind.LIKE, _OUT, seen_at)
                         )
                 else:
-                    exchanges.extend(self._message(item, me))
+                    exchanges.extend(self._message(item, me, run))
         except (KeyError, TypeError, ValueError):
             raise self._shape(f"a page of {stream}") from None
         meta = _mapping(body.get("meta"))
         if meta.get("next_token") and not reached:
             run["token"] = meta["next_token"]
             return InteractionPage(exchanges, json.dumps({**state, "pass": run}), None, done=False)
-        if reached and state.get("prev"):
-            start = _time_of(state["prev"])  # everything since the last pass
+        if state.get("prev") and (reached or stream == LIKES):
+            # Everything since the last pass: down to what it read, or to the end of the list.
+            start = _time_of(state["prev"])
         elif stream == MESSAGES:
             start = seen_at - timedelta(days=DM_DAYS)  # read to the end of what X keeps
+        elif self._all_of(LIKES, int(run.get("n", 0))):
+            start = self._created_at()  # as many likes as the account has made: all of them
         else:
-            start = self._created_at()
+            # The listing ended short of the account's like count, or of a like read before
+            # (all the remembered ones taken back): older likes may be missing, and a like
+            # carries no time, so the pass vouches only for the moment it was made.
+            start = seen_at
         covers = Span(min(start, seen_at), seen_at)
-        later = {"known": run.get("top") or known, "prev": run["at"], "day": today}
+        groups: dict[str, list[str]] = {}
+        if stream == MESSAGES:
+            groups, sent = self._group_messages(state, run, me)
+            exchanges.extend(sent)
+        if stream == LIKES:
+            fresh = list(run.get("tops") or [])
+            old = known if isinstance(known, list) else [known] if known else []
+            remembered: Any = [*fresh, *[m for m in old if m not in fresh]][:LIKE_MARKS]
+        else:
+            remembered = run.get("top") or known
+        later: dict[str, Any] = {"known": remembered, "prev": run["at"], "day": today}
+        if groups:
+            later["groups"] = groups
         return InteractionPage(exchanges, json.dumps(later), covers, done=True)
 
-    def _message(self, event: Mapping[str, Any], me: str) -> Iterator[Exchange]:
+    def _message(
+        self, event: Mapping[str, Any], me: str, run: dict[str, Any]
+    ) -> Iterator[Exchange]:
         sender = str(event.get("sender_id") or "")
         at = _time_of(event["created_at"])
         event_id = f"dm:{event['id']}"
+        conversation = str(event.get("dm_conversation_id") or "")
+        # One-to-one conversations are named "<id>-<id>"; a group has an id of its own.
+        parts = conversation.split("-")
+        group = bool(conversation) and len(parts) == 1
         if sender and sender != me:
+            if group:
+                members = run.setdefault("members", {}).setdefault(conversation, [])
+                if sender not in members:
+                    members.append(sender)
             yield Exchange(event_id, sender, Kind.MESSAGE, _IN, at)
             return
-        # One-to-one conversations are named "<id>-<id>"; a group names nobody: left out.
-        parts = str(event.get("dm_conversation_id") or "").split("-")
         others = [p for p in parts if p and p != me]
         if sender == me and len(parts) == 2 and len(others) == 1:
             yield Exchange(event_id, others[0], Kind.MESSAGE, _OUT, at)
+        elif sender == me and group:
+            # To everyone in the group: known once the pass has read who writes there.
+            run.setdefault("pending", []).append([str(event["id"]), conversation, _iso(at)])
+
+    def _group_messages(
+        self, state: Mapping[str, Any], run: Mapping[str, Any], me: str
+    ) -> tuple[dict[str, list[str]], list[Exchange]]:
+        """The account's messages to groups, one exchange per member the messages show.
+
+        X names no group's members in its message events: a member is known from the
+        messages they wrote there (in this pass, or an earlier one, remembered).
+        """
+        groups: dict[str, list[str]] = {
+            str(k): [str(m) for m in v] for k, v in _mapping(state.get("groups")).items()
+        }
+        for conversation, members in _mapping(run.get("members")).items():
+            known = groups.setdefault(str(conversation), [])
+            known.extend(str(m) for m in members if str(m) not in known)
+        sent: list[Exchange] = []
+        for event_id, conversation, at in run.get("pending") or ():
+            for member in groups.get(conversation, ()):
+                if member != me:
+                    sent.append(
+                        Exchange(
+                            f"dm:{event_id}:{member}", member, Kind.MESSAGE, _OUT, _time_of(at)
+                        )
+                    )
+        return groups, sent
 
     def _reactions(self, state: dict[str, Any], now: datetime, today: str) -> InteractionPage:
         """Likes, reposts and quotes of the latest posts: one request a call."""
         me = self._me_id()
         run: dict[str, Any] | None = state.get("pass")
         if run is None:
+            wanted = max(LEAST[POSTS], self.options.recent_posts)
+            self._affordable("recent posts", wanted, wanted, ("post_read", True, 1))
             body = self._call(
                 "recent posts",
                 self.client.get_users_tweets,
                 me,
-                max_results=max(5, self.options.recent_posts),
+                max_results=wanted,
                 tweet_fields=["created_at", "public_metrics"],
                 exclude=["retweets"],
             )
@@ -808,26 +942,34 @@ class XPlatform:
     def _reaction_page(
         self, post: str, what: str, token: str, seen_at: datetime, me: str
     ) -> tuple[list[Exchange], str | None]:
-        params: dict[str, Any] = {"max_results": PAGE}
+        if what == "quote":
+            size = self._affordable("quotes", PAGE, LEAST["quotes"], ("post_read", False, 1))
+        else:
+            size = self._affordable(f"{what}s", PAGE, LEAST["users"], ("user_read", False, 1))
+        params: dict[str, Any] = {"max_results": size}
         if token:
             params["pagination_token"] = token
         try:
             if what == "quote":
+                # Every quote is of this post: no expansion is needed to know whose it quotes.
                 body = self._call(
                     "quotes",
                     self.client.get_quote_tweets,
                     post,
                     tweet_fields=TWEET_FIELDS,
-                    expansions=["author_id", "referenced_tweets.id.author_id"],
                     missing=PersonNotFound,
                     **params,
                 )
                 self._count(body, "post_read")
             else:
-                fetch = (
-                    self.client.get_liking_users if what == "like" else self.client.get_retweeters
+                # Each listing keeps its own rate-limit key: X limits every endpoint apart,
+                # and the liking users of a post are not the account's own liked posts.
+                route, fetch = (
+                    ("liking users", self.client.get_liking_users)
+                    if what == "like"
+                    else ("retweeters", self.client.get_retweeters)
                 )
-                body = self._call(what + "s", fetch, post, missing=PersonNotFound, **params)
+                body = self._call(route, fetch, post, missing=PersonNotFound, **params)
                 self._count(body, "user_read")
         except PersonNotFound:
             return [], None  # the post was deleted meanwhile
@@ -895,8 +1037,12 @@ class XPlatform:
             checked = self._checked.pop(user_id)
         if not checked[0]:
             return RemovalOutcome(already_done=True, detail="not following any more")
+        me = self._me_id()  # the account's own id: tweepy would look it up unasked
         body = self._call(
-            "unfollow", self.client.unfollow_user, user_id, write=True, missing=PersonNotFound
+            "unfollow",
+            self._request("DELETE", f"/2/users/{me}/following/{user_id}"),
+            write=True,
+            missing=PersonNotFound,
         )
         self.meter.write("unfollow")
         self._checked[user_id] = (False, self.clock())
@@ -907,11 +1053,42 @@ class XPlatform:
 
     def restore(self, user_id: str) -> None:
         self._checked.pop(user_id, None)
-        self._call("follow", self.client.follow_user, user_id, write=True, missing=PersonNotFound)
+        me = self._me_id()
+        self._call(
+            "follow",
+            self._request("POST", f"/2/users/{me}/following", json={"target_user_id": user_id}),
+            write=True,
+            missing=PersonNotFound,
+        )
         self.meter.write("follow")
 
     def unseen(self) -> Sequence[Unseen]:
-        return ()
+        """Likes, reposts and quotes of the account's older posts: never read.
+
+        X lists them only post by post (one billed request per post and kind), so the
+        reactions stream reads the latest ``recent_posts`` posts and vouches for no more.
+        Someone who reacts only to older posts is unseen; quotes that mention the account
+        come with the mentions all the same.
+        """
+        recent = self.options.recent_posts
+        if recent > 0:
+            reason = (
+                f"likes, reposts and quotes of your posts older than your latest {recent} are "
+                "not read: X lists them only post by post, each a billed request"
+            )
+            remedy = (
+                "accept it with accept_unseen: [like, repost, quote] under the account, or read "
+                "more posts with x.recent_posts (up to 100; each costs requests and reads)"
+            )
+        else:
+            reason = "likes, reposts and quotes of your posts are not read (x.recent_posts is 0)"
+            remedy = (
+                "set x.recent_posts to read those of your latest posts, or accept it with "
+                "accept_unseen: [like, repost, quote] under the account"
+            )
+        return tuple(
+            Unseen(kind, reason, remedy, _IN) for kind in (Kind.LIKE, Kind.REPOST, Kind.QUOTE)
+        )
 
     def profile_link(self, handle: str, user_id: str) -> str | None:
         if handle.startswith("@"):

@@ -110,6 +110,7 @@ class Truth:
     counterpart: str
     kind: str
     direction: str
+    post: str | None = None  # a like, repost or quote of one of the account's posts: which
 
 
 @dataclass
@@ -119,6 +120,7 @@ class _Answer:
     headers: dict[str, str] = field(default_factory=dict)
     raw: str | None = None
     delay: float = 0.0
+    drop: bool = False  # close the connection without an answer
 
 
 class FakeX(FaultQueue, Served):
@@ -139,6 +141,10 @@ class FakeX(FaultQueue, Served):
         self.mentioning: list[str] = []  # posts mentioning the account, oldest first
         self.liked: list[str] = []  # posts the account liked, oldest like first
         self.dms: list[FakeDM] = []
+        self.groups: dict[str, tuple[str, ...]] = {}  # group conversation id -> members
+        # X counts likes of posts since deleted or made protected in the account's like_count,
+        # but leaves them out of its liked posts.
+        self.hidden_likes = 0
         self.truth: list[Truth] = []
         self.requests: Counter[str] = Counter()
         self.answered: Counter[int] = Counter()
@@ -150,7 +156,10 @@ class FakeX(FaultQueue, Served):
         self.refresh_tokens = {REFRESH}
         self.approved_codes: dict[str, str] = {}
         self.oauth1 = dict(OAUTH1)
-        self.timeout_delay = 3.0
+        # A "timeout" fault holds the request this long, then hangs up without an answer: to
+        # the client it ends as a timed-out read does (a requests exception, no answer), without
+        # tests waiting out a client timeout short enough to fail on a loaded machine.
+        self.timeout_delay = 0.3
         self.busy = 0.0  # seconds spent answering (parsing, rendering, encoding, sending)
         self._seq = 0
         self._serial = 10_000
@@ -234,18 +243,28 @@ class FakeX(FaultQueue, Served):
         """A quote of the account's post that does not mention it: seen only among the quotes."""
         tweet = self._tweet(who, at, refs=(("quoted", post.id),))
         post.quotes.append(tweet.id)
-        self.truth.append(Truth(who, "quote", "inbound"))
+        self.truth.append(Truth(who, "quote", "inbound", post.id))
         return tweet
 
     def like_mine(self, who: str, post: FakeTweet) -> None:
         if who not in post.likers:
             post.likers.insert(0, who)  # most recent first
-            self.truth.append(Truth(who, "like", "inbound"))
+            self.truth.append(Truth(who, "like", "inbound", post.id))
 
     def retweet_mine(self, who: str, post: FakeTweet) -> None:
         if who not in post.retweeters:
             post.retweeters.insert(0, who)
-            self.truth.append(Truth(who, "repost", "inbound"))
+            self.truth.append(Truth(who, "repost", "inbound", post.id))
+
+    def latest_posts(self, count: int) -> list[str]:
+        """The account's latest posts as its timeline lists them without reposts."""
+        own = [t for t in self.own if not any(k == "retweeted" for k, _ in self.tweets[t].refs)]
+        return sorted(own, key=int, reverse=True)[:count]
+
+    def reactions_beyond(self, count: int) -> list[Truth]:
+        """Reactions to posts older than the latest ``count``: no listing but the post's own."""
+        latest = set(self.latest_posts(count))
+        return [t for t in self.truth if t.post is not None and t.post not in latest]
 
     def write(
         self,
@@ -284,11 +303,35 @@ class FakeX(FaultQueue, Served):
         self.truth.append(Truth(author, "like", "outbound"))
         return tweet
 
+    def unlike(self, tweet_id: str) -> None:
+        """The account takes a like back: X drops it from the liked posts (DELETE
+        /2/users/:id/likes/:tweet_id), wherever it stood in the list."""
+        self.liked.remove(tweet_id)
+        self.truth.remove(Truth(self.tweets[tweet_id].author, "like", "outbound"))
+
     def dm(self, other: str, at: datetime, *, inbound: bool) -> FakeDM:
         pair = sorted([ME, other], key=int)
         event = FakeDM(self.snowflake(at), other if inbound else ME, f"{pair[0]}-{pair[1]}", at)
         self.dms.append(event)
         self.truth.append(Truth(other, "message", "inbound" if inbound else "outbound"))
+        return event
+
+    def group(self, members: Sequence[str], at: datetime) -> str:
+        """A group conversation of the account with ``members``: X gives it an id of its own
+        (a one-to-one conversation is named "<id>-<id>")."""
+        conversation = self.snowflake(at)
+        self.groups[conversation] = tuple(members)
+        return conversation
+
+    def group_dm(self, conversation: str, sender: str, at: datetime) -> FakeDM:
+        """A message to a group: from a member to everyone, or from the account to all of them."""
+        event = FakeDM(self.snowflake(at), sender, conversation, at)
+        self.dms.append(event)
+        if sender != ME:
+            self.truth.append(Truth(sender, "message", "inbound"))
+        else:
+            for member in self.groups[conversation]:
+                self.truth.append(Truth(member, "message", "outbound"))
         return event
 
     # -- tokens ---------------------------------------------------------------------------
@@ -407,7 +450,7 @@ class FakeX(FaultQueue, Served):
         if kind in ("500", "503"):
             return _Answer(int(kind), None, headers, raw="<html><body>Over capacity</body></html>")
         if kind == "timeout":
-            return _Answer(200, {"data": []}, headers, delay=self.timeout_delay)
+            return _Answer(200, None, headers, delay=self.timeout_delay, drop=True)
         return _Answer(200, None, headers, raw='{"data": [{"id": "1", "name": "Trun')
 
     def _token(self, form: dict[str, Any]) -> _Answer:
@@ -447,6 +490,7 @@ class FakeX(FaultQueue, Served):
                 "following_count": len(self.following),
                 "tweet_count": len(self.own),
                 "listed_count": 0,
+                "like_count": len(self.liked) + self.hidden_likes,
             }
         if "connection_status" in fields:
             status = []
@@ -505,13 +549,13 @@ class FakeX(FaultQueue, Served):
                 users.update(dict.fromkeys(t.mentions))
             if "in_reply_to_user_id" in expansions and t.reply_to:
                 users[t.reply_to] = None
-            if (
-                "referenced_tweets.id" in expansions
-                or "referenced_tweets.id.author_id" in expansions
-            ):
-                referenced.update(dict.fromkeys(ref for _kind, ref in t.refs if ref in self.tweets))
+            referenced.update(dict.fromkeys(ref for _kind, ref in t.refs if ref in self.tweets))
+        # X's expansions: referenced_tweets.id brings the referenced posts (includes.tweets),
+        # referenced_tweets.id.author_id only their authors (includes.users).
         if "referenced_tweets.id.author_id" in expansions:
             users.update(dict.fromkeys(self.tweets[r].author for r in referenced))
+        if "referenced_tweets.id" not in expansions:
+            referenced = {}
         includes: dict[str, Any] = {}
         if users:
             includes["users"] = [self.render_user(u, user_fields) for u in users if u in self.users]
@@ -766,6 +810,9 @@ class _Handler(BaseHTTPRequestHandler):
             fake.answered[answer.status] += 1
         if answer.delay:
             time.sleep(answer.delay)
+        if answer.drop:
+            self.close_connection = True
+            return
         payload = (answer.raw if answer.raw is not None else json.dumps(answer.body)).encode(
             "utf-8"
         )
@@ -802,6 +849,7 @@ class NetworkSize:
     messages: int = 0
     recent: int = 20  # reactions go to the account's latest posts (what the adapter scans)
     reactions: int = 0
+    older_reactions: int = 0  # and some to its older posts, which no affordable listing shows
 
 
 def generate(
@@ -861,6 +909,16 @@ def generate(
                 fake.retweet_mine(who, post)
             else:
                 fake.quote_mine(who, post, post.created_at + timedelta(minutes=1))
+    latest = set(fake.latest_posts(size.recent))
+    older = [fake.tweets[t] for t in fake.own if not fake.tweets[t].refs and t not in latest]
+    for _ in range(size.older_reactions if older else 0):
+        who, post, roll = rng.choice(ids), rng.choice(older), rng.random()
+        if roll < 0.6:
+            fake.like_mine(who, post)
+        elif roll < 0.9:
+            fake.retweet_mine(who, post)
+        else:
+            fake.quote_mine(who, post, post.created_at + timedelta(minutes=1))
     return ids
 
 
