@@ -20,7 +20,7 @@ from service.config import FacebookOptions
 from service.imports.common import run_import
 from service.imports.facebook import FacebookReader
 from service.imports.names import ANONYMOUS, name_key
-from service.model import Channel, SuggestionState
+from service.model import Channel, Kind, SuggestionState
 from service.platforms import build_adapter
 from service.platforms.base import AuthError, Capability, Platform, RateLimited
 from service.platforms.facebook import FacebookPlatform
@@ -299,3 +299,42 @@ def test_a_friend_removed_by_hand_and_still_listed_by_the_api_waits_then_is_aske
             .order_by(Suggestion.id)
         ).all()
     assert mine == [SuggestionState.REMOVED, SuggestionState.PENDING]
+
+
+def test_comments_and_reactions_of_friends_facebook_does_not_name_are_unseen(
+    store: Store, fake: FakeGraph, clock: Clock, tmp_path: Path
+) -> None:
+    # Faithful to the Graph API: a friend who does not use the app comments without "from"
+    # and reacts only in the summary's count.
+    rita = fake.add_user("Rita Rare", uses_app=False)
+    fake.add_user("Ana Lima")
+    for week in range(10):
+        post = fake.post(NOW - timedelta(days=7 * week + 1))
+        fake.comment(post, rita, NOW - timedelta(days=7 * week))
+        fake.react(post, rita)
+    config = account(fake)
+    rules = make_rules()
+    files = facebook_files(friends=[("Ana Lima", OLD), ("Rita Rare", OLD)])
+    run_import(
+        store, config, FacebookReader(), write_export(tmp_path / "fb", files, True), rules, NOW
+    )
+
+    report = sync_account(store, config, adapter_for(fake, clock, tmp_path), rules, clock)
+
+    assert {(u.kind.value, u.direction) for u in report.unseen} == {
+        ("comment", "inbound"),
+        ("reaction", "inbound"),
+    }
+    assert "1 of your 2 friends" in report.unseen[0].reason
+    # Rita comments every week, though nobody could tell it was her: she is not flagged.
+    held = evaluate_account(store, config.key, rules, NOW)
+    assert held.queued == 0
+    with store.session() as session:
+        assert session.scalar(select(Account.unseen))
+    # Accepting the gap lets verdicts rest on messages and the account's own comments and
+    # reactions: the person was told that Rita's comments would then go unseen.
+    accepted = evaluate_account(
+        store, config.key, rules, NOW, accepted=frozenset({Kind.COMMENT, Kind.REACTION})
+    )
+    assert accepted.queued == 1
+    assert set(suggestion_ids(store)) == {name_key(rita.name)}

@@ -11,7 +11,9 @@ What the Graph API gives (https://developers.facebook.com/docs/graph-api/referen
 - ``/me/posts`` with nested ``comments{from,created_time}`` and
   ``reactions.summary(total_count){id,name,type}`` (``user_posts``): other people are named
   only when they authorized the app; the rest are stored as anonymous exchanges, which keep
-  the account's totals honest and count for nobody.
+  the account's totals honest and count for nobody. Inbound comments and reactions are
+  therefore reported unseen (``unseen()``) unless every friend is reachable: a friend who
+  comments every week may never be named.
 
 People are keyed by name (``service.imports.names``), as the export knows them by name only.
 A reaction carries no time: it counts from when lopper first saw it, the latest it can have
@@ -155,6 +157,7 @@ class FacebookPlatform:
         self.api.version = self.options.graph_version
         self._me: Identity | None = None
         self.friends_total: int | None = None  # summary.total_count of the last listing
+        self.friends_reachable: int | None = None  # friends the last complete listing named
 
     # -- calls --------------------------------------------------------------------------
 
@@ -227,6 +230,7 @@ class FacebookPlatform:
         after = _next_args(page) if page.get("data") else None
         if after is None:
             log.info("facebook friends listed", reachable=seen, total=self.friends_total)
+            self.friends_reachable = seen
             return ConnectionPage(people, None)
         return ConnectionPage(people, json.dumps({"args": after, "seen": seen}))
 
@@ -335,7 +339,34 @@ class FacebookPlatform:
         raise Unsupported("Facebook has no friend request API: add them again by hand")
 
     def unseen(self) -> Sequence[Unseen]:
-        return ()
+        """Comments and reactions from friends the Graph API does not name.
+
+        The API names a commenter or a reacting person only when they use lopper's app;
+        everyone else's comment or reaction comes anonymous and counts for nobody, and the
+        data export holds only the account's own. So inbound comments and reactions are
+        unseen, unless the listing showed every friend reachable through the app.
+        """
+        total, reachable = self.friends_total, self.friends_reachable
+        if total is not None and reachable is not None and reachable >= total:
+            return ()
+        share = (
+            f" ({reachable:,} of your {total:,} friends do)"
+            if total is not None and reachable is not None
+            else ""
+        )
+        reason = (
+            "Facebook names who comments on or reacts to your posts only for friends who use "
+            f"lopper's app{share}; the others' comments and reactions count for nobody, and "
+            "your data export holds only your own"
+        )
+        remedy = (
+            "accept it with accept_unseen: [comment, reaction] under the account: verdicts "
+            "then rest on messages and on your own comments and reactions"
+        )
+        return tuple(
+            Unseen(kind, reason, remedy, Direction.INBOUND)
+            for kind in (Kind.COMMENT, Kind.REACTION)
+        )
 
     def profile_link(self, handle: str, user_id: str) -> str | None:
         return facebook_search_link(handle)
