@@ -4,7 +4,9 @@ X bills every resource a read returns and every write request
 (https://docs.x.com/x-api/getting-started/pricing); a resource read again within the same UTC
 day is charged once. The adapter counts what its answers return on a :class:`CostMeter`;
 the sync records the estimate of each run (``cost_records``), and before a run checks that
-the month's estimate plus the next run's stays within the account's ``monthly_budget``.
+the month's estimate plus the next run's stays within the account's ``monthly_budget``;
+within a run, the adapter asks :meth:`CostMeter.page_size` before every billed page, so
+the budget holds even where the estimate was short (a first run has none).
 Removals are never held back by the budget: their cost is counted from the removals table.
 
 All amounts are kept in micro-dollars (integers) so that sums stay exact.

@@ -41,7 +41,7 @@ from service.config import Account, FacebookOptions
 from service.errors import ConfigError, ConfigProblem
 from service.imports.names import ANONYMOUS, clean_name, facebook_search_link, name_key
 from service.logs import register_secrets, scrub
-from service.model import Direction, Kind, Unseen
+from service.model import Direction, Kind, Span, Unseen
 from service.platforms.base import (
     AuthError,
     Capability,
@@ -54,7 +54,6 @@ from service.platforms.base import (
     RateLimited,
     Relationship,
     RemovalOutcome,
-    Span,
     Traits,
     Unsupported,
 )
