@@ -5,7 +5,7 @@ through the adapter, driven by the real sync into a real store. Prints the reque
 against the fewest possible (one per 1,000 people listed, one per 100 posts or events), the
 connections stored per second, how much of the time the fake itself spent answering (it runs
 in this process: its share is time our side waited), the estimated X cost of the sync, and
-what a second sync of the same day asks for.
+what a second sync of the same day asks for, and what the adapter reports it cannot see.
 
     python bench/x_sync.py
     python bench/x_sync.py --following 5000 --followers 5000 --mutual 1000
@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--likes", type=int, default=2_000)
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--reactions", type=int, default=1_000)
+    parser.add_argument("--older-reactions", type=int, default=200)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
     logging.disable(logging.CRITICAL)
@@ -75,6 +76,7 @@ def main() -> None:
         likes=args.likes,
         messages=args.messages,
         reactions=args.reactions,
+        older_reactions=args.older_reactions,
     )
     began = time.perf_counter()
     generate(fake, size, now=NOW)
@@ -155,7 +157,12 @@ def main() -> None:
             f"({fake.busy / seconds:.0%}); requests: {n(sum(made.values()))}, "
             f"{sum(made.values()) / seconds:,.0f}/s"
         )
-        print(f"  {n(first.interactions_new)} exchanges stored (ground truth {n(len(fake.truth))})")
+        beyond = len(fake.reactions_beyond(20))
+        print(
+            f"  {n(first.interactions_new)} exchanges stored (ground truth {n(len(fake.truth))}, "
+            f"{n(beyond)} of them reactions to older posts, beyond any affordable listing)"
+        )
+        print(f"  unseen: {', '.join(f'{u.describe()}' for u in first.unseen) or 'nothing'}")
         with store.session() as session:
             from sqlalchemy import select
 
