@@ -1067,3 +1067,21 @@ def test_the_liking_users_of_a_post_do_not_spend_the_liked_posts_rate_limit(
 
     page = adapter.interactions("likes", None)  # another endpoint, another window
     assert page.done and [e.counterpart_id for e in page.exchanges] == [fan]
+
+
+def test_mentions_fewer_than_x_keeps_still_vouch_only_for_what_came_back(
+    store: Store, clock: Clock, fake: FakeX, tmp_path: Path
+) -> None:
+    someone = fake.add_user("someone")
+    mentions = [fake.mention_me(someone, NOW - timedelta(hours=2 * i + 1)) for i in range(820)]
+    mentions.reverse()  # oldest first
+    fake.mentioning.sort(key=int)  # as X orders them: by time
+    fake.hidden.update(m.id for m in mentions[-30:])  # deleted since, among the latest 800
+    adapter = adapter_for(fake, tmp_path, clock)
+
+    sync(store, fake, adapter, clock)
+
+    # 770 came back, fewer than 800, yet the 20 oldest mentions are beyond what X keeps: the
+    # pass vouches from the oldest that came back, not from the account's creation.
+    assert stored_exchanges(store)[(someone, "mention", "inbound")] == 770
+    assert _covered_from(store, "mentions") > mentions[20].created_at > mentions[19].created_at

@@ -145,6 +145,7 @@ class FakeX(FaultQueue, Served):
         # X counts likes of posts since deleted or made protected in the account's like_count,
         # but leaves them out of its liked posts.
         self.hidden_likes = 0
+        self.hidden: set[str] = set()  # posts deleted or withheld since: timelines skip them
         self.truth: list[Truth] = []
         self.requests: Counter[str] = Counter()
         self.answered: Counter[int] = Counter()
@@ -593,7 +594,9 @@ class FakeX(FaultQueue, Served):
         return _Answer(200, body)
 
     def _timeline(self, ids: Sequence[str], query: dict[str, list[str]], keep: int) -> _Answer:
-        newest = sorted(ids[-keep:], key=int, reverse=True)
+        # X picks the latest ``keep`` first, then leaves out the deleted and withheld among
+        # them: fewer come back while older ones stay out of reach all the same.
+        newest = [i for i in sorted(ids[-keep:], key=int, reverse=True) if i not in self.hidden]
         since = _first(query, "since_id")
         if since:
             newest = [i for i in newest if int(i) > int(since)]
