@@ -1010,7 +1010,7 @@ def test_the_budget_is_a_hard_cap_checked_before_every_billed_page(
     adapter = adapter_for(fake, tmp_path, clock, **options)
 
     # The listing is estimated at $5.50 and fits; the first run's streams have no estimate
-    # yet, and would bring the run to about $10.
+    # yet, and would bring the run to about $12.
     first = sync(store, fake, adapter, clock, **options)
 
     with store.session() as session:
