@@ -24,7 +24,9 @@ from service.rules import (
     Judgement,
     PlanItem,
     Verdict,
+    counting_rules,
     judge,
+    verdict_time,
 )
 from service.store import Store
 from service.store.models import Account, AuditEntry, Suggestion, SyncCursor
@@ -176,6 +178,7 @@ class Evaluation:
     brake: bool
     unseen: list[Unseen] = field(default_factory=list)
     accepted: frozenset[Kind] = frozenset()
+    at: datetime | None = None  # the moment the verdicts speak of (``verdict_time``)
 
 
 def judge_account(
@@ -186,26 +189,36 @@ def judge_account(
     *,
     with_evidence: bool = True,
     accepted: frozenset[Kind] = frozenset(),
+    connection_ids: Sequence[int] | None = None,
 ) -> Evaluation:
     """Every active connection of the account with its judgement (no writes).
 
-    ``accepted`` holds the unseen kinds the person accepted for the account (``accept_unseen``).
+    ``accepted`` holds the unseen kinds the person accepted for the account (``accept_unseen``);
+    ``connection_ids`` limits the judgement to those connections (the executor's re-check),
+    judged exactly as a whole evaluation judges them.
+
+    A verdict speaks of the moment the account's complete data ends (``verdict_time``): the
+    window ending there must be covered, and every exchange stored since still counts.
     """
     coverage = account_coverage(session, account)
     unseen = account_unseen(account)
     brake = account.brake_engaged_at is not None
-    stats = exchange_stats(session, account.id, rules, now)
+    at = verdict_time(coverage, now)
+    counting = counting_rules(rules, at, now)
+    people = connection_facts(session, account.id, connection_ids)
+    counterparts = None if connection_ids is None else [f.user_id for f in people]
+    stats = exchange_stats(session, account.id, counting, now, counterparts)
     if rules.count_linked:
-        stats = with_linked(session, account.id, stats, rules, now)
+        stats = with_linked(session, account.id, stats, counting, now)
     items = []
-    for facts in connection_facts(session, account.id):
+    for facts in people:
         s = stats.get(facts.user_id, NO_EXCHANGES)
         judgement = judge(
             facts,
             s,
             rules,
             coverage,
-            now,
+            at,
             brake=brake,
             with_evidence=with_evidence,
             unseen=unseen,
@@ -213,7 +226,7 @@ def judge_account(
         )
         items.append(PlanItem(facts, s, judgement))
     span = (coverage.start, coverage.end) if coverage else None
-    return Evaluation(account, items, span, brake, unseen, accepted)
+    return Evaluation(account, items, span, brake, unseen, accepted, at)
 
 
 def _reason(judgement: Judgement) -> Reason:
@@ -247,7 +260,7 @@ def evaluate_account(
                 item.stats,
                 rules,
                 coverage,
-                now,
+                evaluation.at or now,
                 brake=evaluation.brake,
                 unseen=evaluation.unseen,
                 accepted=accepted,

@@ -21,8 +21,9 @@ from sqlalchemy import select
 from service.config import Rules
 from service.errors import NotFound
 from service.model import Channel, Direction, Kind, SuggestionState, Unseen
+from service.platforms.base import PlatformError
 from service.store import Store
-from service.store.models import Account
+from service.store.models import Account, Suggestion
 from service.suggestions import decide, evaluate_account, judge_account, pending_ids
 from service.sync import sync_account
 
@@ -220,19 +221,42 @@ def test_every_stream_must_cover_the_window(store: Store, clock: Clock) -> None:
     assert evaluate_account(store, ACCOUNT.key, rules, clock()).verdicts == {"too-early": 2}
 
 
-@pytest.mark.parametrize(("days_since_sync", "flagged"), [(8, 0), (6, 3)])
-def test_stale_coverage_flags_nobody(
-    store: Store, clock: Clock, days_since_sync: int, flagged: int
+@pytest.mark.parametrize("days_since_sync", [1, 6, 8, 30])
+def test_a_verdict_speaks_of_the_window_that_ends_with_the_data(
+    store: Store, clock: Clock, days_since_sync: int
 ) -> None:
     rules = make_rules(stale_after=timedelta(days=7))
     clock.now = NOW - timedelta(days=days_since_sync)
-    sync_account(store, ACCOUNT, scripted(clock, people=3), rules, clock)
+    platform = scripted(clock, people=2)
+    # u1's last exchange: inside the 180 days up to the sync, outside the 180 days up to now.
+    platform.add_exchange("u1", clock.now - timedelta(days=177))
+    sync_account(store, ACCOUNT, platform, rules, clock)
     clock.now = NOW
 
     report = evaluate_account(store, ACCOUNT.key, rules, clock())
 
-    assert report.queued == flagged
-    assert report.verdicts.get("flag", 0) == flagged
+    # The days since the sync were read by nobody: they cannot make anyone "silent".
+    assert states(store) == {"u2": "pending"}
+    assert report.verdicts == {"keep": 1, "flag": 1}
+    with store.session() as session:
+        evidence = session.scalars(select(Suggestion)).one().evidence
+    assert evidence["coverage"][1] == (NOW - timedelta(days=days_since_sync)).isoformat()
+
+
+def test_a_stream_that_fell_behind_moves_every_verdict_back(store: Store, clock: Clock) -> None:
+    rules = make_rules()
+    platform = scripted(clock, people=2, streams=("activity", "messages"))
+    platform.add_exchange("u1", NOW - timedelta(days=183), stream="messages")
+    clock.now = NOW - timedelta(days=5)
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    clock.now = NOW
+    platform.inject("interactions", PlatformError("messages: 503"), skip=1)
+    sync_account(store, ACCOUNT, platform, rules, clock)
+
+    evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    # Activity is read to now, messages only to five days ago: the window ends there.
+    assert states(store) == {"u2": "pending"}
 
 
 def test_people_the_person_kept_are_never_flagged_again(store: Store, clock: Clock) -> None:
@@ -336,7 +360,7 @@ def test_evaluating_an_account_never_synced_is_refused(store: Store, clock: Cloc
         evaluate_account(store, "x:@nobody", make_rules(), clock())
 
 
-def test_stale_data_leaves_the_queue_as_it_is(store: Store, clock: Clock) -> None:
+def test_ageing_data_leaves_the_queue_as_it_is(store: Store, clock: Clock) -> None:
     rules = make_rules(stale_after=timedelta(days=7))
     platform = scripted(clock, people=2)
     sync_account(store, ACCOUNT, platform, rules, clock)
@@ -348,7 +372,8 @@ def test_stale_data_leaves_the_queue_as_it_is(store: Store, clock: Clock) -> Non
 
     report = evaluate_account(store, ACCOUNT.key, rules, clock())
 
-    # Not knowing is not the same as the person coming back: nothing expires, nothing is new.
-    assert report.verdicts == {"too-early": 2}
+    # Nothing was read since: the verdicts still speak of the last sync, nothing expires,
+    # nothing is new.
+    assert report.verdicts == {"flag": 2}
     assert (report.expired, report.queued) == (0, 0)
     assert states(store) == {"u1": "pending", "u2": "snoozed"}

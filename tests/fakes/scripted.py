@@ -200,20 +200,11 @@ class ScriptedPlatform:
         covers = Span(self.history_start, self.clock()) if done else None
         return InteractionPage(events[start:end], str(end), covers, done)
 
-    def last_exchange(self, user_id: str) -> datetime | None:
-        times = [
-            e.occurred_at
-            for events in self.exchanges.values()
-            for e in events
-            if e.counterpart_id == user_id
-        ]
-        return max(times, default=None)
-
     def relationship(self, user_id: str) -> Relationship:
         self._enter("relationship", user_id)
         person = self.people.get(user_id)
         connected = person is not None and person.following
-        return Relationship(connected=connected, last_exchange_at=self.last_exchange(user_id))
+        return Relationship(connected=connected)
 
     def remove(self, user_id: str) -> RemovalOutcome:
         fault = self._enter("remove", user_id)
