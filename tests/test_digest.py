@@ -681,3 +681,24 @@ def test_an_x_account_shows_the_months_estimated_cost_against_its_budget(store) 
     rendered = render(data, UTC)
     assert "Estimated API cost this month: $1.23 of a $20.00 budget." in rendered.text
     assert "$1.23" in rendered.html
+
+
+def test_data_older_than_stale_after_is_a_warning_not_a_gap(store) -> None:
+    from helpers import ACCOUNT, Clock, make_rules, scripted
+
+    from service.digest.compose import gather_account
+    from service.sync import sync_account
+
+    rules = make_rules(stale_after=timedelta(days=7))
+    clock = Clock(NOW - timedelta(days=10))
+    sync_account(store, ACCOUNT, scripted(clock, people=1), rules, clock)
+
+    with store.session() as session:
+        digest = gather_account(session, ACCOUNT, rules, NOW, None, None)
+
+    # The history spans the window that ends with the data: verdicts speak of that day.
+    assert digest.history_gap is None
+    assert (
+        "no complete sync since 2025-05-22: suggestions speak of that day, "
+        "and removals wait for a newer sync"
+    ) in digest.problems
