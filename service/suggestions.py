@@ -6,13 +6,13 @@ does not allow and writes an audit row (who, what, when, through which channel).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.config import Rules
@@ -54,6 +54,8 @@ ALLOWED: dict[SuggestionState, frozenset[SuggestionState]] = {
 }
 OPEN = frozenset({S.PENDING, S.SNOOZED, S.CONFIRMED, S.FAILED, S.MANUAL})
 PERSON = "person"
+# A suggestion's state and its last change (None: not known, the state alone is checked).
+Version = tuple[SuggestionState, datetime | None]
 LOPPER = "lopper"
 
 
@@ -121,8 +123,14 @@ def decide(
     via: Channel,
     now: datetime,
     until: datetime | None = None,
+    shown: Mapping[int, Version] | None = None,
 ) -> DecisionResult:
-    """Confirm, keep or snooze suggestions: each is checked and changed on its own."""
+    """Confirm, keep or snooze suggestions: each is checked and changed on its own.
+
+    ``shown``: the version (state and last change) of each suggestion as a page showed it.
+    A suggestion changed since (decided in the terminal, expired by an evaluation) is left
+    as it is and refused as decided elsewhere: a stale page never overrides a decision.
+    """
     if to not in (S.CONFIRMED, S.KEPT, S.SNOOZED):
         raise InvalidTransition(f"a person cannot set a suggestion to {to.value}")
     if to is S.SNOOZED and (until is None or until <= now):
@@ -130,6 +138,12 @@ def decide(
     result = DecisionResult()
     for suggestion_id in ids:
         with store.session() as session:
+            if shown is not None and not _still_as_shown(session, suggestion_id, shown):
+                current = session.get(Suggestion, suggestion_id)
+                result.refused[suggestion_id] = (
+                    "no such suggestion" if current is None else _elsewhere(current)
+                )
+                continue
             suggestion = session.get(Suggestion, suggestion_id)
             if suggestion is None:
                 result.refused[suggestion_id] = "no such suggestion"
@@ -145,6 +159,41 @@ def decide(
                 suggestion.connection.protected = True
             result.changed.append(suggestion_id)
     return result
+
+
+def _still_as_shown(session: Session, suggestion_id: int, shown: Mapping[int, Version]) -> bool:
+    """Whether the suggestion is still as shown; if so, it stays so until the commit.
+
+    A conditional UPDATE, not a read: on PostgreSQL it locks the row, so a decision made
+    elsewhere at the same moment either comes before (and this one is refused) or after.
+    """
+    version = shown.get(suggestion_id)
+    if version is None:
+        return False
+    state, at = version
+    unchanged = (Suggestion.id == suggestion_id) & (Suggestion.state == state)
+    if at is not None:
+        unchanged &= Suggestion.updated_at == at
+    result = session.execute(
+        update(Suggestion)
+        .where(unchanged)
+        .values(state=state)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def _elsewhere(suggestion: Suggestion) -> str:
+    how = f" through {suggestion.decided_via.value}" if suggestion.decided_via else ""
+    return (
+        f"decided elsewhere since the page was shown: now {suggestion.state.value}{how} "
+        f"({suggestion.updated_at:%Y-%m-%d %H:%M} UTC)"
+    )
+
+
+def version_of(suggestion: Suggestion) -> Version:
+    """What a page shows a suggestion at: its state and the time of its last change."""
+    return suggestion.state, suggestion.updated_at
 
 
 def pending_ids(store: Store, account_id: int | None = None) -> list[int]:
