@@ -65,6 +65,9 @@ class ScriptedPlatform:
     on_remove: Callable[[str], None] | None = None
     # Kinds the adapter reports as unseen on the account (a stream the server does not serve).
     blind: list[Unseen] = field(default_factory=list)
+    # Exchanges older than this are not served any more, while the coverage still claims
+    # the whole history: an adapter over-claiming, for the contract suite to catch.
+    served_since: datetime | None = None
     # Pages by cursor, for listings the list of people cannot express (one person in two
     # lists, a listing split across runs); None pages through ``people``.
     listing: Callable[[str | None], ConnectionPage] | None = None
@@ -192,7 +195,11 @@ class ScriptedPlatform:
 
     def interactions(self, stream: str, cursor: str | None) -> InteractionPage:
         self._enter("interactions", stream, cursor)
-        events = self.exchanges[stream]
+        events = [
+            e
+            for e in self.exchanges[stream]
+            if self.served_since is None or e.occurred_at >= self.served_since
+        ]
         start = int(cursor) if cursor else 0
         end = min(start + self.events_page_size, len(events))
         done = end >= len(events)
