@@ -298,6 +298,23 @@ def test_a_removal_waits_while_the_data_is_older_than_stale_after(
     assert len(execute(store, platform, clock, rules).removed) == 1
 
 
+def test_a_connection_gone_from_the_latest_listing_is_dropped_not_asked_for(
+    store: Store, clock: Clock
+) -> None:
+    platform = prepare(store, clock, people=2, capabilities=NO_RELATIONSHIP)
+    platform.drop_person("u1")  # unfollowed outside lopper; the next sync's listing says so
+    sync_account(store, ACCOUNT, platform, make_rules(), clock)
+    platform.reset_calls()
+
+    report = execute(store, platform, clock)
+
+    assert report.dropped == {
+        suggestion_ids(store)["u1"]: "no longer connected in the latest listing"
+    }
+    assert platform.called("remove") == [("u2",)]
+    assert states(store) == {"u1": "expired", "u2": "removed"}
+
+
 def test_a_checklist_item_is_judged_again_too(store: Store, clock: Clock) -> None:
     platform = prepare(store, clock, people=2, capabilities=frozenset())
 
