@@ -191,7 +191,7 @@ def _elsewhere(suggestion: Suggestion) -> str:
     )
 
 
-def version_of(suggestion: Suggestion) -> Version:
+def version_of(suggestion: Suggestion) -> tuple[SuggestionState, datetime]:
     """What a page shows a suggestion at: its state and the time of its last change."""
     return suggestion.state, suggestion.updated_at
 
