@@ -4,8 +4,9 @@ Each adapter is built as a user's configuration would build it, against its plat
 sandbox is its own platform; the others talk HTTP to the stateful fakes in tests/fakes/).
 
 Coverage is checked against the platform's ground truth where the platform can give it
-(``Served``): every exchange it holds inside a span the adapter claims must have been
-read. A factory that yields a bare adapter gets the weaker checks only.
+(``Served``, or ``TRUTHS`` for suites with their own ``adapter`` fixture): every exchange it
+holds inside a span the adapter claims must have been read. An adapter without one gets the
+weaker checks only.
 """
 
 from __future__ import annotations
@@ -110,9 +111,21 @@ def made(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Made]:
     yield from FACTORIES[request.param](tmp_path)
 
 
+# The ground truth of the adapters under test, by id(adapter): suites that reuse these test
+# functions with their own ``adapter`` fixture (test_x_contract.py) may register theirs.
+TRUTHS: dict[int, Callable[[str], Iterable[Exchange]]] = {}
+
+
 @pytest.fixture
-def adapter(made: Made) -> Platform:
-    return made.adapter if isinstance(made, Served) else made
+def adapter(made: Made) -> Iterator[Platform]:
+    if not isinstance(made, Served):
+        yield made
+        return
+    TRUTHS[id(made.adapter)] = made.truth
+    try:
+        yield made.adapter
+    finally:
+        TRUTHS.pop(id(made.adapter), None)
 
 
 def _aware(value: datetime | None) -> bool:
@@ -205,16 +218,17 @@ def unread_in_claimed_spans(
     ]
 
 
-def test_every_stream_pages_to_done_with_unique_ids_and_honest_coverage(made, adapter):
+def test_every_stream_pages_to_done_with_unique_ids_and_honest_coverage(adapter):
+    truth = TRUTHS.get(id(adapter))
     streams = list(adapter.interaction_streams())
     assert streams
     now = datetime.now(UTC) + timedelta(minutes=1)
     for stream in streams:
         read = _read_stream(adapter, stream, now)
-        if isinstance(made, Served):
+        if truth is not None:
             # Coverage is a promise that nothing in the span was missed: hold it to that.
-            truth = list(made.truth(stream))
-            missed = unread_in_claimed_spans(truth, read.exchanges.values(), read.claimed)
+            held = list(truth(stream))
+            missed = unread_in_claimed_spans(held, read.exchanges.values(), read.claimed)
             assert not missed, f"{stream} claims spans holding {len(missed)} unread: {missed[:3]}"
         # A caught-up cursor may read a little of the past again (late-indexed items), but
         # an id always names the same exchange, so the store's deduplication makes it harmless.
