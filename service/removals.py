@@ -144,15 +144,14 @@ def recheck(
     now: datetime,
     *,
     accepted: frozenset[Kind] = frozenset(),
-    acting: bool = True,
 ) -> Recheck:
     """Judge a confirmed suggestion again, with everything the store knows at ``now``.
 
     The judgement is evaluation's own (``judge_account``): protection added since the
     confirmation, exchanges on linked accounts, exchanges that arrived late though dated
     before the suggestion, unseen kinds and coverage all count. A person who would be kept
-    now is dropped; one the data cannot judge yet waits. ``acting``: lopper itself will act
-    (not a checklist item), so the data must also be fresh (``rules.stale_after``).
+    now is dropped; one the data cannot judge yet (a coverage gap, an unseen kind, the
+    sanity brake, data older than ``rules.stale_after``) waits.
     """
     evaluation = judge_account(
         session,
@@ -179,13 +178,6 @@ def recheck(
         last = item.stats.last_exchange
         if last is not None and (known is None or last > known):
             return Recheck(drop=f"an exchange on {last:%Y-%m-%d} the plan did not show")
-    if acting and evaluation.coverage is not None:
-        end = evaluation.coverage[1]
-        if end < now - rules.stale_after:
-            return Recheck(
-                hold=f"no complete sync since {end:%Y-%m-%d %H:%M} UTC; removals wait for a "
-                "newer one"
-            )
     return Recheck()
 
 
@@ -281,9 +273,7 @@ def _execute_one(
         # done). Checking again now would take lopper's own removal for the person's.
         resuming = _asked(session, suggestion_id)
         if not resuming:
-            found = recheck(
-                session, suggestion, rules, clock(), accepted=accepted, acting=can_remove
-            )
+            found = recheck(session, suggestion, rules, clock(), accepted=accepted)
             if found.drop is not None:
                 _drop(session, suggestion, found.drop, clock())
                 report.dropped[suggestion_id] = found.drop

@@ -247,7 +247,8 @@ def judge_account(
     judged exactly as a whole evaluation judges them.
 
     A verdict speaks of the moment the account's complete data ends (``verdict_time``): the
-    window ending there must be covered, and every exchange stored since still counts.
+    window ending there must be covered, and every exchange stored since still counts. Data
+    older than ``rules.stale_after`` flags nobody (``stale_gap``).
     """
     coverage = account_coverage(session, account)
     unseen = account_unseen(account)
@@ -259,6 +260,7 @@ def judge_account(
     stats = exchange_stats(session, account.id, counting, now, counterparts)
     if rules.count_linked:
         stats = with_linked(session, account.id, stats, counting, now)
+    old = stale_gap(coverage, rules, now)
     items = []
     for facts in people:
         s = stats.get(facts.user_id, NO_EXCHANGES)
@@ -273,9 +275,25 @@ def judge_account(
             unseen=unseen,
             accepted=accepted,
         )
+        if old and judgement.removable and not facts.gone:
+            # "No exchange" said of data this old says nothing of the time since: keep.
+            why = f"not enough history yet: {old}"
+            judgement = Judgement(Verdict.TOO_EARLY, why, judgement.evidence)
         items.append(PlanItem(facts, s, judgement))
     span = (coverage.start, coverage.end) if coverage else None
     return Evaluation(account, items, span, brake, unseen, accepted, at)
+
+
+def stale_gap(coverage: Span | None, rules: Rules, now: datetime) -> str | None:
+    """Why the account's complete data is too old for anyone to be found silent, if it is.
+
+    A verdict speaks of the window that ends with the data (``verdict_time``); once that
+    end is more than ``rules.stale_after`` ago, the time since is too long to ignore, and
+    nobody is flagged (or carried out) until a newer sync or export.
+    """
+    if coverage is None or coverage.end >= now - rules.stale_after:
+        return None
+    return f"no complete sync since {coverage.end:%Y-%m-%d}"
 
 
 def _reason(judgement: Judgement) -> Reason:

@@ -683,7 +683,7 @@ def test_an_x_account_shows_the_months_estimated_cost_against_its_budget(store) 
     assert "$1.23" in rendered.html
 
 
-def test_data_older_than_stale_after_is_a_warning_not_a_gap(store) -> None:
+def test_data_older_than_stale_after_is_said_to_judge_nobody(store) -> None:
     from helpers import ACCOUNT, Clock, make_rules, scripted
 
     from service.digest.compose import gather_account
@@ -694,11 +694,10 @@ def test_data_older_than_stale_after_is_a_warning_not_a_gap(store) -> None:
     sync_account(store, ACCOUNT, scripted(clock, people=1), rules, clock)
 
     with store.session() as session:
-        digest = gather_account(session, ACCOUNT, rules, NOW, None, None)
+        fresh = gather_account(session, ACCOUNT, rules, NOW - timedelta(days=9), None, None)
+        stale = gather_account(session, ACCOUNT, rules, NOW, None, None)
 
-    # The history spans the window that ends with the data: verdicts speak of that day.
-    assert digest.history_gap is None
-    assert (
-        "no complete sync since 2025-05-22: suggestions speak of that day, "
-        "and removals wait for a newer sync"
-    ) in digest.problems
+    # A day after the sync, its data judges: the window ends where the data ends.
+    assert fresh.history_gap is None and fresh.too_early == 0
+    assert stale.history_gap == "no complete sync since 2025-05-22"
+    assert stale.too_early == 1

@@ -221,7 +221,7 @@ def test_every_stream_must_cover_the_window(store: Store, clock: Clock) -> None:
     assert evaluate_account(store, ACCOUNT.key, rules, clock()).verdicts == {"too-early": 2}
 
 
-@pytest.mark.parametrize("days_since_sync", [1, 6, 8, 30])
+@pytest.mark.parametrize("days_since_sync", [0, 1, 6, 7])
 def test_a_verdict_speaks_of_the_window_that_ends_with_the_data(
     store: Store, clock: Clock, days_since_sync: int
 ) -> None:
@@ -241,6 +241,33 @@ def test_a_verdict_speaks_of_the_window_that_ends_with_the_data(
     with store.session() as session:
         evidence = session.scalars(select(Suggestion)).one().evidence
     assert evidence["coverage"][1] == (NOW - timedelta(days=days_since_sync)).isoformat()
+
+
+@pytest.mark.parametrize("days_since_sync", [8, 30, 90])
+def test_data_older_than_stale_after_flags_nobody(
+    store: Store, clock: Clock, days_since_sync: int
+) -> None:
+    rules = make_rules(stale_after=timedelta(days=7))
+    clock.now = NOW - timedelta(days=days_since_sync)
+    platform = scripted(clock, people=3)
+    platform.add_person("gone", since=NOW - timedelta(days=800), gone=True)
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    clock.now = NOW
+
+    report = evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    # Gone is known from the listing, not from the exchanges: it stays in its lane.
+    assert report.verdicts == {"too-early": 3, "gone": 1}
+    assert states(store) == {"gone": "pending"}
+    day = clock.now - timedelta(days=days_since_sync)
+    assert verdicts(store, rules, clock)["u1"] == "too-early"
+    with store.session() as session:
+        account = session.scalars(select(Account)).one()
+        why = {
+            i.facts.user_id: i.judgement.why
+            for i in judge_account(session, account, rules, NOW).items
+        }
+    assert why["u1"] == f"not enough history yet: no complete sync since {day:%Y-%m-%d}"
 
 
 def test_a_stream_that_fell_behind_moves_every_verdict_back(store: Store, clock: Clock) -> None:
@@ -360,7 +387,7 @@ def test_evaluating_an_account_never_synced_is_refused(store: Store, clock: Cloc
         evaluate_account(store, "x:@nobody", make_rules(), clock())
 
 
-def test_ageing_data_leaves_the_queue_as_it_is(store: Store, clock: Clock) -> None:
+def test_stale_data_leaves_the_queue_as_it_is(store: Store, clock: Clock) -> None:
     rules = make_rules(stale_after=timedelta(days=7))
     platform = scripted(clock, people=2)
     sync_account(store, ACCOUNT, platform, rules, clock)
@@ -372,8 +399,7 @@ def test_ageing_data_leaves_the_queue_as_it_is(store: Store, clock: Clock) -> No
 
     report = evaluate_account(store, ACCOUNT.key, rules, clock())
 
-    # Nothing was read since: the verdicts still speak of the last sync, nothing expires,
-    # nothing is new.
-    assert report.verdicts == {"flag": 2}
+    # Not knowing is not the same as the person coming back: nothing expires, nothing is new.
+    assert report.verdicts == {"too-early": 2}
     assert (report.expired, report.queued) == (0, 0)
     assert states(store) == {"u1": "pending", "u2": "snoozed"}

@@ -22,7 +22,7 @@ from service.model import ConnectionState, RemovalState, SuggestionState
 from service.rules import Verdict, coverage_gap, verdict_time
 from service.store.models import Account, Connection, Removal, Suggestion, SyncRun
 from service.store.queries import account_coverage
-from service.suggestions import OPEN, judge_account
+from service.suggestions import OPEN, judge_account, stale_gap
 
 S = SuggestionState
 
@@ -277,12 +277,9 @@ def gather_account(
             "until a later sync agrees"
         )
     coverage = account_coverage(session, account)
-    digest.history_gap = coverage_gap(coverage, rules, verdict_time(coverage, now))
-    if coverage is not None and coverage.end < now - rules.stale_after:
-        digest.problems.append(
-            f"no complete sync since {coverage.end:%Y-%m-%d}: suggestions speak of that day, "
-            "and removals wait for a newer sync"
-        )
+    digest.history_gap = coverage_gap(coverage, rules, verdict_time(coverage, now)) or stale_gap(
+        coverage, rules, now
+    )
     if config.platform == "x":
         options = config.x or XOptions()
         costs = month_costs(session, now, {config.key: options.prices})
