@@ -389,6 +389,8 @@ def execute(account: str | None = typer.Argument(None, help="Only this account."
             )
             for sid, why in report.dropped.items():
                 out.print(f"  #{sid} dropped: {why}")
+            for sid, why in report.held.items():
+                out.print(f"  #{sid} waits: {why}")
             for sid, why in report.failed.items():
                 err.print(f"  [red]#{sid} failed: {why}[/red]")
             if report.stopped:

@@ -22,7 +22,14 @@ from service.config import Account as AccountConfig
 from service.config import Rules
 from service.errors import InvalidTransition, LopperError, NotFound
 from service.logs import scrub
-from service.model import Channel, ConnectionState, RemovalState, SuggestionState
+from service.model import (
+    Channel,
+    ConnectionState,
+    Kind,
+    Reason,
+    RemovalState,
+    SuggestionState,
+)
 from service.platforms.base import (
     AuthError,
     Blocked,
@@ -32,9 +39,17 @@ from service.platforms.base import (
     PlatformError,
     RateLimited,
 )
+from service.rules import REMOVABLE, Verdict
 from service.store import Store
-from service.store.models import Account, Interaction, Removal, Suggestion
-from service.suggestions import LOPPER, PERSON, get_suggestion, propose, transition
+from service.store.models import Account, Removal, Suggestion
+from service.suggestions import (
+    LOPPER,
+    PERSON,
+    get_suggestion,
+    judge_account,
+    propose,
+    transition,
+)
 
 log = structlog.get_logger("lopper.removals")
 S = SuggestionState
@@ -46,6 +61,7 @@ class ExecutionReport:
     removed: list[int] = field(default_factory=list)
     manual: list[int] = field(default_factory=list)
     dropped: dict[int, str] = field(default_factory=dict)
+    held: dict[int, str] = field(default_factory=dict)  # confirmed, waiting for data
     failed: dict[int, str] = field(default_factory=dict)
     stopped: str | None = None  # why the run ended early (cap, rate limit, block, auth)
 
@@ -111,17 +127,58 @@ def removals_today(session: Session, account_id: int, now: datetime) -> int:
     )
 
 
-def _exchange_since(session: Session, suggestion: Suggestion, rules: Rules) -> datetime | None:
-    at = session.scalar(
-        select(func.max(Interaction.occurred_at)).where(
-            Interaction.account_id == suggestion.account_id,
-            Interaction.counterpart_id == suggestion.connection.platform_user_id,
-            Interaction.occurred_at > suggestion.created_at,
-            Interaction.kind.in_([k.value for k in rules.count_kinds]),
-            Interaction.direction.in_([d.value for d in rules.count_directions]),
-        )
+PLAN_VERDICTS = frozenset({Verdict.FLAG, Verdict.GONE, Verdict.KEEP})  # as plan_reduction
+WAIT = frozenset({Verdict.TOO_EARLY, Verdict.HELD})  # missing data says nothing of the person
+
+
+@dataclass(frozen=True)
+class Recheck:
+    drop: str | None = None  # the facts changed: why the removal is dropped
+    hold: str | None = None  # the data cannot tell yet: why it waits
+
+
+def recheck(
+    session: Session,
+    suggestion: Suggestion,
+    rules: Rules,
+    now: datetime,
+    *,
+    accepted: frozenset[Kind] = frozenset(),
+) -> Recheck:
+    """Judge a confirmed suggestion again, with everything the store knows at ``now``.
+
+    The judgement is evaluation's own (``judge_account``): protection added since the
+    confirmation, exchanges on linked accounts, exchanges that arrived late though dated
+    before the suggestion, unseen kinds and coverage all count. A person who would be kept
+    now is dropped; one the data cannot judge yet (a coverage gap, an unseen kind, the
+    sanity brake, data older than ``rules.stale_after``) waits.
+    """
+    evaluation = judge_account(
+        session,
+        suggestion.account,
+        rules,
+        now,
+        with_evidence=False,
+        accepted=accepted,
+        connection_ids=[suggestion.connection_id],
     )
-    return at
+    if not evaluation.items:
+        return Recheck(drop="no longer connected in the latest listing")
+    item = evaluation.items[0]
+    judgement = item.judgement
+    if judgement.verdict in WAIT:
+        return Recheck(hold=judgement.why)
+    plan = suggestion.reason is Reason.PLAN
+    if judgement.verdict not in (PLAN_VERDICTS if plan else REMOVABLE):
+        return Recheck(drop=f"no longer flagged: {judgement.why}")
+    if plan:
+        # The person chose from a plan that showed their last exchange: a newer one is news.
+        shown = suggestion.evidence.get("last_exchange")
+        known = datetime.fromisoformat(shown) if isinstance(shown, str) else None
+        last = item.stats.last_exchange
+        if last is not None and (known is None or last > known):
+            return Recheck(drop=f"an exchange on {last:%Y-%m-%d} the plan did not show")
+    return Recheck()
 
 
 def execute_account(
@@ -168,7 +225,16 @@ def execute_account(
             if not first and spacing[1] > 0:
                 sleep(rng.uniform(*spacing))
         first = False
-        stop = _execute_one(store, suggestion_id, adapter, rules, clock, report, can_remove)
+        stop = _execute_one(
+            store,
+            suggestion_id,
+            adapter,
+            rules,
+            clock,
+            report,
+            can_remove,
+            config.accept_unseen,
+        )
         if stop:
             report.stopped = stop
             break
@@ -178,6 +244,7 @@ def execute_account(
         removed=len(report.removed),
         manual=len(report.manual),
         dropped=len(report.dropped),
+        held=len(report.held),
         failed=len(report.failed),
         stopped=report.stopped,
     )
@@ -192,6 +259,7 @@ def _execute_one(
     clock: Callable[[], datetime],
     report: ExecutionReport,
     can_remove: bool,
+    accepted: frozenset[Kind] = frozenset(),
 ) -> str | None:
     """One removal; returns why the whole run must stop, if it must."""
     with store.session() as session:
@@ -199,13 +267,20 @@ def _execute_one(
         if suggestion.state not in (S.CONFIRMED, S.FAILED) or suggestion.decided_via is None:
             # Only a person's confirmation leads here; anything else is refused outright.
             return None
-        connection = suggestion.connection
-        user_id = connection.platform_user_id
-        created_at = suggestion.created_at
+        user_id = suggestion.connection.platform_user_id
         # The platform was already asked (before a crash, or no answer came): the re-check
         # was made then, and asking again is safe ("not following any more" counts as
         # done). Checking again now would take lopper's own removal for the person's.
         resuming = _asked(session, suggestion_id)
+        if not resuming:
+            found = recheck(session, suggestion, rules, clock(), accepted=accepted)
+            if found.drop is not None:
+                _drop(session, suggestion, found.drop, clock())
+                report.dropped[suggestion_id] = found.drop
+                return None
+            if found.hold is not None:
+                report.held[suggestion_id] = found.hold
+                return None
         if not can_remove:
             transition(
                 session,
@@ -219,12 +294,6 @@ def _execute_one(
             session.add(_removal(suggestion, RemovalState.MANUAL, clock()))
             report.manual.append(suggestion_id)
             return None
-        since = None if resuming else _exchange_since(session, suggestion, rules)
-        if since is not None:
-            reason = f"an exchange on {since:%Y-%m-%d} since the suggestion"
-            _drop(session, suggestion, reason, clock())
-            report.dropped[suggestion_id] = reason
-            return None
     if not resuming and Capability.RELATIONSHIP in adapter.capabilities:
         try:
             relationship = adapter.relationship(user_id)
@@ -236,14 +305,6 @@ def _execute_one(
                 _drop(session, suggestion, "no longer connected on the platform", clock())
                 suggestion.connection.following = False
             report.dropped[suggestion_id] = "no longer connected"
-            return None
-        last = relationship.last_exchange_at
-        if last is not None and last > created_at:
-            # An exchange the platform knows of and the store does not have yet.
-            reason = f"an exchange on {last:%Y-%m-%d} since the suggestion"
-            with store.session() as session:
-                _drop(session, get_suggestion(session, suggestion_id), reason, clock())
-            report.dropped[suggestion_id] = reason
             return None
     with store.session() as session:
         suggestion = get_suggestion(session, suggestion_id)

@@ -148,16 +148,46 @@ def protection(facts: ConnectionFacts, rules: Rules) -> str | None:
     return None
 
 
+def verdict_time(coverage: Span | None, now: datetime) -> datetime:
+    """The moment a verdict speaks of: where the account's complete data ends, never later
+    than ``now``.
+
+    Nothing after the last complete read is known, so "no exchange in the window" can only
+    be said of the window that ends there. Exchanges stored after that moment still count
+    (they only ever keep someone): see ``counting_rules``.
+    """
+    return now if coverage is None else min(now, coverage.end)
+
+
+def counting_rules(rules: Rules, at: datetime, now: datetime) -> Rules:
+    """The rules whose window counts every exchange from ``at - window`` up to ``now``.
+
+    A verdict made at ``at`` (``verdict_time``) still counts what the store learned since:
+    a later exchange keeps the person as surely as one inside the window.
+    """
+    if at >= now:
+        return rules
+    return rules.model_copy(update={"window": rules.window + (now - at)})
+
+
 def coverage_gap(coverage: Span | None, rules: Rules, now: datetime) -> str | None:
-    """Why the store's data cannot support a "no exchange in the window" verdict, if so."""
+    """Why the store's data cannot support a "no exchange in the window" verdict at ``now``.
+
+    The whole window, up to ``now`` itself, must be covered: there is no allowance for a
+    recent stretch nobody read. Callers judge at ``verdict_time`` (the end of the data);
+    a caller that judges at the clock learns here how far behind the data is.
+    """
     if coverage is None:
         return "no complete interaction history yet"
     needed = now - rules.window
     if coverage.start > needed:
         days = (coverage.start - needed).days + 1
         return f"history covers only since {coverage.start:%Y-%m-%d}; {days} more days needed"
-    if coverage.end < now - rules.stale_after:
-        return f"no sync since {coverage.end:%Y-%m-%d}"
+    if coverage.end < now:
+        return (
+            f"history read only up to {coverage.end:%Y-%m-%d %H:%M} UTC, "
+            f"not up to {now:%Y-%m-%d %H:%M} UTC"
+        )
     return None
 
 

@@ -6,13 +6,13 @@ does not allow and writes an audit row (who, what, when, through which channel).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.config import Rules
@@ -24,7 +24,9 @@ from service.rules import (
     Judgement,
     PlanItem,
     Verdict,
+    counting_rules,
     judge,
+    verdict_time,
 )
 from service.store import Store
 from service.store.models import Account, AuditEntry, Suggestion, SyncCursor
@@ -52,6 +54,8 @@ ALLOWED: dict[SuggestionState, frozenset[SuggestionState]] = {
 }
 OPEN = frozenset({S.PENDING, S.SNOOZED, S.CONFIRMED, S.FAILED, S.MANUAL})
 PERSON = "person"
+# A suggestion's state and its last change (None: not known, the state alone is checked).
+Version = tuple[SuggestionState, datetime | None]
 LOPPER = "lopper"
 
 
@@ -119,8 +123,14 @@ def decide(
     via: Channel,
     now: datetime,
     until: datetime | None = None,
+    shown: Mapping[int, Version] | None = None,
 ) -> DecisionResult:
-    """Confirm, keep or snooze suggestions: each is checked and changed on its own."""
+    """Confirm, keep or snooze suggestions: each is checked and changed on its own.
+
+    ``shown``: the version (state and last change) of each suggestion as a page showed it.
+    A suggestion changed since (decided in the terminal, expired by an evaluation) is left
+    as it is and refused as decided elsewhere: a stale page never overrides a decision.
+    """
     if to not in (S.CONFIRMED, S.KEPT, S.SNOOZED):
         raise InvalidTransition(f"a person cannot set a suggestion to {to.value}")
     if to is S.SNOOZED and (until is None or until <= now):
@@ -128,6 +138,12 @@ def decide(
     result = DecisionResult()
     for suggestion_id in ids:
         with store.session() as session:
+            if shown is not None and not _still_as_shown(session, suggestion_id, shown):
+                current = session.get(Suggestion, suggestion_id)
+                result.refused[suggestion_id] = (
+                    "no such suggestion" if current is None else _elsewhere(current)
+                )
+                continue
             suggestion = session.get(Suggestion, suggestion_id)
             if suggestion is None:
                 result.refused[suggestion_id] = "no such suggestion"
@@ -143,6 +159,41 @@ def decide(
                 suggestion.connection.protected = True
             result.changed.append(suggestion_id)
     return result
+
+
+def _still_as_shown(session: Session, suggestion_id: int, shown: Mapping[int, Version]) -> bool:
+    """Whether the suggestion is still as shown; if so, it stays so until the commit.
+
+    A conditional UPDATE, not a read: on PostgreSQL it locks the row, so a decision made
+    elsewhere at the same moment either comes before (and this one is refused) or after.
+    """
+    version = shown.get(suggestion_id)
+    if version is None:
+        return False
+    state, at = version
+    unchanged = (Suggestion.id == suggestion_id) & (Suggestion.state == state)
+    if at is not None:
+        unchanged &= Suggestion.updated_at == at
+    result = session.execute(
+        update(Suggestion)
+        .where(unchanged)
+        .values(state=state)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def _elsewhere(suggestion: Suggestion) -> str:
+    how = f" through {suggestion.decided_via.value}" if suggestion.decided_via else ""
+    return (
+        f"decided elsewhere since the page was shown: now {suggestion.state.value}{how} "
+        f"({suggestion.updated_at:%Y-%m-%d %H:%M} UTC)"
+    )
+
+
+def version_of(suggestion: Suggestion) -> tuple[SuggestionState, datetime]:
+    """What a page shows a suggestion at: its state and the time of its last change."""
+    return suggestion.state, suggestion.updated_at
 
 
 def pending_ids(store: Store, account_id: int | None = None) -> list[int]:
@@ -176,6 +227,7 @@ class Evaluation:
     brake: bool
     unseen: list[Unseen] = field(default_factory=list)
     accepted: frozenset[Kind] = frozenset()
+    at: datetime | None = None  # the moment the verdicts speak of (``verdict_time``)
 
 
 def judge_account(
@@ -186,34 +238,62 @@ def judge_account(
     *,
     with_evidence: bool = True,
     accepted: frozenset[Kind] = frozenset(),
+    connection_ids: Sequence[int] | None = None,
 ) -> Evaluation:
     """Every active connection of the account with its judgement (no writes).
 
-    ``accepted`` holds the unseen kinds the person accepted for the account (``accept_unseen``).
+    ``accepted`` holds the unseen kinds the person accepted for the account (``accept_unseen``);
+    ``connection_ids`` limits the judgement to those connections (the executor's re-check),
+    judged exactly as a whole evaluation judges them.
+
+    A verdict speaks of the moment the account's complete data ends (``verdict_time``): the
+    window ending there must be covered, and every exchange stored since still counts. Data
+    older than ``rules.stale_after`` flags nobody (``stale_gap``).
     """
     coverage = account_coverage(session, account)
     unseen = account_unseen(account)
     brake = account.brake_engaged_at is not None
-    stats = exchange_stats(session, account.id, rules, now)
+    at = verdict_time(coverage, now)
+    counting = counting_rules(rules, at, now)
+    people = connection_facts(session, account.id, connection_ids)
+    counterparts = None if connection_ids is None else [f.user_id for f in people]
+    stats = exchange_stats(session, account.id, counting, now, counterparts)
     if rules.count_linked:
-        stats = with_linked(session, account.id, stats, rules, now)
+        stats = with_linked(session, account.id, stats, counting, now)
+    old = stale_gap(coverage, rules, now)
     items = []
-    for facts in connection_facts(session, account.id):
+    for facts in people:
         s = stats.get(facts.user_id, NO_EXCHANGES)
         judgement = judge(
             facts,
             s,
             rules,
             coverage,
-            now,
+            at,
             brake=brake,
             with_evidence=with_evidence,
             unseen=unseen,
             accepted=accepted,
         )
+        if old and judgement.removable and not facts.gone:
+            # "No exchange" said of data this old says nothing of the time since: keep.
+            why = f"not enough history yet: {old}"
+            judgement = Judgement(Verdict.TOO_EARLY, why, judgement.evidence)
         items.append(PlanItem(facts, s, judgement))
     span = (coverage.start, coverage.end) if coverage else None
-    return Evaluation(account, items, span, brake, unseen, accepted)
+    return Evaluation(account, items, span, brake, unseen, accepted, at)
+
+
+def stale_gap(coverage: Span | None, rules: Rules, now: datetime) -> str | None:
+    """Why the account's complete data is too old for anyone to be found silent, if it is.
+
+    A verdict speaks of the window that ends with the data (``verdict_time``); once that
+    end is more than ``rules.stale_after`` ago, the time since is too long to ignore, and
+    nobody is flagged (or carried out) until a newer sync or export.
+    """
+    if coverage is None or coverage.end >= now - rules.stale_after:
+        return None
+    return f"no complete sync since {coverage.end:%Y-%m-%d}"
 
 
 def _reason(judgement: Judgement) -> Reason:
@@ -247,7 +327,7 @@ def evaluate_account(
                 item.stats,
                 rules,
                 coverage,
-                now,
+                evaluation.at or now,
                 brake=evaluation.brake,
                 unseen=evaluation.unseen,
                 accepted=accepted,

@@ -681,3 +681,23 @@ def test_an_x_account_shows_the_months_estimated_cost_against_its_budget(store) 
     rendered = render(data, UTC)
     assert "Estimated API cost this month: $1.23 of a $20.00 budget." in rendered.text
     assert "$1.23" in rendered.html
+
+
+def test_data_older_than_stale_after_is_said_to_judge_nobody(store) -> None:
+    from helpers import ACCOUNT, Clock, make_rules, scripted
+
+    from service.digest.compose import gather_account
+    from service.sync import sync_account
+
+    rules = make_rules(stale_after=timedelta(days=7))
+    clock = Clock(NOW - timedelta(days=10))
+    sync_account(store, ACCOUNT, scripted(clock, people=1), rules, clock)
+
+    with store.session() as session:
+        fresh = gather_account(session, ACCOUNT, rules, NOW - timedelta(days=9), None, None)
+        stale = gather_account(session, ACCOUNT, rules, NOW, None, None)
+
+    # A day after the sync, its data judges: the window ends where the data ends.
+    assert fresh.history_gap is None and fresh.too_early == 0
+    assert stale.history_gap == "no complete sync since 2025-05-22"
+    assert stale.too_early == 1

@@ -21,8 +21,9 @@ from sqlalchemy import select
 from service.config import Rules
 from service.errors import NotFound
 from service.model import Channel, Direction, Kind, SuggestionState, Unseen
+from service.platforms.base import PlatformError
 from service.store import Store
-from service.store.models import Account
+from service.store.models import Account, Suggestion
 from service.suggestions import decide, evaluate_account, judge_account, pending_ids
 from service.sync import sync_account
 
@@ -220,19 +221,69 @@ def test_every_stream_must_cover_the_window(store: Store, clock: Clock) -> None:
     assert evaluate_account(store, ACCOUNT.key, rules, clock()).verdicts == {"too-early": 2}
 
 
-@pytest.mark.parametrize(("days_since_sync", "flagged"), [(8, 0), (6, 3)])
-def test_stale_coverage_flags_nobody(
-    store: Store, clock: Clock, days_since_sync: int, flagged: int
+@pytest.mark.parametrize("days_since_sync", [0, 1, 6, 7])
+def test_a_verdict_speaks_of_the_window_that_ends_with_the_data(
+    store: Store, clock: Clock, days_since_sync: int
 ) -> None:
     rules = make_rules(stale_after=timedelta(days=7))
     clock.now = NOW - timedelta(days=days_since_sync)
-    sync_account(store, ACCOUNT, scripted(clock, people=3), rules, clock)
+    platform = scripted(clock, people=2)
+    # u1's last exchange: inside the 180 days up to the sync, outside the 180 days up to now.
+    platform.add_exchange("u1", clock.now - timedelta(days=177))
+    sync_account(store, ACCOUNT, platform, rules, clock)
     clock.now = NOW
 
     report = evaluate_account(store, ACCOUNT.key, rules, clock())
 
-    assert report.queued == flagged
-    assert report.verdicts.get("flag", 0) == flagged
+    # The days since the sync were read by nobody: they cannot make anyone "silent".
+    assert states(store) == {"u2": "pending"}
+    assert report.verdicts == {"keep": 1, "flag": 1}
+    with store.session() as session:
+        evidence = session.scalars(select(Suggestion)).one().evidence
+    assert evidence["coverage"][1] == (NOW - timedelta(days=days_since_sync)).isoformat()
+
+
+@pytest.mark.parametrize("days_since_sync", [8, 30, 90])
+def test_data_older_than_stale_after_flags_nobody(
+    store: Store, clock: Clock, days_since_sync: int
+) -> None:
+    rules = make_rules(stale_after=timedelta(days=7))
+    clock.now = NOW - timedelta(days=days_since_sync)
+    platform = scripted(clock, people=3)
+    platform.add_person("gone", since=NOW - timedelta(days=800), gone=True)
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    clock.now = NOW
+
+    report = evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    # Gone is known from the listing, not from the exchanges: it stays in its lane.
+    assert report.verdicts == {"too-early": 3, "gone": 1}
+    assert states(store) == {"gone": "pending"}
+    day = clock.now - timedelta(days=days_since_sync)
+    assert verdicts(store, rules, clock)["u1"] == "too-early"
+    with store.session() as session:
+        account = session.scalars(select(Account)).one()
+        why = {
+            i.facts.user_id: i.judgement.why
+            for i in judge_account(session, account, rules, NOW).items
+        }
+    assert why["u1"] == f"not enough history yet: no complete sync since {day:%Y-%m-%d}"
+
+
+def test_a_stream_that_fell_behind_moves_every_verdict_back(store: Store, clock: Clock) -> None:
+    rules = make_rules()
+    platform = scripted(clock, people=2, streams=("activity", "messages"))
+    platform.add_exchange("u1", NOW - timedelta(days=183), stream="messages")
+    clock.now = NOW - timedelta(days=5)
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    clock.now = NOW
+    platform.inject("interactions", PlatformError("messages: 503"), skip=1)
+    sync_account(store, ACCOUNT, platform, rules, clock)
+
+    evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    # Activity is read to now, messages only to five days ago: the window ends there.
+    assert states(store) == {"u2": "pending"}
 
 
 def test_people_the_person_kept_are_never_flagged_again(store: Store, clock: Clock) -> None:

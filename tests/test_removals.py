@@ -11,9 +11,11 @@ from fakes.scripted import ScriptedPlatform
 from helpers import ACCOUNT, NOW, Clock, audit, make_rules, scripted, states, suggestion_ids
 from sqlalchemy import select
 
+from service.config import Account as AccountConfig
 from service.config import Rules
 from service.errors import InvalidTransition
-from service.model import Channel, ConnectionState, RemovalState, SuggestionState
+from service.model import Channel, ConnectionState, Kind, RemovalState, SuggestionState, Unseen
+from service.people import link
 from service.platforms.base import (
     AuthError,
     Blocked,
@@ -25,7 +27,7 @@ from service.platforms.base import (
 from service.removals import ExecutionReport, RestoreError, execute_account, manual_done, restore
 from service.store import Store
 from service.store.models import Account, AuditEntry, Connection, Removal, Suggestion
-from service.suggestions import decide, evaluate_account
+from service.suggestions import decide, evaluate_account, judge_account, queue_plan
 from service.sync import sync_account
 
 S = SuggestionState
@@ -182,25 +184,167 @@ def test_recheck_drops_after_an_exchange_since_the_suggestion(store: Store, cloc
     assert states(store) == {"u1": "expired", "u2": "removed"}
 
 
-def test_recheck_drops_after_an_exchange_only_the_platform_knows_yet(
-    store: Store, clock: Clock
-) -> None:
-    platform = prepare(store, clock, people=2)
-    clock.advance(timedelta(hours=2))
-    platform.add_exchange("u1", clock.now - timedelta(hours=1))
-
-    report = execute(store, platform, clock)
-
-    assert report.dropped.keys() == {suggestion_ids(store)["u1"]}
-    assert platform.called("remove") == [("u2",)]
-    assert states(store) == {"u1": "expired", "u2": "removed"}
-
-
 def test_an_old_exchange_does_not_stop_the_removal(store: Store, clock: Clock) -> None:
     platform = prepare(store, clock, people=1)
     platform.add_exchange("u1", NOW - timedelta(days=300))
 
     assert len(execute(store, platform, clock).removed) == 1
+
+
+# --- judged again at execution, as evaluation judges -------------------------------------
+
+
+def test_an_exchange_dated_before_the_suggestion_but_read_later_drops_it(
+    store: Store, clock: Clock
+) -> None:
+    platform = prepare(store, clock, people=2)
+    clock.advance(timedelta(hours=2))
+    # A late notification, a stream that was behind: dated ten days before the suggestion.
+    platform.add_exchange("u1", NOW - timedelta(days=10))
+    sync_account(store, ACCOUNT, platform, make_rules(), clock)
+    platform.reset_calls()
+
+    report = execute(store, platform, clock)
+
+    sid = suggestion_ids(store)["u1"]
+    assert report.dropped == {sid: "no longer flagged: 1 exchanges in the last 180 days"}
+    assert platform.called("remove") == [("u2",)]
+    assert states(store) == {"u1": "expired", "u2": "removed"}
+    last = audit(store, sid)[-1]
+    assert (last.actor, last.from_state, last.to_state) == ("lopper", "confirmed", "expired")
+    assert last.detail == f"removal dropped: {report.dropped[sid]}"
+    assert (sid, "dropped", 1) in removal_rows(store)
+
+
+def test_a_handle_protected_after_the_confirmation_is_not_removed(
+    store: Store, clock: Clock
+) -> None:
+    platform = prepare(store, clock, people=2)
+
+    report = execute(store, platform, clock, make_rules(protected=frozenset({"@pu1"})))
+
+    assert report.dropped == {suggestion_ids(store)["u1"]: "no longer flagged: protected by handle"}
+    assert platform.called("remove") == [("u2",)]
+
+
+def test_a_list_protected_after_the_confirmation_is_not_removed(store: Store, clock: Clock) -> None:
+    rules = make_rules(protected_lists=frozenset({"Family"}))
+    platform = prepare(store, clock, people=2, rules=rules)
+    platform.people["u2"] = replace(platform.people["u2"], lists=("Family",))
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    platform.reset_calls()
+
+    report = execute(store, platform, clock, rules)
+
+    assert report.dropped == {
+        suggestion_ids(store)["u2"]: "no longer flagged: on your protected list 'Family'"
+    }
+    assert platform.called("remove") == [("u1",)]
+
+
+def test_an_exchange_on_a_linked_account_after_the_confirmation_drops_it(
+    store: Store, clock: Clock
+) -> None:
+    platform = prepare(store, clock, people=2)
+    mastodon_account = AccountConfig(platform="mastodon", handle="@me@example.social")
+    mastodon = scripted(clock)
+    mastodon.add_person("m1", handle="@ana@example.social", since=NOW - timedelta(days=365))
+    sync_account(store, mastodon_account, mastodon, make_rules(), clock)
+    link(store, ["x:@pu1", "mastodon:@ana@example.social"], now=clock())
+    clock.advance(timedelta(hours=3))
+    mastodon.add_exchange("m1", clock.now - timedelta(hours=1))
+    sync_account(store, mastodon_account, mastodon, make_rules(), clock)
+
+    report = execute(store, platform, clock, make_rules(count_linked=True))
+
+    assert report.dropped.keys() == {suggestion_ids(store)["u1"]}
+    assert platform.called("remove") == [("u2",)]
+
+
+def test_a_kind_unseen_since_the_confirmation_holds_the_removal(store: Store, clock: Clock) -> None:
+    platform = prepare(store, clock, people=1)
+    platform.blind = [Unseen(Kind.MESSAGE, "messages endpoint refused", remedy="grant dm.read")]
+    sync_account(store, ACCOUNT, platform, make_rules(), clock)
+    platform.reset_calls()
+
+    held = execute(store, platform, clock)
+
+    assert platform.called("remove") == []
+    assert states(store) == {"u1": "confirmed"}
+    assert list(held.held.values()) == [
+        "not enough history yet: message cannot be seen (messages endpoint refused); "
+        "accept it with accept_unseen: [message] under the account"
+    ]
+    accepting = ACCOUNT.model_copy(update={"accept_unseen": frozenset({Kind.MESSAGE})})
+    done = execute_account(store, accepting, platform, make_rules(), clock)
+    assert (done.removed, platform.removed) == ([suggestion_ids(store)["u1"]], ["u1"])
+
+
+def test_a_removal_waits_while_the_data_is_older_than_stale_after(
+    store: Store, clock: Clock
+) -> None:
+    rules = make_rules(stale_after=timedelta(days=2))
+    platform = prepare(store, clock, people=1, rules=rules)
+    clock.advance(timedelta(days=3))
+
+    held = execute(store, platform, clock, rules)
+
+    assert platform.called("remove") == []
+    assert states(store) == {"u1": "confirmed"}
+    assert list(held.held.values()) == ["not enough history yet: no complete sync since 2025-06-01"]
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    assert len(execute(store, platform, clock, rules).removed) == 1
+
+
+def test_a_connection_gone_from_the_latest_listing_is_dropped_not_asked_for(
+    store: Store, clock: Clock
+) -> None:
+    platform = prepare(store, clock, people=2, capabilities=NO_RELATIONSHIP)
+    platform.drop_person("u1")  # unfollowed outside lopper; the next sync's listing says so
+    sync_account(store, ACCOUNT, platform, make_rules(), clock)
+    platform.reset_calls()
+
+    report = execute(store, platform, clock)
+
+    assert report.dropped == {
+        suggestion_ids(store)["u1"]: "no longer connected in the latest listing"
+    }
+    assert platform.called("remove") == [("u2",)]
+    assert states(store) == {"u1": "expired", "u2": "removed"}
+
+
+def test_a_checklist_item_is_judged_again_too(store: Store, clock: Clock) -> None:
+    platform = prepare(store, clock, people=2, capabilities=frozenset())
+
+    report = execute(store, platform, clock, make_rules(protected=frozenset({"@pu2"})))
+
+    assert report.manual == [suggestion_ids(store)["u1"]]
+    assert report.dropped.keys() == {suggestion_ids(store)["u2"]}
+
+
+def test_a_plan_s_choice_is_removed_unless_something_new_happened(
+    store: Store, clock: Clock
+) -> None:
+    rules = make_rules()
+    platform = scripted(clock, people=2)
+    for person in ("u1", "u2"):  # both talk: only a reduction plan would choose them
+        platform.add_exchange(person, NOW - timedelta(days=20))
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    with store.session() as session:
+        account = session.scalars(select(Account)).one()
+        items = judge_account(session, account, rules, clock()).items
+    assert {i.judgement.verdict.value for i in items} == {"keep"}
+    assert queue_plan(store, ACCOUNT.key, items, clock()) == 2
+    ids = suggestion_ids(store)
+    decide(store, list(ids.values()), S.CONFIRMED, via=Channel.CLI, now=clock())
+    clock.advance(timedelta(hours=2))
+    platform.add_exchange("u2", clock.now - timedelta(hours=1))
+    sync_account(store, ACCOUNT, platform, rules, clock)
+
+    report = execute(store, platform, clock, rules)
+
+    assert report.removed == [ids["u1"]]
+    assert report.dropped == {ids["u2"]: "an exchange on 2025-06-01 the plan did not show"}
 
 
 # --- the platform's answers --------------------------------------------------------------

@@ -22,15 +22,15 @@ from digest_site import (
     pending,
     review_links,
 )
-from helpers import NOW
+from helpers import DAY, NOW
 from sqlalchemy import delete, func, select
 from werkzeug.test import Client, TestResponse
 
 from service.app import App
 from service.digest import deliver_outbox, queue_digest
 from service.model import Channel, SuggestionState
-from service.store.models import AuditEntry, ReviewLink
-from service.suggestions import decide
+from service.store.models import AuditEntry, ReviewLink, Suggestion
+from service.suggestions import LOPPER, decide, transition
 from service.web import start
 from service.web.review import CSRF_COOKIE, ReviewApp
 
@@ -54,7 +54,9 @@ class Page:
         body = self.get().get_data(as_text=True)
         match = re.search(r'name="csrf" value="([^"]+)"', body)
         assert match, "the page carries a form token"
-        return {"csrf": match[1], "snooze_days": "30"}
+        # What a browser sends back with every row: the state the row was shown in.
+        shown = dict(re.findall(r'type="hidden" name="(v-\d+)" value="([^"]+)"', body))
+        return {"csrf": match[1], "snooze_days": "30", **shown}
 
     def audit_count(self) -> int:
         with self.app.store.session() as session:
@@ -275,6 +277,71 @@ def test_one_truth_across_the_terminal_and_the_page(page: Page) -> None:
     assert after[ids[0]] == ("kept", "cli")
     assert after[ids[1]] == ("confirmed", "web")
     assert f"#{ids[0]} not changed" in page.get().get_data(as_text=True)
+
+
+@BOTH
+def test_a_page_opened_before_a_decision_elsewhere_cannot_override_it(page: Page) -> None:
+    ids = [s.id for s in pending(page.app)]
+    form = page.form()  # the page is open in a browser ...
+    # ... while in the terminal: `lopper snooze` one row, `lopper keep` another
+    decide(page.app.store, [ids[0]], S.SNOOZED, via=Channel.CLI, now=NOW, until=NOW + timedelta(5))
+    decide(page.app.store, [ids[1]], S.KEPT, via=Channel.CLI, now=NOW)
+    form.update({f"d-{i}": "later" for i in ids})
+    form["all"] = "remove"  # "Remove all" on the stale page
+
+    assert page.client.post(page.path, data=form).status_code == 303
+
+    after = decisions(page.app)
+    assert after[ids[0]] == ("snoozed", "cli")
+    assert after[ids[1]] == ("kept", "cli")
+    assert {after[i] for i in ids[2:]} == {("confirmed", "web")}
+    shown = page.get().get_data(as_text=True)
+    assert f"#{ids[0]} not changed: decided elsewhere since the page was shown: now snoozed" in (
+        shown
+    )
+    assert f"#{ids[1]} not changed: decided elsewhere since the page was shown: now kept" in shown
+
+
+def test_a_row_changed_and_changed_back_since_the_page_is_not_overridden(page: Page) -> None:
+    ids = [s.id for s in pending(page.app)]
+    form = page.form()
+    # Snoozed in the terminal, and woken by lopper later: pending again, but not as shown.
+    decide(page.app.store, [ids[0]], S.SNOOZED, via=Channel.CLI, now=NOW, until=NOW + DAY)
+    with page.app.store.session() as session:
+        suggestion = session.get_one(Suggestion, ids[0])
+        transition(session, suggestion, S.PENDING, actor=LOPPER, via=Channel.SYSTEM, now=NOW + DAY)
+    form[f"d-{ids[0]}"] = "remove"
+
+    assert page.client.post(page.path, data=form).status_code == 303
+
+    assert decisions(page.app)[ids[0]] == ("pending", "cli")
+
+
+def test_a_form_that_does_not_say_what_it_showed_changes_nothing(page: Page) -> None:
+    ids = [s.id for s in pending(page.app)]
+    form = page.form()
+    form[f"d-{ids[0]}"] = "remove"
+    before = decisions(page.app)
+    for version in ("", "pending", "pending:soon", "gone:1"):
+        form[f"v-{ids[0]}"] = version
+        response = page.client.post(page.path, data=form)
+        assert response.status_code == 400
+        assert "does not say what" in response.get_data(as_text=True)
+    assert decisions(page.app) == before
+    with page.app.store.session() as session:
+        assert session.scalars(select(ReviewLink.used_at)).one() is None
+
+
+def test_a_form_from_an_older_page_counts_as_showing_the_row_pending(page: Page) -> None:
+    ids = [s.id for s in pending(page.app)]
+    form = {k: v for k, v in page.form().items() if not k.startswith("v-")}
+    decide(page.app.store, [ids[0]], S.SNOOZED, via=Channel.CLI, now=NOW, until=NOW + DAY)
+    form.update({f"d-{ids[0]}": "remove", f"d-{ids[1]}": "remove"})
+
+    assert page.client.post(page.path, data=form).status_code == 303
+
+    after = decisions(page.app)
+    assert (after[ids[0]], after[ids[1]]) == (("snoozed", "cli"), ("confirmed", "web"))
 
 
 def test_no_redirect_leaves_the_site(page: Page) -> None:

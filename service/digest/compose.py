@@ -19,10 +19,10 @@ from service.config import Account as AccountConfig
 from service.config import Rules, XOptions
 from service.costs import month_costs
 from service.model import ConnectionState, RemovalState, SuggestionState
-from service.rules import Verdict, coverage_gap
+from service.rules import Verdict, coverage_gap, verdict_time
 from service.store.models import Account, Connection, Removal, Suggestion, SyncRun
 from service.store.queries import account_coverage
-from service.suggestions import OPEN, judge_account
+from service.suggestions import OPEN, judge_account, stale_gap
 
 S = SuggestionState
 
@@ -276,7 +276,10 @@ def gather_account(
             f"on {account.brake_engaged_at:%Y-%m-%d}; nobody is marked gone or suggested "
             "until a later sync agrees"
         )
-    digest.history_gap = coverage_gap(account_coverage(session, account), rules, now)
+    coverage = account_coverage(session, account)
+    digest.history_gap = coverage_gap(coverage, rules, verdict_time(coverage, now)) or stale_gap(
+        coverage, rules, now
+    )
     if config.platform == "x":
         options = config.x or XOptions()
         costs = month_costs(session, now, {config.key: options.prices})

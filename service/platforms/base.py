@@ -85,8 +85,9 @@ class InteractionPage:
 
 @dataclass(frozen=True)
 class Relationship:
+    """Whether the account still follows the person (asked just before a removal)."""
+
     connected: bool
-    last_exchange_at: datetime | None = None
 
 
 @dataclass(frozen=True)

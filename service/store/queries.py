@@ -111,26 +111,30 @@ def account_unseen(account: Account) -> list[Unseen]:
     return [Unseen.from_json(item) for item in account.unseen or ()]
 
 
-def connection_facts(session: Session, account_id: int) -> list[ConnectionFacts]:
+def connection_facts(
+    session: Session, account_id: int, connection_ids: Sequence[int] | None = None
+) -> list[ConnectionFacts]:
+    """The active connections of the account (only those of ``connection_ids`` if given)."""
     c = Connection.__table__.c
-    rows = session.execute(
-        select(
-            c.id,
-            c.platform_user_id,
-            c.handle,
-            c.display_name,
-            c.profile_url,
-            c.following,
-            c.followed_by,
-            c.connected_since,
-            c.first_seen_at,
-            c.gone,
-            c.moved_to,
-            c.lists,
-            c.protected,
-            c.last_active_at,
-        ).where(c.account_id == account_id, c.state == ConnectionState.ACTIVE.value)
-    )
+    statement = select(
+        c.id,
+        c.platform_user_id,
+        c.handle,
+        c.display_name,
+        c.profile_url,
+        c.following,
+        c.followed_by,
+        c.connected_since,
+        c.first_seen_at,
+        c.gone,
+        c.moved_to,
+        c.lists,
+        c.protected,
+        c.last_active_at,
+    ).where(c.account_id == account_id, c.state == ConnectionState.ACTIVE.value)
+    if connection_ids is not None:
+        statement = statement.where(c.id.in_(list(connection_ids)))
+    rows = session.execute(statement)
     return [
         ConnectionFacts(
             id=r[0],

@@ -7,7 +7,8 @@ What keeps it safe to put behind a link in an email:
 - every response forbids framing, scripts, referrers (the link is a bearer token) and caching;
 - the only redirect goes to a path built here from a verified link, never from the request.
 Decisions go through ``service.suggestions.decide`` with the web channel, like the
-terminal's, so both show one truth.
+terminal's, so both show one truth; each row carries the state it was shown in, and a row
+decided elsewhere since is left alone and reported back.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -32,7 +33,7 @@ from service.digest.compose import Person
 from service.digest.links import LinkInvalid, Signer, claim_link, find_link, signing_key
 from service.model import Channel, SuggestionState
 from service.store.models import Digest, ReviewLink, Suggestion
-from service.suggestions import decide
+from service.suggestions import Version, decide, version_of
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -66,6 +67,7 @@ class Row:
     person: Person
     decidable: bool
     decided: str | None = None  # how it was decided, when it is no longer open
+    version: str = ""  # the state and last change shown, sent back with the decision
 
 
 @dataclass
@@ -251,7 +253,7 @@ class ReviewApp:
                         else ""
                     )
                     decided = f"{_said(s.state)}{how}{when}"
-                row = Row(Person.of(s, key), s.state is S.PENDING, decided)
+                row = Row(Person.of(s, key), s.state is S.PENDING, decided, _version(s))
                 groups.setdefault(key, Group(key)).rows.append(row)
             return list(groups.values())
 
@@ -318,6 +320,7 @@ class ReviewApp:
         if days not in SNOOZE_DAYS:
             return self._refuse(400, "Not accepted", "Snooze for 7, 30 or 90 days.")
         chosen: dict[S, list[int]] = {state: [] for state in CHOICES.values()}
+        shown: dict[int, Version] = {}
         for suggestion_id in ids:
             value = form.get(f"d-{suggestion_id}")
             if value is None:
@@ -330,6 +333,18 @@ class ReviewApp:
                 return self._refuse(
                     400, "Not accepted", f"Unknown choice {value!r} for #{suggestion_id}."
                 )
+            # A page lopper rendered offers pending rows only: a form that does not say
+            # when it saw the row (one rendered before the page said so) saw it pending.
+            sent = form.get(f"v-{suggestion_id}")
+            version = (S.PENDING, None) if sent is None else _read_version(sent)
+            if version is None:
+                return self._refuse(
+                    400,
+                    "Not accepted",
+                    f"The form does not say what #{suggestion_id} looked like when it was "
+                    "shown. Open the link from your digest again and submit from there.",
+                )
+            shown[suggestion_id] = version
             chosen[CHOICES[value]].append(suggestion_id)
         if not any(chosen.values()):
             return self._show(
@@ -346,8 +361,16 @@ class ReviewApp:
         outcome: dict[str, Any] = {"refused": {}}
         for state, chosen_ids in chosen.items():
             until = now + timedelta(days=days) if state is S.SNOOZED else None
+            # Only rows still as the page showed them change: a decision made elsewhere
+            # since (the terminal, another page) stands and is reported back.
             result = decide(
-                self.app.store, chosen_ids, state, via=Channel.WEB, now=now, until=until
+                self.app.store,
+                chosen_ids,
+                state,
+                via=Channel.WEB,
+                now=now,
+                until=until,
+                shown=shown,
             )
             outcome[state.value] = result.changed
             outcome["refused"].update({str(k): v for k, v in result.refused.items()})
@@ -365,6 +388,19 @@ class ReviewApp:
         response = Response(status=303)
         response.headers["Location"] = f"{self.prefix}/review/{token}"
         return response
+
+
+def _version(suggestion: Suggestion) -> str:
+    state, at = version_of(suggestion)
+    return f"{state.value}:{int(at.timestamp())}"
+
+
+def _read_version(value: str) -> Version | None:
+    state, _, seconds = value.partition(":")
+    try:
+        return S(state), datetime.fromtimestamp(int(seconds), tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 _VIA = {

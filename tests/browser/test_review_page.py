@@ -9,6 +9,7 @@ tests/output/ for people to look at.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,13 +20,15 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from sqlalchemy import select
 
 from service.digest import deliver_outbox, queue_digest
-from service.model import Channel
+from service.model import Channel, SuggestionState
 from service.store.models import AuditEntry
+from service.suggestions import decide
 from service.web import start
 
 CHROMIUM = Path("/usr/bin/chromium")
 OUTPUT = Path(__file__).resolve().parents[1] / "output"
 PHONE = {"width": 390, "height": 844}
+S = SuggestionState
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -168,6 +171,41 @@ def test_decide_from_a_digest_link_on_a_phone(home, tmp_path, browser: Browser) 
         forged = context.request.post(tampered, form=form)
         assert forged.status == 400
         assert decisions(application) == after
+        context.close()
+    finally:
+        server.stop()
+        site.close()
+
+
+def test_a_stale_page_leaves_a_decision_made_in_the_terminal(
+    home, tmp_path, browser: Browser
+) -> None:
+    site = make_site(tmp_path / "site", size=150)
+    application = site.app()
+    server = start(application)
+    try:
+        assert queue_digest(application, NOW)
+        assert deliver_outbox(application, NOW) == 1
+        (eml,) = (site.root / "outbox").glob("*.eml")
+        text, _html = parts(parse(eml.read_bytes()))
+        (link,) = set(review_links(text))
+        ids = [s.id for s in pending(application)]
+        context = browser.new_context(viewport=PHONE)
+        page = context.new_page()
+        page.goto(link)
+
+        # The page stays open while `lopper snooze` runs in the terminal.
+        until = NOW + timedelta(days=5)
+        decide(application.store, [ids[0]], S.SNOOZED, via=Channel.CLI, now=NOW, until=until)
+        page.get_by_label("Remove all").check()
+        page.get_by_role("button", name="Submit decisions").click()
+        page.wait_for_load_state()
+
+        assert page.get_by_text("Your decisions were recorded").is_visible()
+        assert page.get_by_text(f"#{ids[0]} not changed: decided elsewhere since").is_visible()
+        after = decisions(application)
+        assert after[ids[0]] == ("snoozed", "cli")
+        assert {after[i] for i in ids[1:]} == {("confirmed", "web")}
         context.close()
     finally:
         server.stop()

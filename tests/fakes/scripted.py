@@ -65,6 +65,9 @@ class ScriptedPlatform:
     on_remove: Callable[[str], None] | None = None
     # Kinds the adapter reports as unseen on the account (a stream the server does not serve).
     blind: list[Unseen] = field(default_factory=list)
+    # Exchanges older than this are not served any more, while the coverage still claims
+    # the whole history: an adapter over-claiming, for the contract suite to catch.
+    served_since: datetime | None = None
     # Pages by cursor, for listings the list of people cannot express (one person in two
     # lists, a listing split across runs); None pages through ``people``.
     listing: Callable[[str | None], ConnectionPage] | None = None
@@ -192,7 +195,11 @@ class ScriptedPlatform:
 
     def interactions(self, stream: str, cursor: str | None) -> InteractionPage:
         self._enter("interactions", stream, cursor)
-        events = self.exchanges[stream]
+        events = [
+            e
+            for e in self.exchanges[stream]
+            if self.served_since is None or e.occurred_at >= self.served_since
+        ]
         start = int(cursor) if cursor else 0
         end = min(start + self.events_page_size, len(events))
         done = end >= len(events)
@@ -200,20 +207,11 @@ class ScriptedPlatform:
         covers = Span(self.history_start, self.clock()) if done else None
         return InteractionPage(events[start:end], str(end), covers, done)
 
-    def last_exchange(self, user_id: str) -> datetime | None:
-        times = [
-            e.occurred_at
-            for events in self.exchanges.values()
-            for e in events
-            if e.counterpart_id == user_id
-        ]
-        return max(times, default=None)
-
     def relationship(self, user_id: str) -> Relationship:
         self._enter("relationship", user_id)
         person = self.people.get(user_id)
         connected = person is not None and person.following
-        return Relationship(connected=connected, last_exchange_at=self.last_exchange(user_id))
+        return Relationship(connected=connected)
 
     def remove(self, user_id: str) -> RemovalOutcome:
         fault = self._enter("remove", user_id)
