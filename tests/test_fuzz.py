@@ -29,7 +29,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from digest_site import Site, clone_site, decisions, make_site, parse, parts, review_links
-from helpers import NOW
+from fakes.facebook_server import FakeGraph
+from fakes.x_server import FakeX
+from helpers import NOW, Clock
 from hypothesis import Phase, given, seed, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -57,6 +59,7 @@ from service.imports.facebook import FacebookReader
 from service.imports.instagram import InstagramReader
 from service.imports.linkedin import LinkedInReader
 from service.imports.x_archive import import_archive
+from service.platforms.base import PlatformError
 from service.store import Store
 from service.store.models import Base
 from service.web.review import CSRF_COOKIE, ReviewApp
@@ -446,6 +449,42 @@ def test_a_damaged_x_archive_imports_or_is_refused_whole(
         files,
         lambda p: import_archive(exports.store, X_CONFIG, p, NOW),
     )
+
+
+# --- answers of the platforms' APIs ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["nested", "nested-400"])
+def test_an_x_answer_nested_too_deep_is_a_platform_error(
+    tmp_path: Path, clock: Clock, fault: str
+) -> None:
+    """JSON nested 100,000 deep (a hostile server, a broken proxy) is refused as an answer, with
+    the contract's PlatformError a sync records; never a RecursionError."""
+    from test_x import adapter_for as x_adapter
+
+    with FakeX(clock) as fake:
+        fake.inject(fault)
+        adapter = x_adapter(fake, tmp_path, clock)
+        with pytest.raises(PlatformError) as caught:
+            adapter.whoami()
+        assert "X" in str(caught.value)
+        assert fake.faulted[fault] == 1
+        # The next answer is read as usual: nothing was left broken.
+        assert adapter.whoami().handle
+
+
+def test_a_facebook_answer_nested_too_deep_is_a_platform_error(
+    tmp_path: Path, clock: Clock
+) -> None:
+    from test_facebook import adapter_for as facebook_adapter
+
+    with FakeGraph(clock) as fake:
+        fake.raw_answers.append((200, '{"id": ' + "[" * 100_000 + "]" * 100_000 + "}"))
+        adapter = facebook_adapter(fake, clock, tmp_path)
+        with pytest.raises(PlatformError) as caught:
+            adapter.whoami()
+        assert "Facebook" in str(caught.value)
+        assert adapter.whoami().user_id
 
 
 def _rules() -> Any:

@@ -192,7 +192,7 @@ def _body_of(response: requests.Response | None) -> Mapping[str, Any]:
         return {}
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return body if isinstance(body, Mapping) else {}
 
@@ -404,12 +404,14 @@ class XPlatform:
                 raise PlatformError(
                     f"could not reach X for {route} ({type(exc).__name__})"
                 ) from None
+            except RecursionError:  # tweepy reads an error's JSON body: nested too deep
+                raise PlatformError(f"X sent an answer nested too deep for {route}") from None
         self._note_limits(route, response)
         if write:
             self._writes.add(self.clock())
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or JSON nested too deep to read
             raise PlatformError(f"X sent an unreadable answer for {route}") from None
         if not isinstance(body, Mapping):
             raise PlatformError(f"X sent an answer of an unexpected shape for {route}")
