@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -147,3 +148,68 @@ def test_request_timeout_is_a_duration_within_bounds():
     for bad in ("0s", "2h", "soon"):
         found = problems(base + f"    request_timeout: {bad}\n")
         assert len(found) == 1 and "request_timeout" in found[0] and "line 5" in found[0], found
+
+
+# --- every duration within a sane range --------------------------------------------------
+
+OUT_OF_RANGE = [
+    ("rules", "window", "999999999d"),
+    ("rules", "window", "0s"),
+    ("rules", "grace", "-1d"),
+    ("rules", "grace", "999999999d"),
+    ("rules", "stale_after", "-5d"),
+    ("rules", "stale_after", "0"),
+    ("rules", "dormant_after", "0"),
+    ("rules", "half_life", "99999d"),
+    ("rules", "retry_after", "999999999d"),
+    ("rules", "manual_recheck_after", "-1d"),
+    ("schedule", "sync_every", "999999999d"),
+    ("schedule", "sync_jitter", "-1m"),
+    ("schedule", "relist_every", "999999999d"),
+    ("schedule", "retry_after", "99999d"),
+    ("digest", "retry_after", "999999999d"),
+    ("web", "link_ttl", "999999999d"),
+    ("web", "link_ttl", "-1d"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value"), OUT_OF_RANGE)
+def test_a_duration_out_of_range_is_refused_naming_key_and_line(section, key, value):
+    """Each of these passed `config check` once and crashed at run time (OverflowError), or
+    judged nonsense (a negative grace, everyone dormant at once)."""
+    found = problems(f"version: 1\n# a comment\n{section}:\n  {key}: {value}\n")
+    assert len(found) == 1, found
+    assert found[0].startswith(f"line 4, {section}.{key}: "), found
+    assert re.search(r"expected (between|longer than 0s and at most) \d", found[0]), found
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        (
+            "accounts:\n  - platform: facebook\n    handle: me\n    facebook:\n      posts_lookback",
+            "-1d",
+        ),
+        ("accounts:\n  - platform: x\n    handle: '@me'\n    x:\n      relist_every", "99999d"),
+        ("accounts:\n  - platform: x\n    handle: '@me'\n    removal_spacing", "[1s, 9999999d]"),
+    ],
+)
+def test_account_durations_are_bounded_too(where, value):
+    found = problems(f"version: 1\n{where}: {value}\n")
+    assert len(found) == 1 and "between" in found[0], found
+    assert found[0].startswith("line "), found
+
+
+def test_the_widest_durations_in_range_load():
+    loaded = load_config(
+        text="version: 1\nrules: {window: 3650d, grace: 0s, stale_after: 3650d, "
+        "dormant_after: 1d}\nschedule: {sync_every: 365d, lease: 1s, poll_every: 0.1s}\n"
+        "web: {link_ttl: 365d}\n"
+    )
+    assert loaded.settings.rules.window == timedelta(days=3650)
+    assert loaded.settings.web.link_ttl == timedelta(days=365)
+
+
+def test_a_duration_beyond_any_calendar_is_refused_by_the_parser():
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration("999999999d")

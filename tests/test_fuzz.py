@@ -50,7 +50,7 @@ from test_x_archive import CONFIG as X_CONFIG
 from test_x_archive import Archive, message, tweet
 from werkzeug.test import Client
 
-from service.config import load_config
+from service.config import Rules, Schedule, Web, load_config
 from service.digest import deliver_outbox, queue_digest
 from service.errors import ConfigError
 from service.imports.common import run_import
@@ -225,6 +225,48 @@ def test_a_huge_poll_interval_is_a_config_error() -> None:
 def test_a_duration_too_long_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"web\.link_ttl"):
         load_config(text="version: 1\nweb: {link_ttl: 99999999999999999999d}\n")
+
+
+DURATION_KEYS = [
+    (model, name)
+    for model, section in ((Rules, "rules"), (Schedule, "schedule"), (Web, "web"))
+    for name, field in model.model_fields.items()
+    if field.annotation in (timedelta, timedelta | None)
+    for _ in [section]
+]
+SECTIONS = {Rules: "rules", Schedule: "schedule", Web: "web"}
+
+
+@fuzz(150)
+@given(
+    st.sampled_from(DURATION_KEYS),
+    st.integers(-(10**13), 10**13) | st.integers(-5000, 5000),
+    st.sampled_from(["s", "m", "h", "d", "w", ""]),
+)
+def test_any_duration_is_in_range_or_refused_naming_key_and_line(
+    where: tuple[Any, str], amount: int, unit: str
+) -> None:
+    """Accepted, a duration lies in its key's range and every date computed with it exists;
+    refused, the problem names that key and its line. Never an OverflowError."""
+    model, name = where
+    section = SECTIONS[model]
+    text = f"version: 1\n{section}:\n  {name}: {amount}{unit}\n"
+    try:
+        loaded = load_config(text=text)
+    except ConfigError as exc:
+        # A rule across keys (lease at least twice poll_every) names the section and the key.
+        assert [(p.key, p.line) for p in exc.problems] in (
+            [(f"{section}.{name}", 3)],
+            [(section, 2)],
+        ), exc
+        assert name in str(exc), exc
+        tried("config: durations", "refused")
+        return
+    value = getattr(getattr(loaded.settings, section), name)
+    low, high = model.DURATION_RANGES.get(name, (timedelta(0), timedelta(days=3650)))
+    assert low <= value <= high
+    assert NOW + value - value == NOW  # dates a step of it away exist
+    tried("config: durations", "accepted")
 
 
 # --- the exports ---------------------------------------------------------------------------
