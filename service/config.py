@@ -519,13 +519,78 @@ def default_database_url() -> str:
 # --- loading ---------------------------------------------------------------------------
 
 
-def _line_index(text: str) -> dict[tuple[Any, ...], int]:
+# A configuration holds a few hundred values; aliases may repeat some, never explode them
+# (a "billion laughs" of 443 bytes expands to 387 million).
+EXPANDED_VALUES = 20_000
+DEEPEST = 64
+
+
+class _Refused(Exception):
+    def __init__(self, problem: ConfigProblem) -> None:
+        self.problem = problem
+
+
+def _shape_problems(root: yaml.Node) -> list[ConfigProblem]:
+    """What YAML allows and a configuration must not hold: aliases that expand beyond a
+    budget or hold themselves, nesting beyond any setting, a key given twice in one mapping
+    (YAML would silently keep the last). Counted on the node graph, never expanded."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    problems: list[ConfigProblem] = []
+
+    def size(node: yaml.Node, path: tuple[Any, ...], depth: int) -> int:
+        line = node.start_mark.line + 1
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_nodes:
+            raise _Refused(ConfigProblem("an alias here refers to itself", _describe(path), line))
+        if depth > DEEPEST:
+            raise _Refused(ConfigProblem(f"nested more than {DEEPEST} levels deep", None, line))
+        open_nodes.add(id(node))
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":  # "<<" merges
+                    here = key.start_mark.line + 1
+                    first = seen.setdefault((key.tag, key.value), here)
+                    if first != here:
+                        problems.append(
+                            ConfigProblem(
+                                f"given twice, on lines {first} and {here}: YAML would keep "
+                                "only the last; remove or merge one",
+                                _describe((*path, key.value)),
+                                here,
+                            )
+                        )
+                total += size(key, path, depth + 1)
+                total += size(value, (*path, getattr(key, "value", "?")), depth + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                total += size(item, (*path, index), depth + 1)
+        open_nodes.discard(id(node))
+        sizes[id(node)] = total
+        if total > EXPANDED_VALUES:
+            raise _Refused(
+                ConfigProblem(
+                    f"the aliases here expand to more than {EXPANDED_VALUES:,} values; write "
+                    "the values out instead",
+                    _describe(path),
+                    line,
+                )
+            )
+        return total
+
+    try:
+        size(root, (), 0)
+    except _Refused as refused:
+        return [refused.problem]
+    return problems
+
+
+def _line_index(root: yaml.Node | None) -> dict[tuple[Any, ...], int]:
     """Map each key path of a YAML document to its (1-based) line."""
     lines: dict[tuple[Any, ...], int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
 
     def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
         lines[path] = node.start_mark.line + 1
@@ -637,6 +702,20 @@ def load_config(path: Path | None = None, text: str | None = None) -> LoadedConf
             raise ConfigError([ConfigProblem(f"{path}: no such file")], source) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([ConfigProblem(f"{path}: cannot read it ({exc})")], source) from None
+    root: yaml.Node | None = None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        pass  # safe_load below says what is wrong, and where
+    except RecursionError:
+        raise ConfigError(
+            [ConfigProblem(f"not valid YAML here: nested more than {DEEPEST} levels deep")],
+            source,
+        ) from None
+    if root is not None:
+        shape = _shape_problems(root)
+        if shape:
+            raise ConfigError(shape, source)
     try:
         raw = yaml.safe_load(text)
     except ValueError as exc:
@@ -656,7 +735,7 @@ def load_config(path: Path | None = None, text: str | None = None) -> LoadedConf
         raise ConfigError(
             [ConfigProblem("the file must hold a mapping (key: value)", line=1)], source
         )
-    lines = _line_index(text)
+    lines = _line_index(root)
     missing: list[tuple[tuple[Any, ...], str]] = []
     resolved = _resolve_secrets(raw, (), missing)
     try:

@@ -213,3 +213,68 @@ def test_the_widest_durations_in_range_load():
 def test_a_duration_beyond_any_calendar_is_refused_by_the_parser():
     with pytest.raises(ValueError, match="too long"):
         parse_duration("999999999d")
+
+
+# --- the shape of the YAML itself ----------------------------------------------------------
+
+BILLION_LAUGHS = (
+    "version: 1\n"
+    "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+    "f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+    "g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n"
+    "h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]\n"
+    "i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]\n"
+    "rules: {protected: *i}\n"
+)
+
+
+def test_aliases_that_expand_beyond_a_budget_are_refused_at_once():
+    """443 bytes that would expand to 387 million values: refused before anything walks them
+    (the line index and the secret resolution once did, past 4 GB)."""
+    assert len(BILLION_LAUGHS.encode()) < 600
+    found = problems(BILLION_LAUGHS)
+    assert len(found) == 1, found
+    assert "alias" in found[0] and "expand" in found[0], found
+    assert found[0].startswith("line "), found
+
+
+def test_a_few_aliases_are_fine():
+    loaded = load_config(
+        text="version: 1\nrules:\n  protected: &handles ['@ana', '@bo']\n"
+        "  protected_lists: *handles\n"
+    )
+    assert loaded.settings.rules.protected == {"@ana", "@bo"}
+
+
+def test_an_alias_that_holds_itself_is_refused():
+    found = problems("version: 1\nrules:\n  protected: &me [*me]\n")
+    assert len(found) == 1 and "line 3" in found[0], found
+
+
+def test_nesting_beyond_any_configuration_is_refused():
+    found = problems("version: 1\nrules: {protected: " + "[" * 5000 + "]" * 5000 + "}\n")
+    assert len(found) == 1 and "nested" in found[0], found
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines():
+    """Two `rules:` blocks: YAML keeps the second and silently drops the first."""
+    found = problems(
+        "version: 1\nrules:\n  window: 84d\nschedule:\n  sync_every: 6h\nrules:\n  window: 180d\n"
+    )
+    assert len(found) == 1, found
+    assert "rules" in found[0] and "lines 2 and 6" in found[0], found
+
+
+def test_a_key_given_twice_deeper_is_refused_naming_its_path():
+    found = problems("version: 1\nrules:\n  window: 84d\n  grace: 1d\n  window: 180d\n")
+    assert len(found) == 1, found
+    assert "rules.window" in found[0] and "lines 3 and 5" in found[0], found
+
+
+def test_merge_keys_are_not_duplicates():
+    loaded = load_config(text="version: 1\nrules:\n  <<: {window: 90d}\n  <<: {grace: 1d}\n")
+    assert loaded.settings.rules.window == timedelta(days=90)
