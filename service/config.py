@@ -409,6 +409,29 @@ class Digest(_DurationModel):
 class Storage(_Model):
     url: SecretStr | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # Only the shape here (the database is reached at run time); the URL is never
+        # repeated in the message: it may hold a password.
+        if value is None or not value.get_secret_value():
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            parsed = make_url(value.get_secret_value())
+        except ValueError:
+            raise ValueError("the port is not a number") from None
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL (expected e.g. sqlite:////var/lib/lopper/lopper.sqlite3 "
+                "or postgresql+psycopg://user@host/db)"
+            ) from None
+        if parsed.port is not None and not 0 < parsed.port < 65536:
+            raise ValueError(f"port {parsed.port} is out of range (1-65535)")
+        return value
+
 
 class Web(_DurationModel):
     """The review page the digest links to."""

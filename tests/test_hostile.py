@@ -14,8 +14,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from test_cli import lopper, pending
+from test_cli import lopper, pending, run_module
 
+from service.config import load_config
+from service.errors import ConfigError
 from service.text import href, plain, shown, web_link
 
 ESC = "\x1b"
@@ -156,3 +158,30 @@ def test_shown_escapes_markup_and_drops_controls(raw: str | None, printed: str) 
 def test_only_http_links_are_kept(url: str | None, kept: bool) -> None:
     assert web_link(url) == (url if kept else None)
     assert href(url) == (url if kept else "#")
+
+
+# --- a malformed storage.url --------------------------------------------------------------
+
+BAD_URLS = [
+    "postgresql+psycopg://lopper@127.0.0.1:notaport/lopper",
+    "postgresql+psycopg://lopper@127.0.0.1:1/lopper?unknown_option=1",
+    "postgresql+psycopg://lopper@127.0.0.1:99999/lopper",
+]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_a_malformed_database_url_exits_78_without_a_traceback(home: Path, url: str) -> None:
+    """78 is the exit code systemd does not restart (RestartPreventExitStatus=78)."""
+    config = home / "c.yaml"
+    config.write_text(f"version: 1\nstorage: {{url: '{url}'}}\n")
+    result = run_module(home, "--config", str(config), "status")
+    assert result.returncode == 78, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "storage.url" in result.stderr or "database" in result.stderr
+
+
+def test_config_check_names_the_line_of_a_url_with_a_bad_port(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(text=f"version: 1\nstorage:\n  url: '{BAD_URLS[0]}'\n")
+    assert [(p.key, p.line) for p in caught.value.problems] == [("storage.url", 3)]
+    assert "port" in str(caught.value)
