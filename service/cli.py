@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -26,6 +28,7 @@ from service import config as cfg
 from service.app import AccountSkipped, App, opened
 from service.config import Account as AccountConfig
 from service.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError, LopperError
+from service.files import open_private, readable_by_others
 from service.logs import configure_logging, scrub
 from service.model import Channel, ConnectionState, RemovalState, SuggestionState
 from service.people import link, suggest_links, unlink
@@ -904,7 +907,7 @@ def export_removed(
             "reason",
             "state",
         ]
-        handle = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
+        handle = open_private(output) if output else sys.stdout
         try:
             # Every cell quoted, formulas neutralised: names come from the platforms.
             writer = csv.DictWriter(handle, fieldnames=fields, quoting=csv.QUOTE_ALL)
@@ -1008,13 +1011,20 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                 report.append(entry)
         from service.digest import outbox_lines, outbox_summary
 
+        warnings = _state_warnings()
         if as_json:
-            document = {"accounts": report, "outbox": outbox_summary(application).as_json()}
+            document = {
+                "accounts": report,
+                "outbox": outbox_summary(application).as_json(),
+                "warnings": warnings,
+            }
             sys.stdout.write(json.dumps(document, indent=1) + "\n")
             return
         url = make_url(application.database_url).render_as_string(hide_password=True)
         out.print(f"config:   {application.loaded.path}", highlight=False)
         out.print(f"database: {url}", highlight=False)
+        for warning in warnings:
+            err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
         for entry in report:
             title = entry["account"] + (
                 "  [dim](simulated network)[/dim]" if entry["simulated"] else ""
@@ -1062,6 +1072,17 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
             out.print(Panel("\n".join(lines), title=title, title_align="left"))
         for line in outbox_lines(application):
             out.print(line, highlight=False, markup=False)
+
+
+def _state_warnings() -> list[str]:
+    """What `lopper status` warns of in the state folder itself."""
+    state = cfg.state_dir()
+    if readable_by_others(state):
+        return [
+            f"the state folder {state} is readable by others: it holds the database, tokens "
+            f"and the review links' key; run: chmod 700 {state}"
+        ]
+    return []
 
 
 def _schedule_status(session: Any, application: App, now: datetime) -> dict[str, Any]:
@@ -1116,6 +1137,9 @@ _register_command_modules()
 
 
 def main() -> None:
+    # Whatever lopper or a library writes (databases, tokens, digests, lock files): the
+    # owner's only, whatever umask the shell or the service manager left.
+    os.umask(0o077)
     try:
         app()
     except ConfigError as exc:
