@@ -519,3 +519,43 @@ def test_the_command_writes_nothing_others_can_read_whatever_the_umask(home: Pat
         if value != oct(0o700 if (state / name).is_dir() else 0o600)
     }
     assert loose == {}, found
+
+
+# --- links from elsewhere -------------------------------------------------------------------
+
+HOSTILE_LINKS = ["javascript:alert(document.domain)", "data:text/html,<script>x</script>"]
+
+
+@pytest.mark.parametrize("link", HOSTILE_LINKS)
+def test_a_profile_link_that_is_not_http_never_becomes_an_href(
+    home: Path, tmp_path: Path, link: str
+) -> None:
+    """A Mastodon-API server sends `account.url`, exports carry URLs: whatever a stored row
+    holds (rows written before links were checked included), the digest (an email: no CSP)
+    and the review page link only to http(s) addresses."""
+    from sqlalchemy import update
+
+    from service.store.models import Connection
+
+    site = make_site(tmp_path / "site", size=60)
+    with site.app().store.session() as session:
+        session.execute(update(Connection).values(profile_url=link))
+    page = Page(site)
+    try:
+        (eml,) = (site.root / "outbox").glob("*.eml")
+        text, html = parts(parse(eml.read_bytes()))
+        body = page.client.get(page.path).get_data(as_text=True)
+        for shown in (text, html, body):
+            assert link.split(":")[0] + ":" not in shown
+        assert 'href="#"' in html and 'href="#"' in body
+    finally:
+        site.close()
+
+
+@pytest.mark.parametrize("link", [*HOSTILE_LINKS, " javascript:x", "//evil.example/"])
+def test_a_listed_profile_link_that_is_not_http_is_not_kept(link: str) -> None:
+    from service.platforms.base import Person
+
+    assert Person(user_id="1", handle="@a", profile_url=link).profile_url is None
+    kept = "https://example.social/@a"
+    assert Person(user_id="1", handle="@a", profile_url=kept).profile_url == kept
