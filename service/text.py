@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 
-from rich.markup import escape
+from rich.markup import RE_TAGS, escape
 
 # C0 and C1 control characters (ESC starts ANSI and OSC-8 sequences), DEL, and the Unicode
 # marks that reorder or hide what a terminal shows.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 _SPACES = re.compile("[\t\n\r\x0b\x0c]+")
+_BACKSLASHED = re.compile(r"(?<=\\)\[")
 _WEB_LINK = re.compile(r"https?://[^\s\x00-\x1f\x7f<>\"'`\\]+", re.IGNORECASE)
 
 
@@ -28,7 +29,15 @@ def plain(value: object) -> str:
 
 def shown(value: object) -> str:
     """Platform text for a Rich console or table: printed as it reads, never as markup."""
-    return escape(plain(value))
+    marked = escape(plain(value))  # every tag-like [...] escaped
+    # Rich also reads a backslash before any other "[" as an escape and drops it: one more
+    # backslash keeps the text's own.
+    pieces, position = [], 0
+    for tag in RE_TAGS.finditer(marked):
+        pieces += [_BACKSLASHED.sub(r"\\[", marked[position : tag.start()]), tag[0]]
+        position = tag.end()
+    pieces.append(_BACKSLASHED.sub(r"\\[", marked[position:]))
+    return "".join(pieces)
 
 
 # OWASP's CSV injection rule: a cell that begins with one of these is a formula to a

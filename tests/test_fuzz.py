@@ -14,6 +14,7 @@ repeatable); ``LOPPER_FUZZ_REPORT=FILE`` writes how many inputs each test tried,
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import re
@@ -491,6 +492,84 @@ def test_a_damaged_x_archive_imports_or_is_refused_whole(
         files,
         lambda p: import_archive(exports.store, X_CONFIG, p, NOW),
     )
+
+
+# --- names from the platforms, on a terminal and in a spreadsheet ---------------------------
+
+# Names as hostile as text gets: markup, escape sequences (CSI, OSC-8 links), bidi overrides,
+# formula starts, and anything else.
+NAME_PIECES = st.sampled_from(
+    [
+        "[/]",
+        "[bold]",
+        "[/bold]",
+        "[link=https://evil.example]",
+        "[/link]",
+        "\\",
+        "\x1b[2J",
+        "\x1b]8;;https://evil.example\x1b\\",
+        "\x07",
+        "\u202e",
+        "\n",
+        "\r",
+        "\t",
+        "=",
+        "+",
+        "-",
+        "@",
+        "Ana",
+        " ",
+    ]
+)
+NAMES = st.lists(NAME_PIECES | st.text(max_size=4), max_size=8).map("".join)
+
+
+@fuzz(300)
+@given(NAMES)
+def test_any_name_prints_as_its_text_on_a_terminal(name: str) -> None:
+    """A name in a table cell and inside a line of markup (as `lopper review` prints it):
+    never a MarkupError, never a control character on the terminal, and the reader sees the
+    name's own characters."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from service.text import plain, shown
+
+    console = Console(file=io.StringIO(), width=400, color_system=None, force_terminal=True)
+    table = Table()
+    table.add_column("who")
+    table.add_row(shown(name))
+    console.print(table)
+    console.print(f"[bold]{shown(name)}[/bold]  {shown(name)}", soft_wrap=True)
+    output = console.file.getvalue()  # type: ignore[attr-defined]
+    visible = plain(name)
+    assert not any((ord(c) < 32 and c != "\n") or 0x7F <= ord(c) <= 0x9F for c in output), repr(
+        output
+    )
+    assert "\u202e" not in output
+    # (Rich doubles a trailing backslash so that it cannot escape the markup after it.)
+    core = visible.rstrip("\\")
+    assert f"{core}".strip() in output and output.count(core) >= 3
+    tried("names: terminal", "printed")
+
+
+@fuzz(300)
+@given(NAMES)
+def test_any_name_in_a_csv_export_is_no_formula(name: str) -> None:
+    """OWASP: no cell begins with = + - @ tab or CR, and a spreadsheet shows the name itself
+    (the leading quote is the spreadsheet's "text" mark)."""
+    import csv
+
+    from service.text import spreadsheet_cell
+
+    buffer = io.StringIO()
+    csv.writer(buffer, quoting=csv.QUOTE_ALL).writerow([spreadsheet_cell(name)])
+    (cell,) = next(csv.reader(io.StringIO(buffer.getvalue())))
+    assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")) or re.fullmatch(
+        r"@[\w.-]+(@[\w.-]+)?", cell
+    ), cell
+    assert cell in (name, "'" + name)
+    tried("names: csv", "neutralised" if cell != name else "as is")
 
 
 # --- answers of the platforms' APIs ---------------------------------------------------------
