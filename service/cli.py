@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -26,6 +28,7 @@ from service import config as cfg
 from service.app import AccountSkipped, App, opened
 from service.config import Account as AccountConfig
 from service.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError, LopperError
+from service.files import open_private, readable_by_others
 from service.logs import configure_logging, scrub
 from service.model import Channel, ConnectionState, RemovalState, SuggestionState
 from service.people import link, suggest_links, unlink
@@ -42,6 +45,7 @@ from service.store.models import (
 )
 from service.store.queries import account_coverage
 from service.suggestions import decide, judge_account, pending_ids, queue_plan
+from service.text import plain, shown, spreadsheet_cell
 
 S = SuggestionState
 out = Console()
@@ -333,7 +337,7 @@ def sync(
                 with _sync_progress(acc.key) as tick:
                     report = application.sync(acc, progress=tick, full=full)
             except AccountSkipped as exc:
-                err.print(f"[red]{exc}[/red]")
+                err.print(f"[red]{shown(exc)}[/red]")
                 failed = True
                 continue
             colour = {"ok": "green", "partial": "yellow", "skipped": "yellow"}.get(
@@ -345,12 +349,12 @@ def sync(
                 f"{report.connections_vanished:,} gone), {report.interactions_new:,} new interactions"
             )
             for problem in report.problems:
-                err.print(f"  [red]{problem}[/red]")
+                err.print(f"  [red]{shown(problem)}[/red]")
             for stream, state in report.streams.items():
                 if state != "complete":
-                    err.print(f"  [yellow]{stream}: {state}[/yellow]")
+                    err.print(f"  [yellow]{shown(stream)}: {shown(state)}[/yellow]")
             if report.brake:
-                err.print(f"  [yellow]{report.brake}[/yellow]")
+                err.print(f"  [yellow]{shown(report.brake)}[/yellow]")
             failed = failed or report.outcome in ("failed", "paused")
     if failed:
         raise typer.Exit(1)
@@ -381,20 +385,20 @@ def execute(account: str | None = typer.Argument(None, help="Only this account."
             try:
                 report = application.execute(acc)
             except AccountSkipped as exc:
-                err.print(f"[red]{exc}[/red]")
+                err.print(f"[red]{shown(exc)}[/red]")
                 continue
             out.print(
                 f"{acc.key}: {len(report.removed)} removed, {len(report.manual)} to remove by hand, "
                 f"{len(report.dropped)} dropped, {len(report.failed)} failed"
             )
             for sid, why in report.dropped.items():
-                out.print(f"  #{sid} dropped: {why}")
+                out.print(f"  #{sid} dropped: {shown(why)}")
             for sid, why in report.held.items():
-                out.print(f"  #{sid} waits: {why}")
+                out.print(f"  #{sid} waits: {shown(why)}")
             for sid, why in report.failed.items():
-                err.print(f"  [red]#{sid} failed: {why}[/red]")
+                err.print(f"  [red]#{sid} failed: {shown(why)}[/red]")
             if report.stopped:
-                err.print(f"  [yellow]stopped: {report.stopped}[/yellow]")
+                err.print(f"  [yellow]stopped: {shown(report.stopped)}[/yellow]")
 
 
 # --- the queue -------------------------------------------------------------------------
@@ -472,9 +476,9 @@ def suggestions(
             e = r.evidence
             cells = (
                 [str(r.id)]
-                + ([r.account.key] if several else [])
+                + ([shown(r.account.key)] if several else [])
                 + [
-                    r.connection.handle,
+                    shown(r.connection.handle),
                     r.state.value + ("" if r.reason.value == "quiet" else f" ({r.reason.value})"),
                     _when(e.get("last_exchange"), zone),
                     f"{e.get('inbound_in_window', 0)}/{e.get('outbound_in_window', 0)}",
@@ -487,7 +491,9 @@ def suggestions(
         if manual and rows:
             out.print("Remove each by hand at its profile link, then run `lopper done ID`.")
             for r in rows:
-                out.print(f"  #{r.id} {r.connection.handle}: {r.connection.profile_url}")
+                out.print(
+                    f"  #{r.id} {shown(r.connection.handle)}: {shown(r.connection.profile_url)}"
+                )
         out.print(f"{len(rows)} suggestion(s)")
 
 
@@ -516,7 +522,7 @@ def _report_decision(result: Any, verb: str) -> None:
     if result.changed:
         out.print(f"{verb}: {', '.join(f'#{i}' for i in result.changed)}")
     for sid, why in result.refused.items():
-        err.print(f"[red]#{sid}: {why}[/red]")
+        err.print(f"[red]#{sid}: {shown(why)}[/red]")
     if result.refused:
         raise typer.Exit(65)
 
@@ -624,9 +630,10 @@ def review(
         for index, r in enumerate(rows, 1):
             e = r.evidence
             body = (
-                f"[bold]{r.connection.display_name or r.connection.handle}[/bold]  {r.connection.handle}\n"
-                f"{r.connection.profile_url or ''}\n\n"
-                f"why:             {e.get('why', r.reason.value)}\n"
+                f"[bold]{shown(r.connection.display_name or r.connection.handle)}[/bold]  "
+                f"{shown(r.connection.handle)}\n"
+                f"{shown(r.connection.profile_url)}\n\n"
+                f"why:             {shown(e.get('why', r.reason.value))}\n"
                 f"connected since: {_when(e.get('connected_since') or e.get('first_seen'), zone)}\n"
                 f"last exchange:   {_when(e.get('last_exchange'), zone)}"
                 f"  (theirs {_when(e.get('last_inbound'), zone)}, yours {_when(e.get('last_outbound'), zone)})\n"
@@ -635,7 +642,7 @@ def review(
                 f"value:           {e.get('value', 0):.2f}"
                 + ("\nmutual follow" if e.get("mutual") else "")
             )
-            out.print(Panel(body, title=f"#{r.id}  {r.account.key}  ({index}/{len(rows)})"))
+            out.print(Panel(body, title=f"#{r.id}  {shown(r.account.key)}  ({index}/{len(rows)})"))
             out.print(r"\[r]emove  \[k]eep  \[s]nooze 30 days  \[n]ext  \[q]uit ", end="")
             key = _read_key()
             out.print(key)
@@ -677,7 +684,8 @@ def undo(suggestion_id: int = typer.Argument(..., help="The id of a removed sugg
         adapter = application.adapter_for_key(key)
         restore(application.store, suggestion_id, adapter, via=Channel.CLI, now=application.clock())
         out.print(
-            f"restored #{suggestion_id}: following {handle} again; they will not be suggested again"
+            f"restored #{suggestion_id}: following {shown(handle)} again; they will not be "
+            "suggested again"
         )
 
 
@@ -735,8 +743,8 @@ def plan(
             for n, item in enumerate(result.remove[:show], 1):
                 table.add_row(
                     str(n),
-                    item.facts.handle,
-                    item.judgement.why,
+                    shown(item.facts.handle),
+                    shown(item.judgement.why),
                     _when(item.stats.last_exchange, zone),
                     f"{item.stats.value:.2f}",
                 )
@@ -901,11 +909,15 @@ def export_removed(
             "reason",
             "state",
         ]
-        handle = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
+        handle = open_private(output) if output else sys.stdout
         try:
-            writer = csv.DictWriter(handle, fieldnames=fields)
+            # Every cell quoted, formulas neutralised: names come from the platforms.
+            writer = csv.DictWriter(handle, fieldnames=fields, quoting=csv.QUOTE_ALL)
             writer.writeheader()
-            writer.writerows(records)
+            writer.writerows(
+                {key: spreadsheet_cell(value) for key, value in record.items()}
+                for record in records
+            )
         finally:
             if output:
                 handle.close()
@@ -1001,13 +1013,20 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                 report.append(entry)
         from service.digest import outbox_lines, outbox_summary
 
+        warnings = _state_warnings()
         if as_json:
-            document = {"accounts": report, "outbox": outbox_summary(application).as_json()}
+            document = {
+                "accounts": report,
+                "outbox": outbox_summary(application).as_json(),
+                "warnings": warnings,
+            }
             sys.stdout.write(json.dumps(document, indent=1) + "\n")
             return
         url = make_url(application.database_url).render_as_string(hide_password=True)
         out.print(f"config:   {application.loaded.path}", highlight=False)
         out.print(f"database: {url}", highlight=False)
+        for warning in warnings:
+            err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
         for entry in report:
             title = entry["account"] + (
                 "  [dim](simulated network)[/dim]" if entry["simulated"] else ""
@@ -1049,10 +1068,23 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
             lines += _schedule_lines(entry, zone)
             for label in ("problem", "paused", "removals_blocked", "brake", "last_sync_detail"):
                 if entry.get(label):
-                    lines.append(f"[yellow]{label.replace('_', ' ')}: {entry[label]}[/yellow]")
+                    lines.append(
+                        f"[yellow]{label.replace('_', ' ')}: {shown(entry[label])}[/yellow]"
+                    )
             out.print(Panel("\n".join(lines), title=title, title_align="left"))
         for line in outbox_lines(application):
             out.print(line, highlight=False, markup=False)
+
+
+def _state_warnings() -> list[str]:
+    """What `lopper status` warns of in the state folder itself."""
+    state = cfg.state_dir()
+    if readable_by_others(state):
+        return [
+            f"the state folder {state} is readable by others: it holds the database, tokens "
+            f"and the review links' key; run: chmod 700 {state}"
+        ]
+    return []
 
 
 def _schedule_status(session: Any, application: App, now: datetime) -> dict[str, Any]:
@@ -1090,7 +1122,8 @@ def _schedule_lines(entry: dict[str, Any], zone: Any) -> list[str]:
     error = entry.get("last_error")
     if error:
         lines.append(
-            f"[yellow]last error:   {error['job']} at {_when(error['at'], zone, True)}: {error['detail']}[/yellow]"
+            f"[yellow]last error:   {error['job']} at {_when(error['at'], zone, True)}: "
+            f"{shown(error['detail'])}[/yellow]"
         )
     return lines
 
@@ -1106,6 +1139,9 @@ _register_command_modules()
 
 
 def main() -> None:
+    # Whatever lopper or a library writes (databases, tokens, digests, lock files): the
+    # owner's only, whatever umask the shell or the service manager left.
+    os.umask(0o077)
     try:
         app()
     except ConfigError as exc:
@@ -1113,10 +1149,12 @@ def main() -> None:
         err.print(str(exc), highlight=False, markup=False)
         sys.exit(exc.exit_code)
     except LopperError as exc:
-        err.print(f"lopper: {exc}", highlight=False, markup=False)
+        err.print(f"lopper: {plain(exc)}", highlight=False, markup=False)
         sys.exit(exc.exit_code)
     except PlatformError as exc:
         err.print(
-            f"lopper: the platform answered: {scrub(str(exc))}", highlight=False, markup=False
+            f"lopper: the platform answered: {plain(scrub(str(exc)))}",
+            highlight=False,
+            markup=False,
         )
         sys.exit(EX_UNAVAILABLE)

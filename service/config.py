@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
@@ -34,26 +34,51 @@ from service.model import Direction, Kind
 APP = "lopper"
 CONFIG_FILE = "config.yaml"
 _SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Longer than any setting means: beyond it, date arithmetic overflows soon enough.
+LONGEST = timedelta(days=36500)
+DAY = timedelta(days=1)
+YEARS_10 = timedelta(days=3650)
+ABOVE_ZERO = timedelta(microseconds=1)  # a range's lower end: any duration longer than zero
 
 
 def parse_duration(value: Any) -> timedelta:
-    """Accept ``90``(seconds), ``"30m"``, ``"6h"``, ``"180d"``, ``"2w"``."""
+    """Accept ``90``(seconds), ``"30m"``, ``"6h"``, ``"180d"``, ``"2w"``, up to a century."""
+    parsed = _parse_duration(value)
+    if abs(parsed) > LONGEST:
+        raise ValueError(f"{value!r} is too long a duration (at most {LONGEST.days}d)")
+    return parsed
+
+
+def _parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30m, 6h or 180d")
+    parsed: timedelta | None = None
     try:
         if isinstance(value, int | float):
-            return timedelta(seconds=value)
-        if isinstance(value, str):
+            parsed = timedelta(seconds=value)
+        elif isinstance(value, str):
             match = _DURATION.match(value)
             if match:
-                return timedelta(seconds=float(match[1]) * _DURATION_UNITS[match[2]])
+                parsed = timedelta(seconds=float(match[1]) * _DURATION_UNITS[match[2]])
     except OverflowError:
         raise ValueError(f"{value!r} is too long a duration") from None
-    raise ValueError(f"expected a duration such as 30m, 6h or 180d, got {value!r}")
+    if parsed is None:
+        raise ValueError(f"expected a duration such as 30m, 6h or 180d, got {value!r}")
+    return parsed
+
+
+def _spoken(duration: timedelta) -> str:
+    """A duration as the configuration writes it: 0s, 90s, 15m, 7d."""
+    seconds = duration.total_seconds()
+    for unit in ("d", "h", "m"):
+        size = _DURATION_UNITS[unit]
+        if seconds and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 class _Model(BaseModel):
@@ -61,12 +86,26 @@ class _Model(BaseModel):
 
 
 class _DurationModel(_Model):
+    # Each duration's range (inclusive); a field not named here: from 0 to ten years.
+    # Ranges keep every date lopper computes from a setting within the calendar, and refuse
+    # settings that mean nothing (a negative grace, everyone dormant at once).
+    DURATION_RANGES: ClassVar[dict[str, tuple[timedelta, timedelta]]] = {}
+
     @field_validator("*", mode="before")
     @classmethod
     def _durations(cls, value: Any, info: Any) -> Any:
         annotation = cls.model_fields[info.field_name].annotation
         if annotation is timedelta or (annotation == timedelta | None and value is not None):
-            return parse_duration(value)
+            duration = _parse_duration(value)
+            low, high = cls.DURATION_RANGES.get(info.field_name, (timedelta(0), YEARS_10))
+            if not low <= duration <= high:
+                expected = (
+                    f"longer than 0s and at most {_spoken(high)}"
+                    if low == ABOVE_ZERO
+                    else f"between {_spoken(low)} and {_spoken(high)}"
+                )
+                raise ValueError(f"expected {expected}, got {value}")
+            return duration
         return value
 
 
@@ -92,6 +131,10 @@ class FacebookOptions(_DurationModel):
     graph_version: str = Field("v25.0", pattern=r"^v\d+\.\d+$")
     # How far back your posts are read for comments and reactions, on every sync.
     posts_lookback: timedelta = timedelta(days=365)
+
+    DURATION_RANGES: ClassVar[dict[str, tuple[timedelta, timedelta]]] = {
+        "posts_lookback": (DAY, timedelta(days=3 * 3650)),
+    }
 
 
 class XPrices(_Model):
@@ -134,6 +177,10 @@ class XOptions(_DurationModel):
     # listed is billed (at least a day apart; `lopper sync --full` lists at once).
     relist_every: timedelta = timedelta(days=7)
 
+    DURATION_RANGES: ClassVar[dict[str, tuple[timedelta, timedelta]]] = {
+        "relist_every": (timedelta(0), timedelta(days=365)),
+    }
+
 
 # Networks lopper reads from the person's data export only: no API, no sync.
 EXPORT_ONLY = frozenset({"linkedin", "instagram"})
@@ -174,7 +221,9 @@ class Account(_Model):
         if value is None:
             return None
         if isinstance(value, list | tuple) and len(value) == 2:
-            low, high = parse_duration(value[0]), parse_duration(value[1])
+            low, high = _parse_duration(value[0]), _parse_duration(value[1])
+            if not timedelta(0) <= low <= DAY or not timedelta(0) <= high <= DAY:
+                raise ValueError(f"expected each between 0s and 1d, got {list(value)}")
             if low > high:
                 raise ValueError("the first duration must not exceed the second")
             return (low, high)
@@ -244,6 +293,16 @@ class Rules(_DurationModel):
     # long after is asked of you again.
     manual_recheck_after: timedelta = timedelta(days=14)
 
+    DURATION_RANGES: ClassVar[dict[str, tuple[timedelta, timedelta]]] = {
+        "window": (DAY, YEARS_10),
+        "grace": (timedelta(0), YEARS_10),
+        "half_life": (DAY, YEARS_10),
+        "stale_after": (timedelta(hours=1), YEARS_10),
+        "dormant_after": (DAY, YEARS_10),
+        "retry_after": (timedelta(seconds=1), timedelta(days=30)),
+        "manual_recheck_after": (timedelta(hours=1), YEARS_10),
+    }
+
     @field_validator("target_keep", mode="before")
     @classmethod
     def _percent(cls, value: Any) -> Any:
@@ -260,16 +319,6 @@ class Rules(_DurationModel):
     @classmethod
     def _handles(cls, value: frozenset[str]) -> frozenset[str]:
         return frozenset(handle.lower() for handle in value)
-
-    @model_validator(mode="after")
-    def _positive_window(self) -> Rules:
-        if self.window <= timedelta(0):
-            raise ValueError("window must be longer than zero")
-        if self.half_life <= timedelta(0):
-            raise ValueError("half_life must be longer than zero")
-        if self.retry_after <= timedelta(0):
-            raise ValueError("retry_after must be longer than zero")
-        return self
 
 
 class Schedule(_DurationModel):
@@ -289,20 +338,20 @@ class Schedule(_DurationModel):
     poll_every: timedelta = timedelta(seconds=15)
     workers: int = Field(2, ge=1, le=32)
 
+    # Fractions of a second are allowed: tests run the daemon fast.
+    DURATION_RANGES: ClassVar[dict[str, tuple[timedelta, timedelta]]] = {
+        "sync_every": (ABOVE_ZERO, timedelta(days=365)),
+        "sync_jitter": (timedelta(0), timedelta(days=30)),
+        "execute_every": (ABOVE_ZERO, timedelta(days=30)),
+        "relist_every": (timedelta(0), timedelta(days=365)),
+        "deliver_every": (ABOVE_ZERO, timedelta(days=30)),
+        "retry_after": (ABOVE_ZERO, timedelta(days=30)),
+        "lease": (ABOVE_ZERO, DAY),
+        "poll_every": (ABOVE_ZERO, DAY),
+    }
+
     @model_validator(mode="after")
     def _positive(self) -> Schedule:
-        for name in (
-            "sync_every",
-            "execute_every",
-            "deliver_every",
-            "retry_after",
-            "lease",
-            "poll_every",
-        ):
-            if getattr(self, name) <= timedelta(0):
-                raise ValueError(f"{name} must be longer than zero")
-        if self.sync_jitter < timedelta(0):
-            raise ValueError("sync_jitter must not be negative")
         if self.lease / 2 < self.poll_every:
             raise ValueError("lease must be at least twice poll_every (leases are renewed then)")
         return self
@@ -339,12 +388,9 @@ class Digest(_DurationModel):
     # The wait after a failed delivery; it doubles with each failure, up to 6 hours.
     retry_after: timedelta = timedelta(minutes=5)
 
-    @field_validator("retry_after")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("expected a positive duration, e.g. 5m")
-        return value
+    DURATION_RANGES: ClassVar[dict[str, tuple[timedelta, timedelta]]] = {
+        "retry_after": (ABOVE_ZERO, timedelta(days=7)),
+    }
 
     @field_validator("timezone")
     @classmethod
@@ -363,6 +409,29 @@ class Digest(_DurationModel):
 class Storage(_Model):
     url: SecretStr | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # Only the shape here (the database is reached at run time); the URL is never
+        # repeated in the message: it may hold a password.
+        if value is None or not value.get_secret_value():
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            parsed = make_url(value.get_secret_value())
+        except ValueError:
+            raise ValueError("the port is not a number") from None
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL (expected e.g. sqlite:////var/lib/lopper/lopper.sqlite3 "
+                "or postgresql+psycopg://user@host/db)"
+            ) from None
+        if parsed.port is not None and not 0 < parsed.port < 65536:
+            raise ValueError(f"port {parsed.port} is out of range (1-65535)")
+        return value
+
 
 class Web(_DurationModel):
     """The review page the digest links to."""
@@ -378,6 +447,10 @@ class Web(_DurationModel):
     # state directory, made on first use.
     secret: SecretStr | None = None
 
+    DURATION_RANGES: ClassVar[dict[str, tuple[timedelta, timedelta]]] = {
+        "link_ttl": (ABOVE_ZERO, timedelta(days=365)),
+    }
+
     @field_validator("base_url")
     @classmethod
     def _base(cls, value: str | None) -> str | None:
@@ -386,12 +459,6 @@ class Web(_DurationModel):
         if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
             raise ValueError("expected an http(s) URL such as https://lopper.example.net")
         return value.rstrip("/")
-
-    @model_validator(mode="after")
-    def _ttl(self) -> Web:
-        if self.link_ttl <= timedelta(0):
-            raise ValueError("link_ttl must be longer than zero")
-        return self
 
     @property
     def url(self) -> str:
@@ -475,13 +542,78 @@ def default_database_url() -> str:
 # --- loading ---------------------------------------------------------------------------
 
 
-def _line_index(text: str) -> dict[tuple[Any, ...], int]:
+# A configuration holds a few hundred values; aliases may repeat some, never explode them
+# (a "billion laughs" of 443 bytes expands to 387 million).
+EXPANDED_VALUES = 20_000
+DEEPEST = 64
+
+
+class _Refused(Exception):
+    def __init__(self, problem: ConfigProblem) -> None:
+        self.problem = problem
+
+
+def _shape_problems(root: yaml.Node) -> list[ConfigProblem]:
+    """What YAML allows and a configuration must not hold: aliases that expand beyond a
+    budget or hold themselves, nesting beyond any setting, a key given twice in one mapping
+    (YAML would silently keep the last). Counted on the node graph, never expanded."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    problems: list[ConfigProblem] = []
+
+    def size(node: yaml.Node, path: tuple[Any, ...], depth: int) -> int:
+        line = node.start_mark.line + 1
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_nodes:
+            raise _Refused(ConfigProblem("an alias here refers to itself", _describe(path), line))
+        if depth > DEEPEST:
+            raise _Refused(ConfigProblem(f"nested more than {DEEPEST} levels deep", None, line))
+        open_nodes.add(id(node))
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":  # "<<" merges
+                    here = key.start_mark.line + 1
+                    first = seen.setdefault((key.tag, key.value), here)
+                    if first != here:
+                        problems.append(
+                            ConfigProblem(
+                                f"given twice, on lines {first} and {here}: YAML would keep "
+                                "only the last; remove or merge one",
+                                _describe((*path, key.value)),
+                                here,
+                            )
+                        )
+                total += size(key, path, depth + 1)
+                total += size(value, (*path, getattr(key, "value", "?")), depth + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                total += size(item, (*path, index), depth + 1)
+        open_nodes.discard(id(node))
+        sizes[id(node)] = total
+        if total > EXPANDED_VALUES:
+            raise _Refused(
+                ConfigProblem(
+                    f"the aliases here expand to more than {EXPANDED_VALUES:,} values; write "
+                    "the values out instead",
+                    _describe(path),
+                    line,
+                )
+            )
+        return total
+
+    try:
+        size(root, (), 0)
+    except _Refused as refused:
+        return [refused.problem]
+    return problems
+
+
+def _line_index(root: yaml.Node | None) -> dict[tuple[Any, ...], int]:
     """Map each key path of a YAML document to its (1-based) line."""
     lines: dict[tuple[Any, ...], int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
 
     def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
         lines[path] = node.start_mark.line + 1
@@ -593,6 +725,20 @@ def load_config(path: Path | None = None, text: str | None = None) -> LoadedConf
             raise ConfigError([ConfigProblem(f"{path}: no such file")], source) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([ConfigProblem(f"{path}: cannot read it ({exc})")], source) from None
+    root: yaml.Node | None = None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        pass  # safe_load below says what is wrong, and where
+    except RecursionError:
+        raise ConfigError(
+            [ConfigProblem(f"not valid YAML here: nested more than {DEEPEST} levels deep")],
+            source,
+        ) from None
+    if root is not None:
+        shape = _shape_problems(root)
+        if shape:
+            raise ConfigError(shape, source)
     try:
         raw = yaml.safe_load(text)
     except ValueError as exc:
@@ -612,7 +758,7 @@ def load_config(path: Path | None = None, text: str | None = None) -> LoadedConf
         raise ConfigError(
             [ConfigProblem("the file must hold a mapping (key: value)", line=1)], source
         )
-    lines = _line_index(text)
+    lines = _line_index(root)
     missing: list[tuple[tuple[Any, ...], str]] = []
     resolved = _resolve_secrets(raw, (), missing)
     try:

@@ -6,21 +6,48 @@ whatever the key it travels under (invariant 7).
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 import logging
+import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
 
 import structlog
 
 MASK = "****"
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
 _secrets: set[str] = set()
 _SENSITIVE_KEYS = ("token", "password", "secret", "authorization", "credential", "api_key")
 
 
+def encodings(secret: str) -> set[str]:
+    """The secret as it travels: in a URL's query (percent-encoded, once or twice, with
+    either case of hex digits, ``+`` for a space), in JSON, in HTML, in base64."""
+    found = {secret}
+    percent = {quote(secret, safe=""), quote(secret), quote_plus(secret)}
+    percent |= {quote(value, safe="") for value in list(percent)}  # encoded twice
+    percent |= {_PERCENT.sub(lambda m: m[0].lower(), value) for value in percent}
+    found |= percent
+    for ascii_only in (False, True):
+        escaped = json.dumps(secret, ensure_ascii=ascii_only)[1:-1]
+        found |= {escaped, escaped.replace("/", "\\/")}
+    found.add(html.escape(secret))
+    found.add(html.escape(secret, quote=False))
+    raw = secret.encode("utf-8")
+    found.add(base64.b64encode(raw).decode("ascii").rstrip("="))
+    found.add(base64.urlsafe_b64encode(raw).decode("ascii").rstrip("="))
+    return found
+
+
 def register_secrets(values: Iterable[str]) -> None:
-    """Remember secret values so that no log line can carry them."""
-    _secrets.update(v for v in values if v and len(v) >= 4)
+    """Remember secret values, and every encoding of them, so no log line can carry them."""
+    for value in values:
+        if value and len(value) >= 4:
+            _secrets.update(encodings(value))
 
 
 def forget_secrets() -> None:

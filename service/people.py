@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.config import Rules
@@ -37,11 +37,15 @@ def parse_ref(ref: str) -> tuple[str, str]:
 
 def _find(session: Session, ref: str) -> Connection:
     platform, handle = parse_ref(ref)
+    # The handle as written, whatever its case: `_` and `%` are letters, not patterns.
     found = list(
         session.scalars(
             select(Connection)
             .join(Connection.account)
-            .where(Account.platform == platform, Connection.handle.ilike(handle))
+            .where(
+                Account.platform == platform,
+                func.lower(Connection.handle) == func.lower(handle),
+            )
         )
     )
     if not found:

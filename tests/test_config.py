@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -147,3 +148,133 @@ def test_request_timeout_is_a_duration_within_bounds():
     for bad in ("0s", "2h", "soon"):
         found = problems(base + f"    request_timeout: {bad}\n")
         assert len(found) == 1 and "request_timeout" in found[0] and "line 5" in found[0], found
+
+
+# --- every duration within a sane range --------------------------------------------------
+
+OUT_OF_RANGE = [
+    ("rules", "window", "999999999d"),
+    ("rules", "window", "0s"),
+    ("rules", "grace", "-1d"),
+    ("rules", "grace", "999999999d"),
+    ("rules", "stale_after", "-5d"),
+    ("rules", "stale_after", "0"),
+    ("rules", "dormant_after", "0"),
+    ("rules", "half_life", "99999d"),
+    ("rules", "retry_after", "999999999d"),
+    ("rules", "manual_recheck_after", "-1d"),
+    ("schedule", "sync_every", "999999999d"),
+    ("schedule", "sync_jitter", "-1m"),
+    ("schedule", "relist_every", "999999999d"),
+    ("schedule", "retry_after", "99999d"),
+    ("digest", "retry_after", "999999999d"),
+    ("web", "link_ttl", "999999999d"),
+    ("web", "link_ttl", "-1d"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value"), OUT_OF_RANGE)
+def test_a_duration_out_of_range_is_refused_naming_key_and_line(section, key, value):
+    """Each of these passed `config check` once and crashed at run time (OverflowError), or
+    judged nonsense (a negative grace, everyone dormant at once)."""
+    found = problems(f"version: 1\n# a comment\n{section}:\n  {key}: {value}\n")
+    assert len(found) == 1, found
+    assert found[0].startswith(f"line 4, {section}.{key}: "), found
+    assert re.search(r"expected (between|longer than 0s and at most) \d", found[0]), found
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        (
+            "accounts:\n  - platform: facebook\n    handle: me\n    facebook:\n      posts_lookback",
+            "-1d",
+        ),
+        ("accounts:\n  - platform: x\n    handle: '@me'\n    x:\n      relist_every", "99999d"),
+        ("accounts:\n  - platform: x\n    handle: '@me'\n    removal_spacing", "[1s, 9999999d]"),
+    ],
+)
+def test_account_durations_are_bounded_too(where, value):
+    found = problems(f"version: 1\n{where}: {value}\n")
+    assert len(found) == 1 and "between" in found[0], found
+    assert found[0].startswith("line "), found
+
+
+def test_the_widest_durations_in_range_load():
+    loaded = load_config(
+        text="version: 1\nrules: {window: 3650d, grace: 0s, stale_after: 3650d, "
+        "dormant_after: 1d}\nschedule: {sync_every: 365d, lease: 1s, poll_every: 0.1s}\n"
+        "web: {link_ttl: 365d}\n"
+    )
+    assert loaded.settings.rules.window == timedelta(days=3650)
+    assert loaded.settings.web.link_ttl == timedelta(days=365)
+
+
+def test_a_duration_beyond_any_calendar_is_refused_by_the_parser():
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration("999999999d")
+
+
+# --- the shape of the YAML itself ----------------------------------------------------------
+
+BILLION_LAUGHS = (
+    "version: 1\n"
+    "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+    "f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+    "g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n"
+    "h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]\n"
+    "i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]\n"
+    "rules: {protected: *i}\n"
+)
+
+
+def test_aliases_that_expand_beyond_a_budget_are_refused_at_once():
+    """443 bytes that would expand to 387 million values: refused before anything walks them
+    (the line index and the secret resolution once did, past 4 GB)."""
+    assert len(BILLION_LAUGHS.encode()) < 600
+    found = problems(BILLION_LAUGHS)
+    assert len(found) == 1, found
+    assert "alias" in found[0] and "expand" in found[0], found
+    assert found[0].startswith("line "), found
+
+
+def test_a_few_aliases_are_fine():
+    loaded = load_config(
+        text="version: 1\nrules:\n  protected: &handles ['@ana', '@bo']\n"
+        "  protected_lists: *handles\n"
+    )
+    assert loaded.settings.rules.protected == {"@ana", "@bo"}
+
+
+def test_an_alias_that_holds_itself_is_refused():
+    found = problems("version: 1\nrules:\n  protected: &me [*me]\n")
+    assert len(found) == 1 and "line 3" in found[0], found
+
+
+def test_nesting_beyond_any_configuration_is_refused():
+    found = problems("version: 1\nrules: {protected: " + "[" * 5000 + "]" * 5000 + "}\n")
+    assert len(found) == 1 and "nested" in found[0], found
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines():
+    """Two `rules:` blocks: YAML keeps the second and silently drops the first."""
+    found = problems(
+        "version: 1\nrules:\n  window: 84d\nschedule:\n  sync_every: 6h\nrules:\n  window: 180d\n"
+    )
+    assert len(found) == 1, found
+    assert "rules" in found[0] and "lines 2 and 6" in found[0], found
+
+
+def test_a_key_given_twice_deeper_is_refused_naming_its_path():
+    found = problems("version: 1\nrules:\n  window: 84d\n  grace: 1d\n  window: 180d\n")
+    assert len(found) == 1, found
+    assert "rules.window" in found[0] and "lines 3 and 5" in found[0], found
+
+
+def test_merge_keys_are_not_duplicates():
+    loaded = load_config(text="version: 1\nrules:\n  <<: {window: 90d}\n  <<: {grace: 1d}\n")
+    assert loaded.settings.rules.window == timedelta(days=90)

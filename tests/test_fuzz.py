@@ -14,6 +14,7 @@ repeatable); ``LOPPER_FUZZ_REPORT=FILE`` writes how many inputs each test tried,
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import re
@@ -29,7 +30,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from digest_site import Site, clone_site, decisions, make_site, parse, parts, review_links
-from helpers import NOW
+from fakes.facebook_server import FakeGraph
+from fakes.x_server import FakeX
+from helpers import NOW, Clock
 from hypothesis import Phase, given, seed, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -48,7 +51,7 @@ from test_x_archive import CONFIG as X_CONFIG
 from test_x_archive import Archive, message, tweet
 from werkzeug.test import Client
 
-from service.config import load_config
+from service.config import Rules, Schedule, Web, load_config
 from service.digest import deliver_outbox, queue_digest
 from service.errors import ConfigError
 from service.imports.common import run_import
@@ -57,6 +60,7 @@ from service.imports.facebook import FacebookReader
 from service.imports.instagram import InstagramReader
 from service.imports.linkedin import LinkedInReader
 from service.imports.x_archive import import_archive
+from service.platforms.base import PlatformError
 from service.store import Store
 from service.store.models import Base
 from service.web.review import CSRF_COOKIE, ReviewApp
@@ -222,6 +226,48 @@ def test_a_huge_poll_interval_is_a_config_error() -> None:
 def test_a_duration_too_long_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"web\.link_ttl"):
         load_config(text="version: 1\nweb: {link_ttl: 99999999999999999999d}\n")
+
+
+DURATION_KEYS = [
+    (model, name)
+    for model, section in ((Rules, "rules"), (Schedule, "schedule"), (Web, "web"))
+    for name, field in model.model_fields.items()
+    if field.annotation in (timedelta, timedelta | None)
+    for _ in [section]
+]
+SECTIONS = {Rules: "rules", Schedule: "schedule", Web: "web"}
+
+
+@fuzz(150)
+@given(
+    st.sampled_from(DURATION_KEYS),
+    st.integers(-(10**13), 10**13) | st.integers(-5000, 5000),
+    st.sampled_from(["s", "m", "h", "d", "w", ""]),
+)
+def test_any_duration_is_in_range_or_refused_naming_key_and_line(
+    where: tuple[Any, str], amount: int, unit: str
+) -> None:
+    """Accepted, a duration lies in its key's range and every date computed with it exists;
+    refused, the problem names that key and its line. Never an OverflowError."""
+    model, name = where
+    section = SECTIONS[model]
+    text = f"version: 1\n{section}:\n  {name}: {amount}{unit}\n"
+    try:
+        loaded = load_config(text=text)
+    except ConfigError as exc:
+        # A rule across keys (lease at least twice poll_every) names the section and the key.
+        assert [(p.key, p.line) for p in exc.problems] in (
+            [(f"{section}.{name}", 3)],
+            [(section, 2)],
+        ), exc
+        assert name in str(exc), exc
+        tried("config: durations", "refused")
+        return
+    value = getattr(getattr(loaded.settings, section), name)
+    low, high = model.DURATION_RANGES.get(name, (timedelta(0), timedelta(days=3650)))
+    assert low <= value <= high
+    assert NOW + value - value == NOW  # dates a step of it away exist
+    tried("config: durations", "accepted")
 
 
 # --- the exports ---------------------------------------------------------------------------
@@ -446,6 +492,120 @@ def test_a_damaged_x_archive_imports_or_is_refused_whole(
         files,
         lambda p: import_archive(exports.store, X_CONFIG, p, NOW),
     )
+
+
+# --- names from the platforms, on a terminal and in a spreadsheet ---------------------------
+
+# Names as hostile as text gets: markup, escape sequences (CSI, OSC-8 links), bidi overrides,
+# formula starts, and anything else.
+NAME_PIECES = st.sampled_from(
+    [
+        "[/]",
+        "[bold]",
+        "[/bold]",
+        "[link=https://evil.example]",
+        "[/link]",
+        "\\",
+        "\x1b[2J",
+        "\x1b]8;;https://evil.example\x1b\\",
+        "\x07",
+        "\u202e",
+        "\n",
+        "\r",
+        "\t",
+        "=",
+        "+",
+        "-",
+        "@",
+        "Ana",
+        " ",
+    ]
+)
+NAMES = st.lists(NAME_PIECES | st.text(max_size=4), max_size=8).map("".join)
+
+
+@fuzz(300)
+@given(NAMES)
+def test_any_name_prints_as_its_text_on_a_terminal(name: str) -> None:
+    """A name in a table cell and inside a line of markup (as `lopper review` prints it):
+    never a MarkupError, never a control character on the terminal, and the reader sees the
+    name's own characters."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from service.text import plain, shown
+
+    console = Console(file=io.StringIO(), width=400, color_system=None, force_terminal=True)
+    table = Table()
+    table.add_column("who")
+    table.add_row(shown(name))
+    console.print(table)
+    console.print(f"[bold]{shown(name)}[/bold]  {shown(name)}", soft_wrap=True)
+    output = console.file.getvalue()  # type: ignore[attr-defined]
+    visible = plain(name)
+    assert not any((ord(c) < 32 and c != "\n") or 0x7F <= ord(c) <= 0x9F for c in output), repr(
+        output
+    )
+    assert "\u202e" not in output
+    # (Rich doubles a trailing backslash so that it cannot escape the markup after it.)
+    core = visible.rstrip("\\")
+    assert f"{core}".strip() in output and output.count(core) >= 3
+    tried("names: terminal", "printed")
+
+
+@fuzz(300)
+@given(NAMES)
+def test_any_name_in_a_csv_export_is_no_formula(name: str) -> None:
+    """OWASP: no cell begins with = + - @ tab or CR, and a spreadsheet shows the name itself
+    (the leading quote is the spreadsheet's "text" mark)."""
+    import csv
+
+    from service.text import spreadsheet_cell
+
+    buffer = io.StringIO()
+    csv.writer(buffer, quoting=csv.QUOTE_ALL).writerow([spreadsheet_cell(name)])
+    (cell,) = next(csv.reader(io.StringIO(buffer.getvalue())))
+    assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")) or re.fullmatch(
+        r"@[\w.-]+(@[\w.-]+)?", cell
+    ), cell
+    assert cell in (name, "'" + name)
+    tried("names: csv", "neutralised" if cell != name else "as is")
+
+
+# --- answers of the platforms' APIs ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["nested", "nested-400"])
+def test_an_x_answer_nested_too_deep_is_a_platform_error(
+    tmp_path: Path, clock: Clock, fault: str
+) -> None:
+    """JSON nested 100,000 deep (a hostile server, a broken proxy) is refused as an answer, with
+    the contract's PlatformError a sync records; never a RecursionError."""
+    from test_x import adapter_for as x_adapter
+
+    with FakeX(clock) as fake:
+        fake.inject(fault)
+        adapter = x_adapter(fake, tmp_path, clock)
+        with pytest.raises(PlatformError) as caught:
+            adapter.whoami()
+        assert "X" in str(caught.value)
+        assert fake.faulted[fault] == 1
+        # The next answer is read as usual: nothing was left broken.
+        assert adapter.whoami().handle
+
+
+def test_a_facebook_answer_nested_too_deep_is_a_platform_error(
+    tmp_path: Path, clock: Clock
+) -> None:
+    from test_facebook import adapter_for as facebook_adapter
+
+    with FakeGraph(clock) as fake:
+        fake.raw_answers.append((200, '{"id": ' + "[" * 100_000 + "]" * 100_000 + "}"))
+        adapter = facebook_adapter(fake, clock, tmp_path)
+        with pytest.raises(PlatformError) as caught:
+            adapter.whoami()
+        assert "Facebook" in str(caught.value)
+        assert adapter.whoami().user_id
 
 
 def _rules() -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -95,3 +96,55 @@ def test_an_exception_passed_as_exc_info_keeps_its_traceback() -> None:
     line = json.loads(stream.getvalue())
     assert "ConnectionError" in line.get("exception", "")
     assert "Q7x" not in stream.getvalue()
+
+
+# A Facebook-like token with the characters URLs, JSON and HTML encode.
+ENCODABLE = 'EAAB+slash/eq=amp&q?lt<"quote"é'
+
+
+def _encodings(secret: str) -> dict[str, str]:
+    import base64
+    import html
+    from urllib.parse import quote, quote_plus
+
+    percent = quote(secret, safe="")
+    return {
+        "percent": percent,
+        "percent, lower-case hex": re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), percent),
+        "percent, slash kept": quote(secret),
+        "form (quote_plus)": quote_plus(secret),
+        "percent twice": quote(percent, safe=""),
+        "json": json.dumps(secret)[1:-1],
+        "json, ascii": json.dumps(secret, ensure_ascii=True)[1:-1],
+        "json, slash escaped": json.dumps(secret)[1:-1].replace("/", "\\/"),
+        "html": html.escape(secret),
+        "base64": base64.b64encode(secret.encode()).decode(),
+        "base64, url-safe": base64.urlsafe_b64encode(secret.encode()).decode().rstrip("="),
+    }
+
+
+@pytest.mark.parametrize("encoding", sorted(_encodings(ENCODABLE)))
+def test_every_encoding_of_a_secret_is_masked(encoding: str) -> None:
+    """urllib3's debug line carries the token percent-encoded; a server echoes it in JSON."""
+    encoded = _encodings(ENCODABLE)[encoding]
+    assert encoded != ENCODABLE or encoding == "json"
+    logs.register_secrets([ENCODABLE])
+    stream = io.StringIO()
+    logs.configure_logging(json=True, stream=stream, level="DEBUG")
+    logging.getLogger("urllib3.connectionpool").debug(
+        '%s://%s:%s "%s %s %s" %s %s',
+        "https",
+        "graph.facebook.com",
+        443,
+        "GET",
+        f"/v25.0/me?access_token={encoded}&fields=id",
+        "HTTP/1.1",
+        200,
+        None,
+    )
+    structlog.get_logger("lopper.test").warning("echoed", detail=f"url was ?t={encoded}")
+    scrubbed = logs.scrub(f"a {encoded} b")
+    assert encoded not in scrubbed and logs.MASK in scrubbed
+    output = stream.getvalue()
+    assert encoded not in output and "slash" not in output, output
+    assert output.count(logs.MASK) >= 2

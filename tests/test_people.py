@@ -94,3 +94,17 @@ def test_dormant_accounts_join_the_gone_lane_only_when_the_rule_is_on(store):
     assert report.verdicts == {"flag": 3}
     report = evaluate_account(store, X.key, make_rules(dormant_after=timedelta(days=90)), clock())
     assert report.verdicts == {"flag": 2, "gone": 1}
+
+
+@pytest.mark.parametrize("pattern", ["@a_a", "@a%", "@A_A"])
+def test_a_handle_is_matched_exactly_never_as_a_pattern(two_accounts, pattern):
+    """`_` and `%` in a handle are letters: `@john_doe` never links `@john.doe`."""
+    store, clock = two_accounts
+    with pytest.raises(NotFound):
+        link(store, [f"x:{pattern}", "mastodon:@ana@example.social"], now=clock())
+
+
+def test_a_handle_matches_whatever_its_case(two_accounts):
+    store, clock = two_accounts
+    link(store, ["x:@ANA", "mastodon:@Ana@Example.social"], now=clock())
+    assert suggest_links(store) == []

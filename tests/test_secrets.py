@@ -114,3 +114,22 @@ def test_a_server_address_among_the_credentials_is_named_in_errors_the_token_is_
     assert report.outcome == "failed"
     assert address.removeprefix("http://") in said, said
     assert logs.scrub("planted-mastodon-token-5521") == logs.MASK
+
+
+@pytest.mark.parametrize("safe", ["", "/"])
+def test_a_percent_encoded_token_in_an_error_is_stored_without_it(
+    store: Store, clock: Clock, safe: str
+) -> None:
+    """A server that echoes the request URL gives the token back percent-encoded."""
+    from urllib.parse import quote
+
+    token = "EAAB+slash/eq=Zx9"
+    encoded = quote(token, safe=safe)
+    logs.register_secrets([token])
+    platform = scripted(clock, people=3, streams=("activity",))
+    platform.inject("interactions", PlatformError(f"GET /me/feed?access_token={encoded}: 500"))
+    report = sync_account(store, ACCOUNT, platform, make_rules(), clock)
+    said = "\n".join([*report.problems, *report.streams.values()])
+    assert "/me/feed" in said and logs.MASK in said
+    assert encoded not in said
+    assert encoded not in stored_text(store) and "slash" not in stored_text(store)

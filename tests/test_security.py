@@ -423,3 +423,139 @@ def test_the_database_token_files_and_link_key_are_private(home: Path) -> None:
 def test_the_state_directory_is_private_after_a_first_run(home: Path) -> None:
     state = _first_run(home)
     assert oct(mode(state)) == oct(0o700)
+
+
+def test_every_file_lopper_writes_is_private_whatever_the_umask_and_the_folder(
+    home: Path, tmp_path: Path
+) -> None:
+    """The state folder made loose by hand (0755) and the umask 022: digest previews, the
+    outbox's .eml files, `--output` files carry a working review link or the names of
+    people, and another local user could read them."""
+    from service.digest import preview_digest
+
+    previous = os.umask(0o022)
+    try:
+        state = home / "state" / "lopper"
+        state.mkdir(parents=True, mode=0o755)
+        os.chmod(state, 0o755)
+        site = make_site(home / "site", size=60)
+        application = site.app()
+        written = preview_digest(application)  # into <state>/previews
+        chosen = preview_digest(application, tmp_path / "elsewhere" / "deeper")
+        assert queue_digest(application, NOW)
+        assert deliver_outbox(application, NOW) == 1  # into digest.folder
+        site.close()
+        outbox = home / "site" / "outbox"
+        found = {
+            "preview .eml": mode(written.eml),
+            "preview .html": mode(written.html),
+            "previews folder": mode(written.eml.parent),
+            "--output .eml": mode(chosen.eml),
+            "--output folder": mode(chosen.eml.parent),
+            "--output parent folder": mode(chosen.eml.parent.parent),
+            "outbox .eml": mode(next(outbox.glob("*.eml"))),
+            "outbox folder": mode(outbox),
+        }
+    finally:
+        os.umask(previous)
+    expected = {name: 0o700 if "folder" in name else 0o600 for name in found}
+    assert found == expected, json.dumps({k: oct(v) for k, v in found.items()})
+
+
+def test_an_export_written_to_a_file_is_private(home: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app as cli_app
+
+    previous = os.umask(0o022)
+    try:
+        runner = CliRunner()
+        assert runner.invoke(cli_app, ["demo", "--size", "60", "--no-run"]).exit_code == 0
+        target = tmp_path / "removed.csv"
+        result = runner.invoke(cli_app, ["export", "removed", "--output", str(target)])
+        assert result.exit_code == 0, result.output
+    finally:
+        os.umask(previous)
+    assert oct(mode(target)) == oct(0o600)
+
+
+def test_status_warns_when_the_state_folder_is_readable_by_others(home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app as cli_app
+    from service.config import state_dir
+
+    runner = CliRunner()
+    assert runner.invoke(cli_app, ["demo", "--size", "60", "--no-run"]).exit_code == 0
+    state = state_dir()
+    quiet = runner.invoke(cli_app, ["status"])
+    assert quiet.exit_code == 0 and "readable by others" not in quiet.output
+    os.chmod(state, 0o755)
+    loose = runner.invoke(cli_app, ["status"])
+    assert loose.exit_code == 0
+    assert "readable by others" in loose.output and f"chmod 700 {state}" in loose.output
+    as_json = json.loads(runner.invoke(cli_app, ["status", "--json"]).output)
+    assert "readable by others" in as_json["warnings"][0]
+
+
+def test_the_command_writes_nothing_others_can_read_whatever_the_umask(home: Path) -> None:
+    """Run as the command (umask 022 inherited from the shell): every file and folder in the
+    state folder, the adapters' own files included, is the owner's only."""
+    from test_cli import run_module
+
+    previous = os.umask(0o022)
+    try:
+        result = run_module(home, "demo", "--size", "60", "--no-run")
+        assert result.returncode == 0, result.stderr
+        assert run_module(home, "digest", "--preview").returncode == 0
+    finally:
+        os.umask(previous)
+    state = home / "state" / "lopper"
+    found = {str(p.relative_to(state)): oct(mode(p)) for p in [state, *state.rglob("*")]}
+    assert len(found) > 4, found
+    loose = {
+        name: value
+        for name, value in found.items()
+        if value != oct(0o700 if (state / name).is_dir() else 0o600)
+    }
+    assert loose == {}, found
+
+
+# --- links from elsewhere -------------------------------------------------------------------
+
+HOSTILE_LINKS = ["javascript:alert(document.domain)", "data:text/html,<script>x</script>"]
+
+
+@pytest.mark.parametrize("link", HOSTILE_LINKS)
+def test_a_profile_link_that_is_not_http_never_becomes_an_href(
+    home: Path, tmp_path: Path, link: str
+) -> None:
+    """A Mastodon-API server sends `account.url`, exports carry URLs: whatever a stored row
+    holds (rows written before links were checked included), the digest (an email: no CSP)
+    and the review page link only to http(s) addresses."""
+    from sqlalchemy import update
+
+    from service.store.models import Connection
+
+    site = make_site(tmp_path / "site", size=60)
+    with site.app().store.session() as session:
+        session.execute(update(Connection).values(profile_url=link))
+    page = Page(site)
+    try:
+        (eml,) = (site.root / "outbox").glob("*.eml")
+        text, html = parts(parse(eml.read_bytes()))
+        body = page.client.get(page.path).get_data(as_text=True)
+        for shown in (text, html, body):
+            assert link.split(":")[0] + ":" not in shown
+        assert 'href="#"' in html and 'href="#"' in body
+    finally:
+        site.close()
+
+
+@pytest.mark.parametrize("link", [*HOSTILE_LINKS, " javascript:x", "//evil.example/"])
+def test_a_listed_profile_link_that_is_not_http_is_not_kept(link: str) -> None:
+    from service.platforms.base import Person
+
+    assert Person(user_id="1", handle="@a", profile_url=link).profile_url is None
+    kept = "https://example.social/@a"
+    assert Person(user_id="1", handle="@a", profile_url=kept).profile_url == kept

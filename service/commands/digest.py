@@ -9,6 +9,7 @@ import typer
 from service.cli import _app, err, out
 from service.cli import app as cli_app
 from service.digest import deliver_outbox, outbox_summary, preview_digest, queue_digest
+from service.text import shown
 
 
 @cli_app.command("digest")
@@ -54,7 +55,7 @@ def digest(
         if summary.waiting:
             err.print(
                 f"[yellow]{summary.waiting} digest(s) still waiting in the outbox"
-                + (f": {summary.last_error}" if summary.last_error else "")
+                + (f": {shown(summary.last_error)}" if summary.last_error else "")
                 + "; retried with backoff[/yellow]",
                 highlight=False,
             )

@@ -24,6 +24,7 @@ from service.cli import _app, err, import_app, out
 from service.config import Account as AccountConfig
 from service.errors import LopperError
 from service.imports.common import ImportReport, Reader, run_import
+from service.text import shown
 
 PathArgument = typer.Argument(
     ..., help="The export: the zip file as downloaded, or the folder it was unpacked into."
@@ -95,9 +96,9 @@ def _print(report: ImportReport) -> None:
             "see `lopper suggestions`[/yellow]"
         )
     if report.brake:
-        err.print(f"  [yellow]{report.brake}[/yellow]")
+        err.print(f"  [yellow]{shown(report.brake)}[/yellow]")
     for note in report.notes:
-        err.print(f"  [yellow]{note}[/yellow]")
+        err.print(f"  [yellow]{shown(note)}[/yellow]")
     out.print("Next: `lopper evaluate` to judge every connection with this history.")
 
 

@@ -14,6 +14,7 @@ from service.cli import _account_on, _app, auth_app, err, import_app, out
 from service.costs import OverBudget, dollars, meter_of, spend_allowed
 from service.imports.x_archive import import_archive, record_lookup_cost
 from service.sync import ensure_account
+from service.text import shown
 
 AccountOption = typer.Option(None, "--account", "-a", help="Which X account, if there are several.")
 
@@ -63,7 +64,7 @@ def import_x_archive(
             try:
                 adapter = application.adapter(chosen)
             except AccountSkipped as exc:
-                err.print(f"[yellow]{exc}: likes are not attributed[/yellow]")
+                err.print(f"[yellow]{shown(exc)}: likes are not attributed[/yellow]")
         meter = meter_of(adapter)
         with application.store.session() as session:
             account_id = ensure_account(session, chosen, now).id
@@ -119,4 +120,4 @@ def import_x_archive(
         for stream, span in sorted(report.covered.items()):
             out.print(f"  {stream}: history from {span.start:%Y-%m-%d} to {span.end:%Y-%m-%d}")
         if report.likes_note:
-            err.print(f"[yellow]{report.likes_note}[/yellow]", highlight=False)
+            err.print(f"[yellow]{shown(report.likes_note)}[/yellow]", highlight=False)

@@ -75,8 +75,13 @@ def _start_web(app: App) -> ReviewServer | None:
 
     try:
         return web.start(app)
-    except OSError as exc:
-        log.error("review page not started", error=scrub(str(exc)))
+    except (web.WebUnavailable, OSError) as exc:
+        log.error(
+            "review page not started",
+            error=scrub(str(exc)),
+            detail="the daemon runs on without it: syncs, removals and digests go on; the "
+            "digest's links open nothing until the page is served",
+        )
         return None
 
 

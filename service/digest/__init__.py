@@ -178,8 +178,8 @@ def preview_digest(app: App, folder: Path | None = None) -> Preview:
         subject = digest.subject
     target = folder or cfg.state_dir() / "previews"
     eml, page = target / f"{stem}.eml", target / f"{stem}.html"
-    write_atomically(eml, message)
-    write_atomically(page, html.encode("utf-8"))
+    write_atomically(eml, message, tighten_folder=folder is None)
+    write_atomically(page, html.encode("utf-8"), tighten_folder=folder is None)
     return Preview(eml, page, data.review_url, subject)
 
 

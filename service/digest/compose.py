@@ -23,6 +23,7 @@ from service.rules import Verdict, coverage_gap, verdict_time
 from service.store.models import Account, Connection, Removal, Suggestion, SyncRun
 from service.store.queries import account_coverage
 from service.suggestions import OPEN, judge_account, stale_gap
+from service.text import web_link
 
 S = SuggestionState
 
@@ -77,7 +78,7 @@ class Person:
             account=account_key,
             handle=connection.handle,
             name=connection.display_name,
-            profile_url=connection.profile_url or e.get("profile_url"),
+            profile_url=web_link(connection.profile_url or e.get("profile_url")),
             why=str(e.get("why") or suggestion.reason.value),
             reason=suggestion.reason.value,
             connected_since=_when(e.get("connected_since") or e.get("first_seen")),

@@ -13,7 +13,6 @@ link. Delivery to files cannot double: the file name is the digest's own, writte
 
 from __future__ import annotations
 
-import os
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from service import config as cfg
 from service.config import Settings
+from service.files import write_private
 from service.logs import scrub
 from service.store import Store
 from service.store.models import Digest, DigestState
@@ -57,14 +57,9 @@ def eml_name(digest: Digest) -> str:
     return f"digest-{when:%Y%m%dT%H%M%SZ}-{digest.id}.eml"
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+def write_atomically(path: Path, data: bytes, *, tighten_folder: bool = False) -> None:
+    """Write a digest file atomically, 0600 in a 0700 folder: it carries the review link."""
+    write_private(path, data, tighten_folder=tighten_folder)
 
 
 def send_smtp(settings: Settings, recipients: list[str], data: bytes) -> dict[str, Any]:
@@ -184,7 +179,7 @@ def deliver_due(store: Store, settings: Settings, now: datetime) -> int:
                 where = f"{settings.digest.smtp.host}:{settings.digest.smtp.port}"
             else:
                 path = outbox_folder(settings) / name
-                write_atomically(path, data)
+                write_atomically(path, data, tighten_folder=settings.digest.folder is None)
                 refused, where = {}, str(path)
         except (DeliveryError, OSError) as exc:
             said = scrub(str(exc)) or type(exc).__name__

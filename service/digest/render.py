@@ -18,6 +18,7 @@ import css_inline
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from service.digest.compose import DigestData
+from service.text import href
 
 
 @cache
@@ -33,6 +34,7 @@ def environment() -> Environment:
     env.filters["plural"] = lambda n, word, many=None: (
         f"{n:,} {word}" if n == 1 else f"{n:,} {many or word + 's'}"
     )
+    env.filters["href"] = href  # a link from elsewhere: http(s) only
     env.filters["signed"] = lambda n: f"+{n:,}" if n > 0 else f"{n:,}" if n < 0 else "no change"
     return env
 

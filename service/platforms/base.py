@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import ClassVar, Protocol, runtime_checkable
 
 from service.model import Direction, Kind, Span, Unseen
+from service.text import web_link
 
 
 class Capability(enum.StrEnum):
@@ -49,6 +50,11 @@ class Person:
     moved_to: str | None = None  # migrated to another account
     lists: tuple[str, ...] = ()
     last_active_at: datetime | None = None  # their last post anywhere (None: unknown)
+
+    def __post_init__(self) -> None:
+        # A server's or an export's link becomes an href in the digest: http(s) only.
+        if self.profile_url is not None and web_link(self.profile_url) is None:
+            object.__setattr__(self, "profile_url", None)
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,7 @@ class FacebookPlatform:
         except requests.RequestException as exc:
             # Its text carries the URL, and the URL the token: say only what kind it was.
             raise PlatformError(f"Facebook could not be reached ({type(exc).__name__})") from None
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or JSON nested too deep to read
             raise PlatformError("Facebook answered with something that is not JSON") from None
         if not isinstance(answer, dict):
             raise PlatformError("Facebook answered with an unexpected shape")

@@ -195,7 +195,7 @@ def _body_of(response: requests.Response | None) -> Mapping[str, Any]:
         return {}
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return body if isinstance(body, Mapping) else {}
 
@@ -407,6 +407,8 @@ class XPlatform:
                 raise PlatformError(
                     f"could not reach X for {route} ({type(exc).__name__})"
                 ) from None
+            except RecursionError:  # tweepy reads an error's JSON body: nested too deep
+                raise PlatformError(f"X sent an answer nested too deep for {route}") from None
             finally:
                 # tweepy's hidden look-up of the signed-in user (OAuth 2.0 follow and unfollow)
                 # switches the client to dict answers and leaves it so when that call fails:
@@ -418,7 +420,7 @@ class XPlatform:
             self._writes.add(self.clock())
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or JSON nested too deep to read
             raise PlatformError(f"X sent an unreadable answer for {route}") from None
         if not isinstance(body, Mapping):
             raise PlatformError(f"X sent an answer of an unexpected shape for {route}")

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import StoreError
@@ -52,9 +58,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def parse_url(url: str) -> URL:
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError) as exc:
+        # ValueError: a port that is not a number. The URL itself is not repeated: it may
+        # hold a password.
+        said = "the port is not a number; " if "int()" in str(exc) else ""
         raise StoreError(
-            "storage.url is not a database URL (expected e.g. sqlite:////var/lib/lopper/"
+            f"storage.url is not a database URL ({said}expected e.g. sqlite:////var/lib/lopper/"
             "lopper.sqlite3 or postgresql+psycopg://user@host/db)"
         ) from None
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
@@ -158,6 +167,13 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
         else:
             with engine.connect():
                 pass
+    except ProgrammingError as exc:
+        engine.dispose()
+        if "connection option" not in str(exc.orig):
+            raise
+        # libpq refuses an option of the URL's query (?unknown=1) before it connects.
+        reason = str(exc.orig).strip().splitlines()[0]
+        raise StoreError(f"storage.url: {reason}") from None
     except OperationalError as exc:
         engine.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "cannot connect"

@@ -6,6 +6,8 @@ page on 127.0.0.1 (or behind a reverse proxy that terminates TLS).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from service.errors import EX_UNAVAILABLE, LopperError
 from service.web.review import ReviewApp
 
 if TYPE_CHECKING:
@@ -21,7 +24,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("lopper.web")
 
-__all__ = ["ReviewApp", "ReviewServer", "serve", "start"]
+__all__ = ["ReviewApp", "ReviewServer", "WebUnavailable", "serve", "start"]
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -51,11 +54,28 @@ class ReviewServer:
         self.server.server_close()
 
 
+class WebUnavailable(LopperError):
+    """The review page cannot listen where the configuration says (the port is taken)."""
+
+    exit_code = EX_UNAVAILABLE
+
+
 def _make(app: App) -> ReviewServer:
     web = app.settings.web
-    server = make_server(
-        web.host, web.port, ReviewApp(app), threaded=True, request_handler=_QuietHandler
-    )
+    said = io.StringIO()
+    try:
+        # Werkzeug prints why it cannot listen and calls sys.exit(1): that would end the
+        # daemon with it. Its words become the error instead.
+        with contextlib.redirect_stderr(said):
+            server = make_server(
+                web.host, web.port, ReviewApp(app), threaded=True, request_handler=_QuietHandler
+            )
+    except (SystemExit, OSError) as exc:
+        reason = " ".join(said.getvalue().split()) or str(exc)
+        raise WebUnavailable(
+            f"the review page cannot listen on {web.host}:{web.port}: {reason} "
+            "(set web.port to a free port, or web.enabled: false)"
+        ) from None
     host = f"[{web.host}]" if ":" in web.host else web.host
     url = web.base_url or f"http://{host}:{server.server_port}"
     return ReviewServer(server, url)

@@ -34,6 +34,7 @@ from service.digest.links import LinkInvalid, Signer, claim_link, find_link, sig
 from service.model import Channel, SuggestionState
 from service.store.models import Digest, ReviewLink, Suggestion
 from service.suggestions import Version, decide, version_of
+from service.text import href
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -106,6 +107,7 @@ class ReviewApp:
             lstrip_blocks=True,
         )
         zone = app.settings.digest.zone
+        self.templates.filters["href"] = href  # a link from elsewhere: http(s) only
         self.templates.filters["day"] = lambda v: (
             v.astimezone(zone).strftime("%Y-%m-%d") if v else "never"
         )

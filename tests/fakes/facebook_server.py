@@ -79,6 +79,9 @@ class FakeGraph(Served):
         self.requests: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
         self.faults: list[int] = []  # Graph error codes to answer the next requests with
+        # Bodies sent as they are to the next requests (status, text): answers no real Graph
+        # server sends, such as JSON nested deeper than any parser recurses.
+        self.raw_answers: list[tuple[int, str]] = []
         self.lock = threading.Lock()
         self._serial = 0
 
@@ -125,7 +128,11 @@ class FakeGraph(Served):
                 parts = urlsplit(self.path)
                 query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
                 status, body = fake.handle(parts.path, query)
-                data = json.dumps(body).encode()
+                if fake.raw_answers:
+                    status, text = fake.raw_answers.pop(0)
+                    data = text.encode()
+                else:
+                    data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=UTF-8")
                 self.send_header("Content-Length", str(len(data)))

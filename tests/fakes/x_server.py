@@ -67,7 +67,21 @@ ROUTES: dict[str, tuple[str, re.Pattern[str], int]] = {
     "dm_events": ("GET", re.compile(r"^/2/dm_events$"), 15),
     "token": ("POST", re.compile(r"^/2/oauth2/token$"), 10**9),
 }
-FAULTS = ("429", "429-noreset", "401", "403", "500", "503", "timeout", "malformed")
+FAULTS = (
+    "429",
+    "429-noreset",
+    "401",
+    "403",
+    "500",
+    "503",
+    "timeout",
+    "malformed",
+    "nested",
+    "nested-400",
+)
+# A hostile or broken server's answer: valid JSON nested deeper than any parser recurses
+# (no real X answer is nested more than a few levels).
+NESTED_DEPTH = 100_000
 
 
 def iso(value: datetime) -> str:
@@ -452,6 +466,9 @@ class FakeX(FaultQueue, Served):
             return _Answer(int(kind), None, headers, raw="<html><body>Over capacity</body></html>")
         if kind == "timeout":
             return _Answer(200, None, headers, delay=self.timeout_delay, drop=True)
+        if kind in ("nested", "nested-400"):
+            deep = '{"data": ' + "[" * NESTED_DEPTH + "]" * NESTED_DEPTH + "}"
+            return _Answer(400 if kind == "nested-400" else 200, None, headers, raw=deep)
         return _Answer(200, None, headers, raw='{"data": [{"id": "1", "name": "Trun')
 
     def _token(self, form: dict[str, Any]) -> _Answer:
