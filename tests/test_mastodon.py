@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from service.config import Account as AccountConfig
-from service.model import Channel, Reason, SuggestionState
+from service.model import Channel, Direction, Kind, Reason, SuggestionState
 from service.platforms import build_adapter
 from service.platforms.base import AuthError, Platform, PlatformError
 from service.platforms.mastodon import (
@@ -36,12 +36,13 @@ from service.platforms.mastodon import (
     authorize,
     build,
     last_active,
+    server_family,
 )
 from service.platforms.tokens import token_path
 from service.removals import execute_account, restore
 from service.store import Store
 from service.store.models import Account, Connection, Interaction, Suggestion, SyncCursor
-from service.store.queries import account_coverage
+from service.store.queries import account_coverage, account_unseen
 from service.suggestions import decide, evaluate_account
 from service.sync import sync_account
 
@@ -114,6 +115,7 @@ def first_sync_requests(fake: FakeMastodon) -> dict[str, int]:
     """Requests a first sync needs by Mastodon's paging rules (see expected_pages)."""
     return {
         "verify_credentials": 1,
+        "instance": 1,  # the server's software, once a sync
         "following": expected_pages(len(fake.following), 80),
         "followers": expected_pages(len(fake.followers), 80),
         "notifications": expected_pages(exchange_notifications(fake), 80, next_unless_empty=True),
@@ -141,6 +143,7 @@ def test_first_and_incremental_sync_make_the_expected_requests(
     # Mastodon's Link header cannot tell a last page from a full one.
     minimum = {
         "verify_credentials": 1,
+        "instance": 1,
         "following": -(-len(fake.following) // 80),
         "followers": -(-len(fake.followers) // 80),
         "notifications": -(-exchange_notifications(fake) // 80),
@@ -171,6 +174,7 @@ def test_first_and_incremental_sync_make_the_expected_requests(
     assert report.outcome == "ok", report
     assert dict(fake.requests) == {
         "verify_credentials": 1,
+        "instance": 1,
         "following": expected_pages(len(fake.following), 80),
         "followers": expected_pages(len(fake.followers), 80),
         "notifications": 2 + 1,  # 80 + 5 new, then an empty page says that was all
@@ -288,7 +292,9 @@ def test_the_rate_limit_defers_keeps_the_cursor_and_never_sleeps(
     deferred = "deferred: Mastodon rate limit spent until 2025-06-01T12:05:00+00:00"
     assert {first.streams[s] for s in ("notifications", "statuses", "favourites")} == {deferred}
     # The window was used to the last request and not one more: no 429 was ever earned.
-    assert sum(fake.requests.values()) == 8 and fake.answered[429] == 0
+    # (The server's software is read without the account's token counting it.)
+    assert sum(fake.requests.values()) - fake.requests["instance"] == 8
+    assert fake.answered[429] == 0
     with store.session() as session:
         cursor = session.scalar(select(SyncCursor).where(SyncCursor.stream == "notifications"))
         assert cursor is not None and '"phase": "back"' in (cursor.cursor or "")
@@ -418,11 +424,11 @@ def test_every_kind_of_exchange_is_told_apart(
     assert favourite is not None and favourite.occurred_at == clock.now
 
 
-def test_an_endpoint_the_server_lacks_is_left_out_then_tried_again(
+def test_an_endpoint_the_server_lacks_makes_its_kinds_unseen_and_is_asked_again_each_sync(
     store: Store, clock: Clock, fake: FakeMastodon, tmp_path: Path
 ) -> None:
     generate(fake, NetworkSize(10, 10, 5, 20, 5, 5), now=NOW - timedelta(minutes=1))
-    fake.missing.add("conversations")
+    fake.missing.add("conversations")  # with and without the trailing slash
     adapter = adapter_for(fake, tmp_path, clock)
 
     first = sync(store, fake, adapter, clock)
@@ -430,13 +436,129 @@ def test_an_endpoint_the_server_lacks_is_left_out_then_tried_again(
     second = sync(store, fake, adapter, clock)
 
     assert first.streams[CONVERSATIONS].startswith("unavailable")
+    # Asked again (with the slash, then without), still missing: left out of the coverage,
+    # and what it would have shown is unseen at every sync, not only the first.
     assert CONVERSATIONS not in second.streams and second.outcome == "ok"
-    assert fake.requests["conversations"] == 1
+    assert fake.requests["conversations"] == 4
+    for report in (first, second):
+        assert [(u.kind, u.direction) for u in report.unseen] == [(Kind.MESSAGE, None)]
+        assert "/api/v1/conversations" in report.unseen[0].reason
     with store.session() as session:
         row = session.scalar(select(Account))
         assert row is not None and account_coverage(session, row) is not None
-    clock.advance(timedelta(days=8))
-    assert CONVERSATIONS in adapter.interaction_streams()
+        assert [u.kind for u in account_unseen(row)] == [Kind.MESSAGE]
+
+    fake.missing.clear()  # the admin enabled it
+    clock.advance(timedelta(hours=6))
+    third = sync(store, fake, adapter, clock)
+    assert third.streams[CONVERSATIONS] == "complete" and third.unseen == []
+
+
+def test_conversations_are_asked_without_the_slash_where_only_that_is_routed(
+    store: Store, clock: Clock, fake: FakeMastodon, tmp_path: Path
+) -> None:
+    fake.conversations_slash_404 = True
+    alice = fake.add_account("alice")
+    fake.follow(alice)
+    fake.hide_direct_in_statuses = True
+    fake.write(NOW - timedelta(days=2), mentions=[alice], direct=True)
+    adapter = adapter_for(fake, tmp_path, clock)
+
+    first = sync(store, fake, adapter, clock)
+    clock.advance(timedelta(hours=1))
+    second = sync(store, fake, adapter, clock)
+
+    assert first.streams[CONVERSATIONS] == "complete"
+    assert second.streams[CONVERSATIONS] == "complete"
+    assert fake.requests["conversations"] == 1 + 1 + 1  # 404, then plain; plain from then on
+    assert stored_exchanges(store)[(alice, "message", "outbound")] == 1
+
+
+def _network_with_a_message(fake: FakeMastodon) -> dict[str, str]:
+    """Three followed people with a history older than the window: ``dm`` got a direct
+    message 14 days ago, ``talker`` replied, ``quiet`` never exchanged anything."""
+    who = {name: fake.add_account(name) for name in ("dm", "talker", "quiet")}
+    for person in who.values():
+        fake.follow(person)
+    old = NOW - timedelta(days=300)
+    fake.post(old)
+    fake.favourite_mine(who["talker"], old + timedelta(days=1))
+    fake.reblog(who["talker"], NOW - timedelta(days=40))  # boosts are listed
+    fake.mention_me(who["talker"], NOW - timedelta(days=20), reply=True)
+    fake.write(NOW - timedelta(days=14), mentions=[who["dm"]], direct=True)
+    return who
+
+
+def _suggested(store: Store) -> dict[str, dict[str, Any]]:
+    with store.session() as session:
+        rows = session.execute(
+            select(Connection.platform_user_id, Suggestion.evidence).join(
+                Suggestion, Suggestion.connection_id == Connection.id
+            )
+        ).all()
+    return {user_id: evidence for user_id, evidence in rows}
+
+
+def test_a_server_hiding_direct_messages_flags_nobody_until_the_person_accepts_it(
+    store: Store, clock: Clock, fake: FakeMastodon, tmp_path: Path
+) -> None:
+    # A server of unknown software that hides the owner's direct messages from their own
+    # statuses and answers conversations with an empty list: only the count gives it away.
+    fake.version = "1.0.0 (compatible; Unknown 0.1)"
+    fake.hide_direct_in_statuses = True
+    fake.conversations_hollow = True
+    who = _network_with_a_message(fake)
+    adapter = adapter_for(fake, tmp_path, clock)
+    rules = make_rules(window=timedelta(days=84))
+    sync(store, fake, adapter, clock)
+    clock.advance(timedelta(days=31))
+    report = sync(store, fake, adapter, clock)
+
+    assert [(u.kind, u.direction) for u in report.unseen] == [(Kind.MESSAGE, Direction.OUTBOUND)]
+    assert "lists 4 of the account's 5 statuses" in report.unseen[0].reason
+    evaluate_account(store, KEY, rules, clock.now)
+    assert _suggested(store) == {}  # without it, "dm" would be suggested: 0 exchanges seen
+
+    evaluate_account(store, KEY, rules, clock.now, accepted=frozenset({Kind.MESSAGE}))
+    suggested = _suggested(store)
+    assert set(suggested) == {who["dm"], who["quiet"]}
+    for evidence in suggested.values():
+        assert evidence["unseen"] == [report.unseen[0].reason]
+
+
+def test_takahe_is_known_to_leave_messages_and_boosts_unseen(
+    store: Store, clock: Clock, fake: FakeMastodon, tmp_path: Path
+) -> None:
+    fake.behave_as_takahe()
+    _network_with_a_message(fake)
+    adapter = adapter_for(fake, tmp_path, clock)
+
+    report = sync(store, fake, adapter, clock)
+
+    assert adapter.family is not None and adapter.family.name == "Takahē"
+    assert {(u.kind, u.direction) for u in report.unseen} == {
+        (Kind.MESSAGE, None),
+        (Kind.MESSAGE, Direction.OUTBOUND),  # and the count says so too
+        (Kind.REPOST, Direction.OUTBOUND),
+    }
+    assert report.streams[CONVERSATIONS] == "complete"  # asked without the slash
+
+
+@pytest.mark.parametrize(
+    ("version", "family"),
+    [
+        ("4.3.2", "mastodon"),
+        ("4.4.0-beta.1+glitch", "mastodon"),
+        ("3.5.3 (compatible; GoToSocial 0.17.3 git-1c9a8f2)", "gotosocial"),
+        ("2.7.2 (compatible; Pleroma 2.6.2)", "pleroma"),
+        ("2.7.2 (compatible; Akkoma 3.13.2)", "akkoma"),
+        ("3.0.0 (compatible; Sharkey 2024.9.1)", "misskey"),
+        ("takahe/0.11.0", "takahe"),
+        ("", None),
+    ],
+)
+def test_the_server_family_is_read_from_its_version(version: str, family: str | None) -> None:
+    assert server_family(version) == family
 
 
 # --- connections as the person sees them ---------------------------------------------------
