@@ -41,7 +41,14 @@ from service.platforms.mastodon import (
 from service.platforms.tokens import token_path
 from service.removals import execute_account, restore
 from service.store import Store
-from service.store.models import Account, Connection, Interaction, Suggestion, SyncCursor
+from service.store.models import (
+    Account,
+    AuditEntry,
+    Connection,
+    Interaction,
+    Suggestion,
+    SyncCursor,
+)
 from service.store.queries import account_coverage, account_unseen
 from service.suggestions import decide, evaluate_account
 from service.sync import sync_account
@@ -831,3 +838,65 @@ def test_request_timeout_bounds_the_wait_for_a_silent_server(
         hasty.relationship(next(iter(fake.following_ids())))
     assert not isinstance(caught.value, AuthError)
     assert fake.faulted["stall"] == 2
+
+
+@pytest.mark.parametrize("refusal", ["suspended", "422"])
+def test_a_refused_unfollow_of_a_listed_follow_goes_to_the_manual_lane_once(
+    store: Store, clock: Clock, fake: FakeMastodon, tmp_path: Path, refusal: str
+) -> None:
+    who = _quiet_network(fake)
+    if refusal == "suspended":
+        # A suspended account: its unfollow answers 404 while the follow stays listed.
+        fake.accounts[who["cy"]].suspended = True
+    adapter = adapter_for(fake, tmp_path, clock)
+    rules = make_rules(daily_removal_cap=1)
+    sync(store, fake, adapter, clock)
+    clock.advance(timedelta(days=31))
+    sync(store, fake, adapter, clock)
+    evaluate_account(store, KEY, rules, clock.now)
+    with store.session() as session:
+        pending = dict(
+            session.execute(
+                select(Connection.platform_user_id, Suggestion.id).join(
+                    Suggestion, Suggestion.connection_id == Connection.id
+                )
+            ).all()
+        )
+    assert set(pending) == {who["cy"], who["di"]}
+    decide(store, [pending[who["cy"]]], SuggestionState.CONFIRMED, via=Channel.CLI, now=clock.now)
+    clock.advance(timedelta(minutes=1))  # carried out in the order confirmed: cy first
+    decide(store, [pending[who["di"]]], SuggestionState.CONFIRMED, via=Channel.CLI, now=clock.now)
+    if refusal == "422":
+        fake.inject("422", "unfollow")
+
+    report = execute_account(store, account(fake), adapter, rules, clock)
+
+    # The refused one waits for the person's own click; it did not use up the day's single
+    # removal, so the other one was carried out.
+    assert report.manual == [pending[who["cy"]]] and report.removed == [pending[who["di"]]]
+    assert who["cy"] in fake.following_ids() and who["di"] not in fake.following_ids()
+    with store.session() as session:
+        refused = session.get_one(Suggestion, pending[who["cy"]])
+        assert refused.state is SuggestionState.MANUAL
+        detail = session.scalar(
+            select(AuditEntry.detail).where(
+                AuditEntry.entity_id == refused.id, AuditEntry.to_state == "manual"
+            )
+        )
+    assert detail is not None and "cannot be removed through the API" in detail
+    assert f"{fake.url}/@cy@remote.example" in detail
+
+    # A full listing later the follow is still there: nobody is suggested again.
+    clock.advance(timedelta(hours=1))
+    sync_account(store, account(fake), adapter, rules, clock)
+    evaluate_account(store, KEY, rules, clock.now)
+    with store.session() as session:
+        states = list(
+            session.scalars(
+                select(Suggestion.state)
+                .join(Connection, Suggestion.connection_id == Connection.id)
+                .where(Connection.platform_user_id == who["cy"])
+            )
+        )
+    assert states == [SuggestionState.MANUAL]
+    assert fake.requests["unfollow"] == 2

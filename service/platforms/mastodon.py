@@ -504,6 +504,10 @@ class MastodonPlatform:
             if write:
                 return Blocked(f"Mastodon refused the change (403: {detail or 'forbidden'})")
             return AuthError(self._reauth(f"refused access (403: {detail or 'forbidden'})"))
+        if status == 422 and missing is PersonNotFound:
+            # An unfollow the server cannot process for this person (a suspended account on
+            # some servers): the executor checks whether the follow is still listed.
+            return missing(f"refused by {self.base_url} (422: {detail or 'unprocessable'})")
         if status == 501 and missing is Unsupported:
             return missing(f"not implemented on {self.base_url} (501)")
         if isinstance(exc, MastodonNotFoundError) or status in (404, 410):

@@ -59,7 +59,19 @@ ROUTES: dict[str, tuple[str, re.Pattern[str]]] = {
 _OAUTH = frozenset({"apps", "oauth_metadata", "token", "instance", "instance_v2"})
 _TEXT = "text/plain; charset=utf-8"
 # "drop": hang up without an answer; "stall": act, but answer only after ``stall`` seconds
-FAULTS = ("429", "500", "503", "malformed", "401", "bearer400", "403", "404", "drop", "stall")
+FAULTS = (
+    "429",
+    "500",
+    "503",
+    "malformed",
+    "401",
+    "bearer400",
+    "403",
+    "404",
+    "422",
+    "drop",
+    "stall",
+)
 
 
 def iso_ms(value: datetime) -> str:
@@ -667,6 +679,9 @@ class FakeMastodon(FaultQueue, Served):
             return _Answer(403, {"error": "This action is not allowed"})
         if kind == "404":
             return _Answer(404, {"error": "Record not found"})
+        if kind == "422":
+            # An action the server will not process for this record, the follow left as it was.
+            return _Answer(422, {"error": "Validation failed"})
         return _Answer(0, None, drop=True)
 
     def _oauth(self, route: str, form: dict[str, list[str]]) -> _Answer:
