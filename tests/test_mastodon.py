@@ -644,7 +644,8 @@ def test_moved_and_suspended_accounts_land_in_the_gone_lane(
         (moved, Reason.GONE, "@carol@new.example"),
         (suspended, Reason.GONE, None),
     }
-    # Unfollowing a suspended account answers 404: it counts as done.
+    # Unfollowing a suspended account answers 404 while the follow stays listed: the person
+    # removes it by hand.
     with store.session() as session:
         sid = session.scalar(
             select(Suggestion.id).join(Connection).where(Connection.platform_user_id == suspended)
@@ -652,7 +653,7 @@ def test_moved_and_suspended_accounts_land_in_the_gone_lane(
     assert sid is not None
     decide(store, [sid], SuggestionState.CONFIRMED, via=Channel.CLI, now=clock.now)
     report = execute_account(store, account(fake), adapter, make_rules(), clock)
-    assert report.removed == [sid]
+    assert report.manual == [sid] and report.removed == []
     assert fake.requests["unfollow"] == 1
 
 
