@@ -404,7 +404,8 @@ class MastodonPlatform:
         {Capability.REMOVE, Capability.RESTORE, Capability.RELATIONSHIP}
     )
     simulated: ClassVar[bool] = False
-    traits: Traits = Traits(removal_spacing=(20.0, 90.0))
+    # Follows are listed newest first (paged by follow id, descending).
+    traits: Traits = Traits(removal_spacing=(20.0, 90.0), newest_first=True)
 
     def __init__(
         self,

@@ -129,6 +129,7 @@ def connection_facts(session: Session, account_id: int) -> list[ConnectionFacts]
             c.lists,
             c.protected,
             c.last_active_at,
+            c.established,
         ).where(c.account_id == account_id, c.state == ConnectionState.ACTIVE.value)
     )
     return [
@@ -147,6 +148,7 @@ def connection_facts(session: Session, account_id: int) -> list[ConnectionFacts]
             lists=tuple(r[11] or ()),
             kept=bool(r[12]),
             last_active_at=_aware(r[13]),
+            established=bool(r[14]),
         )
         for r in rows
     ]
