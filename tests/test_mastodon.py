@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from fakes.mastodon_server import (
@@ -38,7 +39,7 @@ from service.platforms.mastodon import (
     last_active,
     server_family,
 )
-from service.platforms.tokens import token_path
+from service.platforms.tokens import save_token, token_path
 from service.removals import execute_account, restore
 from service.store import Store
 from service.store.models import (
@@ -348,7 +349,9 @@ def test_refused_credentials_pause_the_account_with_the_way_out(
     with store.session() as session:
         reason = session.scalar(select(Account.paused_reason))
     assert reason is not None
-    assert f"run `lopper auth mastodon --instance {fake.url}` again" in reason
+    # The token is the configured credential, which `lopper auth` would not replace.
+    assert "the access_token credential of this account" in reason
+    assert f"run `lopper auth mastodon --instance {fake.url}`" in reason
     assert TOKEN not in reason
     # Once the token is good again the next sync resumes the account.
     fake.tokens.add(TOKEN)
@@ -901,3 +904,39 @@ def test_a_refused_unfollow_of_a_listed_follow_goes_to_the_manual_lane_once(
         )
     assert states == [SuggestionState.MANUAL]
     assert fake.requests["unfollow"] == 2
+
+
+def test_a_token_from_lopper_auth_is_renewed_with_lopper_auth(
+    store: Store, clock: Clock, fake: FakeMastodon, tmp_path: Path
+) -> None:
+    save_token(tmp_path, KEY, {"access_token": TOKEN, "meta": {"api_base_url": fake.url}})
+    config = AccountConfig(platform="mastodon", handle=HANDLE)
+    adapter = build(config, tmp_path, clock)
+    fake.revoke()
+
+    report = sync_account(store, config, adapter, make_rules(), clock)
+
+    assert report.outcome == "paused"
+    assert f"run `lopper auth mastodon --instance {fake.url}` again" in report.problems[0]
+    assert "access_token credential" not in report.problems[0]
+
+
+def test_profile_links_keep_http_for_a_server_reached_over_http(
+    store: Store, clock: Clock, fake: FakeMastodon, tmp_path: Path
+) -> None:
+    # The server writes https:// into its own accounts' addresses while it is reached over
+    # plain HTTP (as a server behind no TLS does).
+    fake.domain = urlsplit(fake.url).netloc
+    local = fake.add_account("local", None)
+    remote = fake.add_account("far", "remote.example")
+    fake.follow(local)
+    fake.follow(remote)
+    adapter = adapter_for(fake, tmp_path, clock)
+
+    sync(store, fake, adapter, clock)
+
+    with store.session() as session:
+        rows = session.execute(select(Connection.platform_user_id, Connection.profile_url))
+        urls = {user_id: url for user_id, url in rows}
+    assert urls[local] == f"{fake.url}/@local"
+    assert urls[remote] == "https://remote.example/@far"

@@ -417,8 +417,10 @@ class MastodonPlatform:
         account_key: str,
         clock: Clock | None = None,
         timeout: float = REQUEST_TIMEOUT,
+        token_configured: bool = False,
     ) -> None:
         self.handle = handle
+        self._token_configured = token_configured  # an access_token credential, not `auth`
         self.base_url = _base_url(api_base_url)
         parts = handle.lstrip("@").split("@")
         # Local accounts are listed as bare names: qualify them with the account's own
@@ -449,6 +451,14 @@ class MastodonPlatform:
     # -- errors -------------------------------------------------------------------------
 
     def _reauth(self, why: str) -> str:
+        if self._token_configured:
+            # The credential overrides what `lopper auth` stores: running it would not help.
+            return (
+                f"the Mastodon server at {self.base_url} {why}; the access_token credential "
+                "of this account in the configuration is the one used (it overrides what "
+                "`lopper auth mastodon` stores): replace it with a valid token, or remove it "
+                f"and run `lopper auth mastodon --instance {self.base_url}`"
+            )
         return (
             f"the Mastodon server at {self.base_url} {why}; run "
             f"`lopper auth mastodon --instance {self.base_url}` again"
@@ -557,13 +567,27 @@ class MastodonPlatform:
 
     # -- connections --------------------------------------------------------------------
 
+    def _profile_url(self, url: Any) -> str | None:
+        """The account's ``url``, over plain HTTP where the server itself is reached so.
+
+        A server behind plain HTTP may still write ``https://`` into its own accounts'
+        addresses, which then lead nowhere.
+        """
+        if not isinstance(url, str) or not url:
+            return None
+        base = urlsplit(self.base_url)
+        parts = urlsplit(url)
+        if base.scheme == "http" and parts.scheme == "https" and parts.netloc == base.netloc:
+            return "http" + url[len("https") :]
+        return url
+
     def _person(self, account: Any, *, following: bool, followed_by: bool) -> Person:
         moved = account.get("moved")
         return Person(
             user_id=_id(account),
             handle=self._handle(str(account["acct"])),
             display_name=account.get("display_name") or None,
-            profile_url=account.get("url") or None,
+            profile_url=self._profile_url(account.get("url")),
             following=following,
             followed_by=followed_by,
             gone=bool(account.get("suspended")),
@@ -1004,6 +1028,7 @@ def build(account: Account, state_dir: Path, clock: Clock | None = None) -> Mast
         account_key=account.key,
         clock=clock,
         timeout=account.timeout_or(REQUEST_TIMEOUT),
+        token_configured=bool(credentials.get("access_token")),
     )
 
 
