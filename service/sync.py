@@ -80,7 +80,8 @@ class SyncReport:
     account: str
     run_id: str
     outcome: str = "ok"  # ok | partial | paused | failed
-    connections_seen: int = 0
+    connections_seen: int = 0  # listing rows (someone in both lists is two)
+    people_seen: int = 0  # people listed in this run
     connections_new: int = 0
     connections_vanished: int = 0
     brake: str | None = None
@@ -271,6 +272,7 @@ def _sync_connections(
         first = session.get_one(Account, account_id).first_listing_at is None
     # The follows of a first listing read from its start in this run, in the platform's order.
     follows: list[str] | None = [] if first and cursor is None else None
+    people: set[str] = set()
     analyzed = False
     while True:
         page = _fetch_page(report, CONNECTIONS, partial(adapter.connections, cursor))
@@ -291,6 +293,8 @@ def _sync_connections(
                 session.execute(text("ANALYZE connections"))
                 analyzed = True
         report.connections_seen += len(page.people)
+        people.update(p.user_id for p in page.people)
+        report.people_seen = len(people)
         if follows is not None:
             follows.extend(p.user_id for p in page.people if p.following)
         if progress:
@@ -317,7 +321,7 @@ def _sync_connections(
     report.streams[CONNECTIONS] = "complete"
 
 
-def mark_established(session: Session, account_id: int, follows: Sequence[str]) -> int:
+def mark_established(session: Session, account_id: int, follows: Sequence[str]) -> None:
     """Day one: the follows of the account's first complete listing count as established.
 
     ``follows`` come newest first. The newest of them (``rules.newest_in_grace``) stay in
@@ -327,10 +331,9 @@ def mark_established(session: Session, account_id: int, follows: Sequence[str]) 
     """
     ordered = list(dict.fromkeys(follows))
     older = ordered[newest_in_grace(len(ordered)) :]
-    marked = 0
     for start in range(0, len(older), 500):
         chunk = older[start : start + 500]
-        result = session.execute(
+        session.execute(
             update(Connection)
             .where(
                 Connection.account_id == account_id,
@@ -340,8 +343,6 @@ def mark_established(session: Session, account_id: int, follows: Sequence[str]) 
             .values(established=True)
             .execution_options(synchronize_session=False)
         )
-        marked += result.rowcount or 0
-    return marked
 
 
 def save_people(
