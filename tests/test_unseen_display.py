@@ -7,15 +7,23 @@ with a configuration a person would write; the fake's clock is the real one, as 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from digest_site import make_site, parse, parts, review_links
 from fakes.mastodon_server import TOKEN, FakeMastodon
+from helpers import NOW, Clock
 from typer.testing import CliRunner
+from werkzeug.test import Client
 
 from service.cli import app
+from service.digest import deliver_outbox, queue_digest
+from service.web.review import ReviewApp
 
 runner = CliRunner()
 KEY = "mastodon:@me@example.social"
@@ -121,3 +129,42 @@ def test_execute_says_how_far_it_is_and_when_the_next_removal_comes(
     assert "2 of 3 carried out; next removal at" in output
     assert "(in 7 s)" in output
     assert "3 removed" in output
+
+
+def test_the_digest_and_the_review_page_show_what_is_unseen_and_each_caveat(
+    home: Path, tmp_path: Path
+) -> None:
+    clock = Clock(NOW)
+    with FakeMastodon(clock) as fake:
+        fake.hide_direct_in_statuses = True
+        fake.conversations_hollow = True
+        people = [fake.add_account(f"p{i}") for i in range(14)]
+        for person in people:
+            fake.follow(person)  # p0..p3 established at the first sync, the rest in grace
+        fake.post(NOW - timedelta(days=400))
+        fake.reblog(people[5], NOW - timedelta(days=30))
+        fake.write(NOW - timedelta(days=14), mentions=[people[1]], direct=True)
+        account = (
+            "  - platform: mastodon\n"
+            '    handle: "@me@example.social"\n'
+            "    accept_unseen: [message]\n"
+            f"    credentials: {{access_token: {TOKEN}, api_base_url: '{fake.url}'}}\n"
+        )
+        site = make_site(tmp_path / "site", accounts=account)
+        application = site.app()
+        assert queue_digest(application, NOW)
+        assert deliver_outbox(application, NOW) == 1
+        (eml,) = (site.root / "outbox").glob("*.eml")
+        text, html = parts(parse(eml.read_bytes()))
+        (link,) = set(review_links(text))
+        body = Client(ReviewApp(application)).get(urlsplit(link).path).get_data(as_text=True)
+        site.close()
+
+    for raw in (text, html, body):
+        page = " ".join(unescape(re.sub(r"<[^>]+>", "", raw)).split())
+        # The account: which kind, why, and that it was accepted.
+        assert "Not seen: message (outbound) cannot be seen (the server lists" in page
+        assert "you accepted it" in page
+        # Each suggestion: the caveat, and a follow date that is not known.
+        assert page.count("direct messages are not visible") >= 1 + 4
+        assert "(the date is unknown)" in page
