@@ -703,7 +703,7 @@ class MastodonPlatform:
             self._found[(kind, direction)] = Unseen(
                 kind,
                 f"the server at {self.base_url} does not serve {path}",
-                "accept it with accept_unseen, or ask the server's admin to enable it",
+                "ask the server's admin whether it can be enabled",
                 direction,
             )
 
@@ -771,32 +771,25 @@ class MastodonPlatform:
         self._remember("hidden", hidden)
 
     def unseen(self) -> Sequence[Unseen]:
-        found = dict(getattr(self, "_found", {}))
-        family = getattr(self, "family", None)
-        if family is not None:
-            for kind, direction, reason in family.hollow:
-                found.setdefault(
-                    (kind, direction),
-                    Unseen(
-                        kind, reason, "accept it with accept_unseen under the account", direction
-                    ),
-                )
+        found = dict(self._found)
+        if self.family is not None:
+            for kind, direction, reason in self.family.hollow:
+                found.setdefault((kind, direction), Unseen(kind, reason, None, direction))
         hidden = self._findings().get("hidden")
         if isinstance(hidden, dict):
             why = (
                 f"the server lists {hidden.get('listed')} of the account's "
                 f"{hidden.get('counted')} statuses"
             )
-            remedy = "accept it with accept_unseen under the account"
             if not hidden.get("dm"):
                 found.setdefault(
                     (Kind.MESSAGE, _OUT),
-                    Unseen(Kind.MESSAGE, f"{why}: direct messages are not visible", remedy, _OUT),
+                    Unseen(Kind.MESSAGE, f"{why}: direct messages are not visible", None, _OUT),
                 )
             if not hidden.get("rb"):
                 found.setdefault(
                     (Kind.REPOST, _OUT),
-                    Unseen(Kind.REPOST, f"{why}: boosts are not visible", remedy, _OUT),
+                    Unseen(Kind.REPOST, f"{why}: boosts are not visible", None, _OUT),
                 )
         return list(found.values())
 
