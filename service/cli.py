@@ -30,11 +30,11 @@ from service.config import Account as AccountConfig
 from service.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError, LopperError
 from service.files import open_private, readable_by_others
 from service.logs import configure_logging, scrub
-from service.model import Channel, ConnectionState, RemovalState, SuggestionState
+from service.model import Channel, ConnectionState, RemovalState, Span, SuggestionState, Unseen
 from service.people import link, suggest_links, unlink
 from service.platforms.base import PlatformError
 from service.removals import manual_done, removals_today, restore
-from service.rules import plan_reduction
+from service.rules import counted_unseen, coverage_gap, plan_reduction
 from service.store.models import (
     Account,
     Connection,
@@ -43,7 +43,7 @@ from service.store.models import (
     Suggestion,
     SyncRun,
 )
-from service.store.queries import account_coverage
+from service.store.queries import account_coverage, account_unseen
 from service.suggestions import decide, judge_account, pending_ids, queue_plan
 from service.text import plain, shown, spreadsheet_cell
 
@@ -291,6 +291,42 @@ def _print_verdicts(verdicts: dict[str, int]) -> None:
     out.print(table)
 
 
+_IMPORTABLE = frozenset({"x", "facebook", "linkedin", "instagram"})
+
+
+def _unseen_lines(unseen: list[Unseen], acc: AccountConfig, rules: cfg.Rules) -> list[str]:
+    """Each counted kind lopper cannot see on the account: why, and what the person can do."""
+    lines = []
+    for item in counted_unseen(unseen, rules):
+        if item.kind in acc.accept_unseen:
+            lines.append(
+                f"unseen (accepted): {item.describe()}: {item.reason}; each suggestion says so"
+            )
+            continue
+        todo = f"accept it with `accept_unseen: [{item.kind.value}]` under the account"
+        if item.remedy and "accept_unseen" not in item.remedy:
+            todo += f", or {item.remedy}"
+        lines.append(
+            f"unseen: {item.describe()}: {item.reason}; nobody on this account is flagged "
+            f"until you {todo}"
+        )
+    return lines
+
+
+def _waiting_lines(
+    coverage: Any, unseen: list[Unseen], acc: AccountConfig, rules: cfg.Rules, now: datetime
+) -> list[str]:
+    """Why the account's connections cannot be judged yet, and what to do about it."""
+    lines = []
+    gap = coverage_gap(coverage, rules, now)
+    if gap:
+        todo = "wait for the next syncs"
+        if acc.platform in _IMPORTABLE:
+            todo += f", or import your data export (`lopper import {acc.platform} PATH`)"
+        lines.append(f"cannot judge yet: {gap}; {todo}")
+    return lines + _unseen_lines(unseen, acc, rules)
+
+
 # --- config and db ---------------------------------------------------------------------
 
 
@@ -345,9 +381,18 @@ def sync(
             )
             out.print(
                 f"[{colour}]{acc.key}: {report.outcome}[/{colour}] — "
-                f"{report.connections_seen:,} connections ({report.connections_new:,} new, "
+                f"{report.people_seen:,} connections ({report.connections_new:,} new, "
                 f"{report.connections_vanished:,} gone), {report.interactions_new:,} new interactions"
             )
+            with application.store.session() as session:
+                row = session.scalar(select(Account).where(Account.key == acc.key))
+                coverage = account_coverage(session, row) if row is not None else None
+            if report.outcome in ("ok", "partial"):
+                rules = application.settings.rules
+                for line in _waiting_lines(
+                    coverage, report.unseen, acc, rules, application.clock()
+                ):
+                    err.print(f"  [yellow]{escape(line)}[/yellow]")
             for problem in report.problems:
                 err.print(f"  [red]{shown(problem)}[/red]")
             for stream, state in report.streams.items():
@@ -371,6 +416,14 @@ def evaluate(account: str | None = typer.Argument(None, help="Only this account.
                 f"{report.expired} expired, {report.capped:,} held back by the per-digest cap"
             )
             _print_verdicts(report.verdicts)
+            if report.verdicts.get("too-early"):
+                with application.store.session() as session:
+                    row = session.scalar(select(Account).where(Account.key == acc.key))
+                    unseen = account_unseen(row) if row is not None else []
+                coverage = Span(*report.coverage) if report.coverage else None
+                rules = application.settings.rules
+                for line in _waiting_lines(coverage, unseen, acc, rules, application.clock()):
+                    err.print(f"[yellow]{escape(line)}[/yellow]")
             if report.brake:
                 err.print(
                     "[yellow]sanity brake engaged: nobody is flagged until a later sync agrees[/yellow]"
@@ -382,8 +435,18 @@ def execute(account: str | None = typer.Argument(None, help="Only this account."
     """Carry out confirmed removals, within the daily cap and the platform's limits."""
     with _app() as application:
         for acc in application.accounts(account):
+            with application.store.session() as session:
+                due = (
+                    session.scalar(
+                        select(func.count())
+                        .select_from(Suggestion)
+                        .join(Account, Suggestion.account_id == Account.id)
+                        .where(Account.key == acc.key, Suggestion.state == S.CONFIRMED)
+                    )
+                    or 0
+                )
             try:
-                report = application.execute(acc)
+                report = application.execute(acc, sleep=_spacing_pause(application, due))
             except AccountSkipped as exc:
                 err.print(f"[red]{shown(exc)}[/red]")
                 continue
@@ -399,6 +462,26 @@ def execute(account: str | None = typer.Argument(None, help="Only this account."
                 err.print(f"  [red]#{sid} failed: {shown(why)}[/red]")
             if report.stopped:
                 err.print(f"  [yellow]stopped: {shown(report.stopped)}[/yellow]")
+
+
+def _spacing_pause(application: App, due: int) -> Callable[[float], None]:
+    """The pause between two removals, saying how far the run is and when the next one comes."""
+    import time
+
+    done = 0
+
+    def pause(seconds: float) -> None:
+        nonlocal done
+        done += 1
+        at = application.clock() + timedelta(seconds=seconds)
+        where = f"{done} of {due}" if due >= done else f"{done}"
+        err.print(
+            f"  {where} carried out; next removal at "
+            f"{_when(at, _zone(application), True)} (in {seconds:.0f} s)"
+        )
+        time.sleep(seconds)
+
+    return pause
 
 
 # --- the queue -------------------------------------------------------------------------
@@ -1010,6 +1093,14 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                         entry[label] = value
                 if row.brake_engaged_at:
                     entry["brake"] = f"{row.brake_vanished} of {row.brake_total} vanished at once"
+                unseen = account_unseen(row)
+                entry["unseen"] = [
+                    {**u.to_json(), "accepted": u.kind in acc.accept_unseen}
+                    for u in counted_unseen(unseen, application.settings.rules)
+                ]
+                entry["waiting"] = _waiting_lines(
+                    coverage, unseen, acc, application.settings.rules, now
+                )
                 report.append(entry)
         from service.digest import outbox_lines, outbox_summary
 
@@ -1066,6 +1157,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                         )
                     )
             lines += _schedule_lines(entry, zone)
+            lines += [f"[yellow]{escape(line)}[/yellow]" for line in entry.get("waiting", ())]
             for label in ("problem", "paused", "removals_blocked", "brake", "last_sync_detail"):
                 if entry.get(label):
                     lines.append(

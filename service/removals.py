@@ -321,6 +321,10 @@ def _execute_one(
         outcome = adapter.remove(user_id)
         detail = scrub(outcome.detail) if outcome.detail else None
     except PersonNotFound as exc:
+        if _still_connected(adapter, user_id):
+            _refused(store, suggestion_id, removal_id, adapter, scrub(str(exc)), clock())
+            report.manual.append(suggestion_id)
+            return None
         detail = f"already gone: {scrub(str(exc))}"
     except PlatformError as exc:
         return _failure(store, suggestion_id, exc, rules, clock, report, removal_id, resuming)
@@ -345,6 +349,52 @@ def _execute_one(
             connection.state = ConnectionState.REMOVED
     report.removed.append(suggestion_id)
     return None
+
+
+def _still_connected(adapter: Platform, user_id: str) -> bool:
+    """After a "not found" to a removal: does the platform still list the follow?
+
+    A suspended account can answer 404 to an unfollow while the follow stays listed; a
+    platform that cannot say, or an answer that does not come, counts as still listed.
+    """
+    if Capability.RELATIONSHIP not in adapter.capabilities:
+        return False
+    try:
+        return adapter.relationship(user_id).connected
+    except PlatformError:
+        return True
+
+
+def _refused(
+    store: Store,
+    suggestion_id: int,
+    removal_id: int,
+    adapter: Platform,
+    said: str,
+    now: datetime,
+) -> None:
+    """The platform refused a removal of a follow it still lists: the person removes it by
+    hand. The removal did not happen, so it does not count against the daily cap, and the
+    open manual suggestion keeps the person from being suggested again."""
+    with store.session() as session:
+        suggestion = get_suggestion(session, suggestion_id)
+        connection = suggestion.connection
+        link = adapter.profile_link(connection.handle, connection.platform_user_id)
+        link = link or connection.profile_url
+        where = f" at {link}" if link else ""
+        removal = session.get_one(Removal, removal_id)
+        removal.state = RemovalState.MANUAL
+        removal.finished_at = now
+        removal.error = said
+        transition(
+            session,
+            suggestion,
+            S.MANUAL,
+            actor=LOPPER,
+            via=Channel.SYSTEM,
+            now=now,
+            detail=f"cannot be removed through the API ({said}): remove by hand{where}",
+        )
 
 
 def _removal(

@@ -35,6 +35,9 @@ class ConnectionFacts:
     lists: tuple[str, ...] = ()
     kept: bool = False  # the person chose to keep them earlier
     last_active_at: datetime | None = None  # their own last post (None: unknown)
+    # Listed at the account's first complete listing and not among its newest follows:
+    # connected before lopper's first sync, on a date the platform does not tell.
+    established: bool = False
 
     @property
     def mutual(self) -> bool:
@@ -131,7 +134,19 @@ def evidence_for(
         "moved_to": facts.moved_to,
         "gone": facts.gone,
         "last_active": _iso(facts.last_active_at),
+        "follow_date_unknown": facts.established,
     }
+
+
+# Day one: of the follows a newest-first listing held at its first complete read, this many
+# of the newest stay in grace (their date is unknown, and they may be days old).
+NEWEST_IN_GRACE_SHARE = 0.1
+NEWEST_IN_GRACE_MIN = 10
+
+
+def newest_in_grace(follows: int) -> int:
+    """How many of the newest follows of a first listing stay in grace: a tenth, at least 10."""
+    return min(follows, max(NEWEST_IN_GRACE_MIN, math.ceil(follows * NEWEST_IN_GRACE_SHARE)))
 
 
 def protection(facts: ConnectionFacts, rules: Rules) -> str | None:
@@ -248,7 +263,7 @@ def judge(
     if facts.gone:
         where = f" (moved to {facts.moved_to})" if facts.moved_to else ""
         return Judgement(Verdict.GONE, f"account gone or moved{where}", evidence)
-    if facts.since > now - rules.grace:
+    if facts.since > now - rules.grace and not facts.established:
         return Judgement(Verdict.NEW, f"connected since {facts.since:%Y-%m-%d}, in grace", evidence)
     gap = coverage_gap(coverage, rules, now) or unseen_gap(unseen, rules, accepted)
     if gap:

@@ -45,6 +45,7 @@ from service.platforms.base import (
     Span,
     Unsupported,
 )
+from service.rules import newest_in_grace
 from service.store import Store
 from service.store.models import Account, Connection, Coverage, Interaction, SyncCursor, SyncRun
 from service.store.types import to_epoch
@@ -79,7 +80,8 @@ class SyncReport:
     account: str
     run_id: str
     outcome: str = "ok"  # ok | partial | paused | failed
-    connections_seen: int = 0
+    connections_seen: int = 0  # listing rows (someone in both lists is two)
+    people_seen: int = 0  # people listed in this run
     connections_new: int = 0
     connections_vanished: int = 0
     brake: str | None = None
@@ -267,6 +269,10 @@ def _sync_connections(
         row = session.get(SyncCursor, (account_id, CONNECTIONS))
         listing = row.listing if row and row.listing else uuid.uuid4().hex[:12]
         cursor = row.cursor if row and row.listing else None
+        first = session.get_one(Account, account_id).first_listing_at is None
+    # The follows of a first listing read from its start in this run, in the platform's order.
+    follows: list[str] | None = [] if first and cursor is None else None
+    people: set[str] = set()
     analyzed = False
     while True:
         page = _fetch_page(report, CONNECTIONS, partial(adapter.connections, cursor))
@@ -287,6 +293,10 @@ def _sync_connections(
                 session.execute(text("ANALYZE connections"))
                 analyzed = True
         report.connections_seen += len(page.people)
+        people.update(p.user_id for p in page.people)
+        report.people_seen = len(people)
+        if follows is not None:
+            follows.extend(p.user_id for p in page.people if p.following)
         if progress:
             progress(CONNECTIONS, len(page.people))
         if page.next_cursor is None:
@@ -297,6 +307,11 @@ def _sync_connections(
         # nobody as gone.
         if not adapter.traits.partial_listing:
             close_listing(session, account_id, listing, rules, clock(), report)
+        if first:
+            account = session.get_one(Account, account_id)
+            account.first_listing_at = clock()
+            if follows is not None and adapter.traits.newest_first:
+                mark_established(session, account_id, follows)
         if report.brake is None:
             # Imported here: removals imports suggestions, which imports this module.
             from service.removals import settle_manual_removals
@@ -304,6 +319,30 @@ def _sync_connections(
             settle_manual_removals(session, account_id, rules, clock(), "sync")
         _set_cursor(session, account_id, CONNECTIONS, None, clock(), None)
     report.streams[CONNECTIONS] = "complete"
+
+
+def mark_established(session: Session, account_id: int, follows: Sequence[str]) -> None:
+    """Day one: the follows of the account's first complete listing count as established.
+
+    ``follows`` come newest first. The newest of them (``rules.newest_in_grace``) stay in
+    grace, since they may have been made days before; the others were made before lopper's
+    first sync, on a date the platform does not tell, and are judged from the first day.
+    A date the platform gives (``connected_since``) is used instead.
+    """
+    ordered = list(dict.fromkeys(follows))
+    older = ordered[newest_in_grace(len(ordered)) :]
+    for start in range(0, len(older), 500):
+        chunk = older[start : start + 500]
+        session.execute(
+            update(Connection)
+            .where(
+                Connection.account_id == account_id,
+                Connection.platform_user_id.in_(chunk),
+                Connection.connected_since.is_(None),
+            )
+            .values(established=True)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def save_people(

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from fakes.mastodon_server import (
@@ -26,7 +27,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from service.config import Account as AccountConfig
-from service.model import Channel, Reason, SuggestionState
+from service.model import Channel, Direction, Kind, Reason, SuggestionState
 from service.platforms import build_adapter
 from service.platforms.base import AuthError, Platform, PlatformError
 from service.platforms.mastodon import (
@@ -36,12 +37,20 @@ from service.platforms.mastodon import (
     authorize,
     build,
     last_active,
+    server_family,
 )
-from service.platforms.tokens import token_path
+from service.platforms.tokens import save_token, token_path
 from service.removals import execute_account, restore
 from service.store import Store
-from service.store.models import Account, Connection, Interaction, Suggestion, SyncCursor
-from service.store.queries import account_coverage
+from service.store.models import (
+    Account,
+    AuditEntry,
+    Connection,
+    Interaction,
+    Suggestion,
+    SyncCursor,
+)
+from service.store.queries import account_coverage, account_unseen
 from service.suggestions import decide, evaluate_account
 from service.sync import sync_account
 
@@ -114,6 +123,7 @@ def first_sync_requests(fake: FakeMastodon) -> dict[str, int]:
     """Requests a first sync needs by Mastodon's paging rules (see expected_pages)."""
     return {
         "verify_credentials": 1,
+        "instance": 1,  # the server's software, once a sync
         "following": expected_pages(len(fake.following), 80),
         "followers": expected_pages(len(fake.followers), 80),
         "notifications": expected_pages(exchange_notifications(fake), 80, next_unless_empty=True),
@@ -141,6 +151,7 @@ def test_first_and_incremental_sync_make_the_expected_requests(
     # Mastodon's Link header cannot tell a last page from a full one.
     minimum = {
         "verify_credentials": 1,
+        "instance": 1,
         "following": -(-len(fake.following) // 80),
         "followers": -(-len(fake.followers) // 80),
         "notifications": -(-exchange_notifications(fake) // 80),
@@ -171,6 +182,7 @@ def test_first_and_incremental_sync_make_the_expected_requests(
     assert report.outcome == "ok", report
     assert dict(fake.requests) == {
         "verify_credentials": 1,
+        "instance": 1,
         "following": expected_pages(len(fake.following), 80),
         "followers": expected_pages(len(fake.followers), 80),
         "notifications": 2 + 1,  # 80 + 5 new, then an empty page says that was all
@@ -288,7 +300,9 @@ def test_the_rate_limit_defers_keeps_the_cursor_and_never_sleeps(
     deferred = "deferred: Mastodon rate limit spent until 2025-06-01T12:05:00+00:00"
     assert {first.streams[s] for s in ("notifications", "statuses", "favourites")} == {deferred}
     # The window was used to the last request and not one more: no 429 was ever earned.
-    assert sum(fake.requests.values()) == 8 and fake.answered[429] == 0
+    # (The server's software is read without the account's token counting it.)
+    assert sum(fake.requests.values()) - fake.requests["instance"] == 8
+    assert fake.answered[429] == 0
     with store.session() as session:
         cursor = session.scalar(select(SyncCursor).where(SyncCursor.stream == "notifications"))
         assert cursor is not None and '"phase": "back"' in (cursor.cursor or "")
@@ -335,7 +349,9 @@ def test_refused_credentials_pause_the_account_with_the_way_out(
     with store.session() as session:
         reason = session.scalar(select(Account.paused_reason))
     assert reason is not None
-    assert f"run `lopper auth mastodon --instance {fake.url}` again" in reason
+    # The token is the configured credential, which `lopper auth` would not replace.
+    assert "the access_token credential of this account" in reason
+    assert f"run `lopper auth mastodon --instance {fake.url}`" in reason
     assert TOKEN not in reason
     # Once the token is good again the next sync resumes the account.
     fake.tokens.add(TOKEN)
@@ -418,11 +434,11 @@ def test_every_kind_of_exchange_is_told_apart(
     assert favourite is not None and favourite.occurred_at == clock.now
 
 
-def test_an_endpoint_the_server_lacks_is_left_out_then_tried_again(
+def test_an_endpoint_the_server_lacks_makes_its_kinds_unseen_and_is_asked_again_each_sync(
     store: Store, clock: Clock, fake: FakeMastodon, tmp_path: Path
 ) -> None:
     generate(fake, NetworkSize(10, 10, 5, 20, 5, 5), now=NOW - timedelta(minutes=1))
-    fake.missing.add("conversations")
+    fake.missing.add("conversations")  # with and without the trailing slash
     adapter = adapter_for(fake, tmp_path, clock)
 
     first = sync(store, fake, adapter, clock)
@@ -430,13 +446,129 @@ def test_an_endpoint_the_server_lacks_is_left_out_then_tried_again(
     second = sync(store, fake, adapter, clock)
 
     assert first.streams[CONVERSATIONS].startswith("unavailable")
+    # Asked again (with the slash, then without), still missing: left out of the coverage,
+    # and what it would have shown is unseen at every sync, not only the first.
     assert CONVERSATIONS not in second.streams and second.outcome == "ok"
-    assert fake.requests["conversations"] == 1
+    assert fake.requests["conversations"] == 4
+    for report in (first, second):
+        assert [(u.kind, u.direction) for u in report.unseen] == [(Kind.MESSAGE, None)]
+        assert "/api/v1/conversations" in report.unseen[0].reason
     with store.session() as session:
         row = session.scalar(select(Account))
         assert row is not None and account_coverage(session, row) is not None
-    clock.advance(timedelta(days=8))
-    assert CONVERSATIONS in adapter.interaction_streams()
+        assert [u.kind for u in account_unseen(row)] == [Kind.MESSAGE]
+
+    fake.missing.clear()  # the admin enabled it
+    clock.advance(timedelta(hours=6))
+    third = sync(store, fake, adapter, clock)
+    assert third.streams[CONVERSATIONS] == "complete" and third.unseen == []
+
+
+def test_conversations_are_asked_without_the_slash_where_only_that_is_routed(
+    store: Store, clock: Clock, fake: FakeMastodon, tmp_path: Path
+) -> None:
+    fake.conversations_slash_404 = True
+    alice = fake.add_account("alice")
+    fake.follow(alice)
+    fake.hide_direct_in_statuses = True
+    fake.write(NOW - timedelta(days=2), mentions=[alice], direct=True)
+    adapter = adapter_for(fake, tmp_path, clock)
+
+    first = sync(store, fake, adapter, clock)
+    clock.advance(timedelta(hours=1))
+    second = sync(store, fake, adapter, clock)
+
+    assert first.streams[CONVERSATIONS] == "complete"
+    assert second.streams[CONVERSATIONS] == "complete"
+    assert fake.requests["conversations"] == 1 + 1 + 1  # 404, then plain; plain from then on
+    assert stored_exchanges(store)[(alice, "message", "outbound")] == 1
+
+
+def _network_with_a_message(fake: FakeMastodon) -> dict[str, str]:
+    """Three followed people with a history older than the window: ``dm`` got a direct
+    message 14 days ago, ``talker`` replied, ``quiet`` never exchanged anything."""
+    who = {name: fake.add_account(name) for name in ("dm", "talker", "quiet")}
+    for person in who.values():
+        fake.follow(person)
+    old = NOW - timedelta(days=300)
+    fake.post(old)
+    fake.favourite_mine(who["talker"], old + timedelta(days=1))
+    fake.reblog(who["talker"], NOW - timedelta(days=40))  # boosts are listed
+    fake.mention_me(who["talker"], NOW - timedelta(days=20), reply=True)
+    fake.write(NOW - timedelta(days=14), mentions=[who["dm"]], direct=True)
+    return who
+
+
+def _suggested(store: Store) -> dict[str, dict[str, Any]]:
+    with store.session() as session:
+        rows = session.execute(
+            select(Connection.platform_user_id, Suggestion.evidence).join(
+                Suggestion, Suggestion.connection_id == Connection.id
+            )
+        ).all()
+    return {user_id: evidence for user_id, evidence in rows}
+
+
+def test_a_server_hiding_direct_messages_flags_nobody_until_the_person_accepts_it(
+    store: Store, clock: Clock, fake: FakeMastodon, tmp_path: Path
+) -> None:
+    # A server of unknown software that hides the owner's direct messages from their own
+    # statuses and answers conversations with an empty list: only the count gives it away.
+    fake.version = "1.0.0 (compatible; Unknown 0.1)"
+    fake.hide_direct_in_statuses = True
+    fake.conversations_hollow = True
+    who = _network_with_a_message(fake)
+    adapter = adapter_for(fake, tmp_path, clock)
+    rules = make_rules(window=timedelta(days=84))
+    sync(store, fake, adapter, clock)
+    clock.advance(timedelta(days=31))
+    report = sync(store, fake, adapter, clock)
+
+    assert [(u.kind, u.direction) for u in report.unseen] == [(Kind.MESSAGE, Direction.OUTBOUND)]
+    assert "lists 4 of the account's 5 statuses" in report.unseen[0].reason
+    evaluate_account(store, KEY, rules, clock.now)
+    assert _suggested(store) == {}  # without it, "dm" would be suggested: 0 exchanges seen
+
+    evaluate_account(store, KEY, rules, clock.now, accepted=frozenset({Kind.MESSAGE}))
+    suggested = _suggested(store)
+    assert set(suggested) == {who["dm"], who["quiet"]}
+    for evidence in suggested.values():
+        assert evidence["unseen"] == [report.unseen[0].reason]
+
+
+def test_takahe_is_known_to_leave_messages_and_boosts_unseen(
+    store: Store, clock: Clock, fake: FakeMastodon, tmp_path: Path
+) -> None:
+    fake.behave_as_takahe()
+    _network_with_a_message(fake)
+    adapter = adapter_for(fake, tmp_path, clock)
+
+    report = sync(store, fake, adapter, clock)
+
+    assert adapter.family is not None and adapter.family.name == "Takahē"
+    assert {(u.kind, u.direction) for u in report.unseen} == {
+        (Kind.MESSAGE, None),
+        (Kind.MESSAGE, Direction.OUTBOUND),  # and the count says so too
+        (Kind.REPOST, Direction.OUTBOUND),
+    }
+    assert report.streams[CONVERSATIONS] == "complete"  # asked without the slash
+
+
+@pytest.mark.parametrize(
+    ("version", "family"),
+    [
+        ("4.3.2", "mastodon"),
+        ("4.4.0-beta.1+glitch", "mastodon"),
+        ("3.5.3 (compatible; GoToSocial 0.17.3 git-1c9a8f2)", "gotosocial"),
+        ("2.7.2 (compatible; Pleroma 2.6.2)", "pleroma"),
+        ("2.7.2 (compatible; Akkoma 3.13.2)", "akkoma"),
+        ("3.0.0 (compatible; Sharkey 2024.9.1)", "misskey"),
+        ("takahe/0.11.0", "takahe"),
+        ("", None),
+    ],
+)
+def test_the_server_family_is_read_from_its_version(version: str, family: str | None) -> None:
+    assert server_family(version) == family
 
 
 # --- connections as the person sees them ---------------------------------------------------
@@ -515,7 +647,8 @@ def test_moved_and_suspended_accounts_land_in_the_gone_lane(
         (moved, Reason.GONE, "@carol@new.example"),
         (suspended, Reason.GONE, None),
     }
-    # Unfollowing a suspended account answers 404: it counts as done.
+    # Unfollowing a suspended account answers 404 while the follow stays listed: the person
+    # removes it by hand.
     with store.session() as session:
         sid = session.scalar(
             select(Suggestion.id).join(Connection).where(Connection.platform_user_id == suspended)
@@ -523,7 +656,7 @@ def test_moved_and_suspended_accounts_land_in_the_gone_lane(
     assert sid is not None
     decide(store, [sid], SuggestionState.CONFIRMED, via=Channel.CLI, now=clock.now)
     report = execute_account(store, account(fake), adapter, make_rules(), clock)
-    assert report.removed == [sid]
+    assert report.manual == [sid] and report.removed == []
     assert fake.requests["unfollow"] == 1
 
 
@@ -709,3 +842,101 @@ def test_request_timeout_bounds_the_wait_for_a_silent_server(
         hasty.relationship(next(iter(fake.following_ids())))
     assert not isinstance(caught.value, AuthError)
     assert fake.faulted["stall"] == 2
+
+
+@pytest.mark.parametrize("refusal", ["suspended", "422"])
+def test_a_refused_unfollow_of_a_listed_follow_goes_to_the_manual_lane_once(
+    store: Store, clock: Clock, fake: FakeMastodon, tmp_path: Path, refusal: str
+) -> None:
+    who = _quiet_network(fake)
+    if refusal == "suspended":
+        # A suspended account: its unfollow answers 404 while the follow stays listed.
+        fake.accounts[who["cy"]].suspended = True
+    adapter = adapter_for(fake, tmp_path, clock)
+    rules = make_rules(daily_removal_cap=1)
+    sync(store, fake, adapter, clock)
+    clock.advance(timedelta(days=31))
+    sync(store, fake, adapter, clock)
+    evaluate_account(store, KEY, rules, clock.now)
+    with store.session() as session:
+        pending = dict(
+            session.execute(
+                select(Connection.platform_user_id, Suggestion.id).join(
+                    Suggestion, Suggestion.connection_id == Connection.id
+                )
+            ).all()
+        )
+    assert set(pending) == {who["cy"], who["di"]}
+    decide(store, [pending[who["cy"]]], SuggestionState.CONFIRMED, via=Channel.CLI, now=clock.now)
+    clock.advance(timedelta(minutes=1))  # carried out in the order confirmed: cy first
+    decide(store, [pending[who["di"]]], SuggestionState.CONFIRMED, via=Channel.CLI, now=clock.now)
+    if refusal == "422":
+        fake.inject("422", "unfollow")
+
+    report = execute_account(store, account(fake), adapter, rules, clock)
+
+    # The refused one waits for the person's own click; it did not use up the day's single
+    # removal, so the other one was carried out.
+    assert report.manual == [pending[who["cy"]]] and report.removed == [pending[who["di"]]]
+    assert who["cy"] in fake.following_ids() and who["di"] not in fake.following_ids()
+    with store.session() as session:
+        refused = session.get_one(Suggestion, pending[who["cy"]])
+        assert refused.state is SuggestionState.MANUAL
+        detail = session.scalar(
+            select(AuditEntry.detail).where(
+                AuditEntry.entity_id == refused.id, AuditEntry.to_state == "manual"
+            )
+        )
+    assert detail is not None and "cannot be removed through the API" in detail
+    assert f"{fake.url}/@cy@remote.example" in detail
+
+    # A full listing later the follow is still there: nobody is suggested again.
+    clock.advance(timedelta(hours=1))
+    sync_account(store, account(fake), adapter, rules, clock)
+    evaluate_account(store, KEY, rules, clock.now)
+    with store.session() as session:
+        states = list(
+            session.scalars(
+                select(Suggestion.state)
+                .join(Connection, Suggestion.connection_id == Connection.id)
+                .where(Connection.platform_user_id == who["cy"])
+            )
+        )
+    assert states == [SuggestionState.MANUAL]
+    assert fake.requests["unfollow"] == 2
+
+
+def test_a_token_from_lopper_auth_is_renewed_with_lopper_auth(
+    store: Store, clock: Clock, fake: FakeMastodon, tmp_path: Path
+) -> None:
+    save_token(tmp_path, KEY, {"access_token": TOKEN, "meta": {"api_base_url": fake.url}})
+    config = AccountConfig(platform="mastodon", handle=HANDLE)
+    adapter = build(config, tmp_path, clock)
+    fake.revoke()
+
+    report = sync_account(store, config, adapter, make_rules(), clock)
+
+    assert report.outcome == "paused"
+    assert f"run `lopper auth mastodon --instance {fake.url}` again" in report.problems[0]
+    assert "access_token credential" not in report.problems[0]
+
+
+def test_profile_links_keep_http_for_a_server_reached_over_http(
+    store: Store, clock: Clock, fake: FakeMastodon, tmp_path: Path
+) -> None:
+    # The server writes https:// into its own accounts' addresses while it is reached over
+    # plain HTTP (as a server behind no TLS does).
+    fake.domain = urlsplit(fake.url).netloc
+    local = fake.add_account("local", None)
+    remote = fake.add_account("far", "remote.example")
+    fake.follow(local)
+    fake.follow(remote)
+    adapter = adapter_for(fake, tmp_path, clock)
+
+    sync(store, fake, adapter, clock)
+
+    with store.session() as session:
+        rows = session.execute(select(Connection.platform_user_id, Connection.profile_url))
+        urls = {user_id: url for user_id, url in rows}
+    assert urls[local] == f"{fake.url}/@local"
+    assert urls[remote] == "https://remote.example/@far"

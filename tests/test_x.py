@@ -81,6 +81,11 @@ def account(fake: FakeX, **options: Any) -> AccountConfig:
     )
 
 
+def accepting(fake: FakeX) -> AccountConfig:
+    """The account with the blind spot every X account has (reactions to older posts) accepted."""
+    return account(fake).model_copy(update={"accept_unseen": REACTIONS_UNSEEN})
+
+
 def adapter_for(fake: FakeX, state: Path, clock: Clock, **options: Any) -> XPlatform:
     token = token_path(state, KEY)
     if not token.exists():
@@ -645,11 +650,11 @@ def test_an_unfollow_confirmed_in_the_queue_removes_that_follow_and_nothing_else
     assert set(pending) == {who["cy"], who["di"]}
     rules = make_rules(**RULES)
 
-    unconfirmed = execute_account(store, account(fake), adapter, rules, clock)
+    unconfirmed = execute_account(store, accepting(fake), adapter, rules, clock)
     assert unconfirmed.removed == [] and fake.requests["unfollow"] == 0
 
     decide(store, [pending[who["cy"]]], SuggestionState.CONFIRMED, via=Channel.CLI, now=clock.now)
-    done = execute_account(store, account(fake), adapter, rules, clock)
+    done = execute_account(store, accepting(fake), adapter, rules, clock)
 
     assert done.removed == [pending[who["cy"]]]
     assert fake.requests["user"] == 1  # checked on X just before acting
@@ -695,7 +700,7 @@ def test_the_write_limit_and_the_daily_cap_both_hold(
     decide(store, list(pending.values()), SuggestionState.CONFIRMED, via=Channel.CLI, now=clock.now)
 
     report = execute_account(
-        store, account(fake), adapter, make_rules(daily_removal_cap=cap, **RULES), clock
+        store, accepting(fake), adapter, make_rules(daily_removal_cap=cap, **RULES), clock
     )
 
     assert fake.requests["unfollow"] == expected == len(report.removed)
@@ -730,7 +735,7 @@ def test_a_403_on_unfollow_stops_removals_for_the_account(
         )
 
     fake._do_unfollow = refuse  # type: ignore[method-assign]
-    report = execute_account(store, account(fake), adapter, make_rules(**RULES), clock)
+    report = execute_account(store, accepting(fake), adapter, make_rules(**RULES), clock)
     fake._do_unfollow = original  # type: ignore[method-assign]
 
     assert report.stopped is not None and "removals stopped" in report.stopped

@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session, selectinload
 from service.config import Account as AccountConfig
 from service.config import Rules, XOptions
 from service.costs import month_costs
-from service.model import ConnectionState, RemovalState, SuggestionState
-from service.rules import Verdict, coverage_gap, verdict_time
+from service.model import ConnectionState, RemovalState, SuggestionState, Unseen
+from service.rules import Verdict, counted_unseen, coverage_gap, verdict_time
 from service.store.models import Account, Connection, Removal, Suggestion, SyncRun
-from service.store.queries import account_coverage
+from service.store.queries import account_coverage, account_unseen
 from service.suggestions import OPEN, judge_account, stale_gap
 from service.text import web_link
 
@@ -68,6 +68,11 @@ class Person:
     state: str = S.PENDING.value
     note: str | None = None
     at: datetime | None = None  # removed at, for removals
+    # What could not be seen on the account when it was suggested (accepted by the person).
+    unseen: tuple[str, ...] = ()
+    # Connected before lopper's first sync, on a date the platform does not tell: then
+    # ``connected_since`` is that first sync, the latest it can have been.
+    since_unknown: bool = False
 
     @classmethod
     def of(cls, suggestion: Suggestion, account_key: str, at: datetime | None = None) -> Person:
@@ -94,6 +99,8 @@ class Person:
             state=suggestion.state.value,
             note=suggestion.note,
             at=at,
+            unseen=tuple(str(u) for u in e.get("unseen") or ()),
+            since_unknown=bool(e.get("follow_date_unknown")),
         )
 
 
@@ -123,6 +130,7 @@ class AccountDigest:
     failed: list[Person] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     history_gap: str | None = None  # invariant 3: why nobody can be judged yet
+    unseen: list[str] = field(default_factory=list)  # kinds not seen: why, and what to do
     too_early: int = 0  # connections not judgeable yet for lack of history
     brake: str | None = None
     buckets: list[Bucket] = field(default_factory=list)
@@ -184,6 +192,26 @@ def count_buckets(rows: Iterable[tuple[datetime | None, bool]], now: datetime) -
         target = suggested if open_suggestion else kept
         target[bucket_of(last, now)] += 1
     return [Bucket(label, kept[label], suggested[label]) for label in labels]
+
+
+def unseen_notes(unseen: Sequence[Unseen], config: AccountConfig, rules: Rules) -> list[str]:
+    """Each counted kind the account's platform does not show: why, and what to do."""
+    notes = []
+    for item in counted_unseen(unseen, rules):
+        if item.kind in config.accept_unseen:
+            notes.append(
+                f"{item.describe()} cannot be seen ({item.reason}); you accepted it, and "
+                "each suggestion says so"
+            )
+            continue
+        todo = f"accept it with accept_unseen: [{item.kind.value}] under the account"
+        if item.remedy and "accept_unseen" not in item.remedy:
+            todo += f", or {item.remedy}"
+        notes.append(
+            f"{item.describe()} cannot be seen ({item.reason}); nobody on this account is "
+            f"suggested until you {todo}"
+        )
+    return notes
 
 
 def _count(session: Session, *where: Any) -> int:
@@ -281,6 +309,7 @@ def gather_account(
     digest.history_gap = coverage_gap(coverage, rules, verdict_time(coverage, now)) or stale_gap(
         coverage, rules, now
     )
+    digest.unseen = unseen_notes(account_unseen(account), config, rules)
     if config.platform == "x":
         options = config.x or XOptions()
         costs = month_costs(session, now, {config.key: options.prices})

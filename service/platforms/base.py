@@ -152,6 +152,9 @@ class Traits:
     # The full listing is fetched at most this often, whatever the schedule asks (X bills
     # each person listed).
     min_relist: timedelta = timedelta(0)
+    # The following list comes newest follow first (X, Mastodon): at the first listing the
+    # newest follows can be told from the established ones (rules.newest_in_grace).
+    newest_first: bool = False
 
 
 @runtime_checkable

@@ -20,6 +20,45 @@ span between its oldest item and the page before it, the end of the history for 
 its oldest item, and a forwards run for the span since the last run once an empty page shows
 nothing newer is left.
 
+What the adapter cannot see it reports through ``unseen()``, and nobody on the account is
+flagged while a counted kind is unseen (unless the person accepts it with ``accept_unseen``):
+
+- an endpoint that answers 404 or 501 makes its kinds unseen, whatever the server is: it is
+  asked again at every sync (one request) and left out of the account's coverage meanwhile;
+- ``/api/v1/conversations/`` (Mastodon.py adds the slash) that answers 404 is asked again
+  without the slash before the endpoint counts as missing;
+- the owner's ``statuses_count`` above the number of statuses the account's own listing
+  gave, once it was read to the end: the server hides some (direct messages, boosts);
+- the server software, read once a sync from ``/api/v1/instance`` (its ``version``), and
+  what each family is known to leave hollow (answer empty whatever happened):
+
+  ============== ======================= ============================================
+  family         how it names itself     what lopper knows of it
+  ============== ======================= ============================================
+  Mastodon       ``4.3.2``               every endpoint above; the owner's statuses
+                                         include direct messages and boosts
+                                         (AccountStatusesFilter: the author sees all);
+                                         notifications carry their time, favourites
+                                         none; follow ids in the ``Link`` header come
+                                         from a plain sequence (the ``follows`` table
+                                         has no Snowflake ids), so they tell no date
+  GoToSocial     ``x (compatible;        conversations only in recent versions (older
+                 GoToSocial y)``         ones answer 404, which the probe catches);
+                                         ids are ULIDs, not numbers
+  Pleroma,       ``2.7.2 (compatible;    conversations served; 128-bit Flake ids
+  Akkoma         Pleroma y)``            (strings), not Mastodon's Snowflakes
+  Misskey family ``(compatible; Sharkey  conversations since Calckey 14, Firefish 1,
+  (Sharkey,      y)`` and the like       Iceshrimp 1; nothing known hollow, so only the
+  Iceshrimp,                             probes decide
+  Firefish)
+  Takahē         ``takahe/0.11``         conversations: 404 with the slash, always
+                                         ``[]`` without it (hollow); the owner's
+                                         statuses leave out direct messages and boosts
+                                         while ``statuses_count`` counts them;
+                                         ``last_status_at`` always null; no rate-limit
+                                         headers; a bad token is a plain-text 400
+  ============== ======================= ============================================
+
 Credentials: ``access_token`` (and, for a server whose API is not at the address of the
 handle, ``api_base_url``) from the account's credentials, else the token file written by
 :func:`authorize`. The SDK is imported here and nowhere else.
@@ -97,15 +136,87 @@ STATUSES = "statuses"
 FAVOURITES = "favourites"
 CONVERSATIONS = "conversations"
 STREAMS = (NOTIFICATIONS, STATUSES, FAVOURITES, CONVERSATIONS)
-# Streams whose exchanges are also read elsewhere: a server without them loses little, so
-# they are left out for a while instead of holding every verdict back.
-SUPPLEMENTARY = frozenset({CONVERSATIONS})
-REPROBE_AFTER = timedelta(days=7)
 RECHECK_AFTER = timedelta(minutes=1)  # how long a relationship read stands for remove()
 EXCHANGE_TYPES = ["mention", "favourite", "reblog", "quote"]
 
 _IN, _OUT = Direction.INBOUND, Direction.OUTBOUND
 _SECOND = timedelta(seconds=1)
+
+# What each stream would have shown, and which way: a stream the server does not serve
+# makes these unseen.
+STREAM_KINDS: dict[str, tuple[tuple[Kind, Direction | None], ...]] = {
+    NOTIFICATIONS: (
+        (Kind.LIKE, _IN),
+        (Kind.REPOST, _IN),
+        (Kind.MENTION, _IN),
+        (Kind.REPLY, _IN),
+        (Kind.QUOTE, _IN),
+        (Kind.MESSAGE, _IN),
+    ),
+    STATUSES: (
+        (Kind.REPLY, _OUT),
+        (Kind.MENTION, _OUT),
+        (Kind.QUOTE, _OUT),
+        (Kind.REPOST, _OUT),
+        (Kind.MESSAGE, _OUT),
+    ),
+    FAVOURITES: ((Kind.LIKE, _OUT),),
+    CONVERSATIONS: ((Kind.MESSAGE, None),),
+}
+_STREAM_PATHS = {
+    NOTIFICATIONS: "/api/v1/notifications",
+    STATUSES: "/api/v1/accounts/:id/statuses",
+    FAVOURITES: "/api/v1/favourites",
+    CONVERSATIONS: "/api/v1/conversations",
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """What one family of server software serves through the Mastodon client API."""
+
+    name: str
+    # Kinds the software is known to leave out of every endpoint lopper reads.
+    hollow: tuple[tuple[Kind, Direction | None, str], ...] = ()
+
+
+FAMILIES: dict[str, Family] = {
+    "mastodon": Family("Mastodon"),
+    "gotosocial": Family("GoToSocial"),
+    "pleroma": Family("Pleroma"),
+    "akkoma": Family("Akkoma"),
+    "misskey": Family("Misskey-family"),
+    "takahe": Family(
+        "Takahē",
+        hollow=(
+            (
+                Kind.MESSAGE,
+                None,
+                "Takahē answers conversations with an empty list and leaves direct messages "
+                "out of the account's own statuses",
+            ),
+            (Kind.REPOST, _OUT, "Takahē leaves boosts out of the account's own statuses"),
+        ),
+    ),
+}
+_MISSKEY = ("misskey", "sharkey", "iceshrimp", "firefish", "calckey", "catodon", "foundkey")
+
+
+def server_family(version: str) -> str | None:
+    """The family from ``/api/v1/instance``'s ``version`` (None: not recognised).
+
+    Compatible servers append themselves (``2.7.2 (compatible; Pleroma 2.6.0)``); Mastodon
+    sends a bare version (``4.3.2``, ``4.4.0-beta.1``, ``4.3.2+glitch``).
+    """
+    text = version.strip().lower()
+    for name in ("gotosocial", "akkoma", "pleroma", "takahe", "takahē"):
+        if name in text:
+            return "takahe" if name.startswith("takah") else name
+    if any(name in text for name in _MISSKEY):
+        return "misskey"
+    if text[:1].isdigit() and "compatible" not in text:
+        return "mastodon"
+    return None
 
 
 # --- small conversions -------------------------------------------------------------------
@@ -293,7 +404,8 @@ class MastodonPlatform:
         {Capability.REMOVE, Capability.RESTORE, Capability.RELATIONSHIP}
     )
     simulated: ClassVar[bool] = False
-    traits: Traits = Traits(removal_spacing=(20.0, 90.0))
+    # Follows are listed newest first (paged by follow id, descending).
+    traits: Traits = Traits(removal_spacing=(20.0, 90.0), newest_first=True)
 
     def __init__(
         self,
@@ -305,8 +417,10 @@ class MastodonPlatform:
         account_key: str,
         clock: Clock | None = None,
         timeout: float = REQUEST_TIMEOUT,
+        token_configured: bool = False,
     ) -> None:
         self.handle = handle
+        self._token_configured = token_configured  # an access_token credential, not `auth`
         self.base_url = _base_url(api_base_url)
         parts = handle.lstrip("@").split("@")
         # Local accounts are listed as bare names: qualify them with the account's own
@@ -329,10 +443,22 @@ class MastodonPlatform:
         self._me: Any = None
         self._seen: tuple[str | None, set[str]] = (None, set())  # followers of this listing
         self._checked: dict[str, tuple[bool, datetime]] = {}  # follow found by relationship()
+        self._found: dict[tuple[Kind, Direction | None], Unseen] = {}  # unseen, this sync
+        self._plain_conversations = False
+        self.software: str | None = None  # the server's own version string
+        self.family: Family | None = None
 
     # -- errors -------------------------------------------------------------------------
 
     def _reauth(self, why: str) -> str:
+        if self._token_configured:
+            # The credential overrides what `lopper auth` stores: running it would not help.
+            return (
+                f"the Mastodon server at {self.base_url} {why}; the access_token credential "
+                "of this account in the configuration is the one used (it overrides what "
+                "`lopper auth mastodon` stores): replace it with a valid token, or remove it "
+                f"and run `lopper auth mastodon --instance {self.base_url}`"
+            )
         return (
             f"the Mastodon server at {self.base_url} {why}; run "
             f"`lopper auth mastodon --instance {self.base_url}` again"
@@ -389,6 +515,12 @@ class MastodonPlatform:
             if write:
                 return Blocked(f"Mastodon refused the change (403: {detail or 'forbidden'})")
             return AuthError(self._reauth(f"refused access (403: {detail or 'forbidden'})"))
+        if status == 422 and missing is PersonNotFound:
+            # An unfollow the server cannot process for this person (a suspended account on
+            # some servers): the executor checks whether the follow is still listed.
+            return missing(f"refused by {self.base_url} (422: {detail or 'unprocessable'})")
+        if status == 501 and missing is Unsupported:
+            return missing(f"not implemented on {self.base_url} (501)")
         if isinstance(exc, MastodonNotFoundError) or status in (404, 410):
             return missing(f"not found on {self.base_url} ({status}: {detail or 'not found'})")
         if status is not None and status >= 500:
@@ -435,13 +567,27 @@ class MastodonPlatform:
 
     # -- connections --------------------------------------------------------------------
 
+    def _profile_url(self, url: Any) -> str | None:
+        """The account's ``url``, over plain HTTP where the server itself is reached so.
+
+        A server behind plain HTTP may still write ``https://`` into its own accounts'
+        addresses, which then lead nowhere.
+        """
+        if not isinstance(url, str) or not url:
+            return None
+        base = urlsplit(self.base_url)
+        parts = urlsplit(url)
+        if base.scheme == "http" and parts.scheme == "https" and parts.netloc == base.netloc:
+            return "http" + url[len("https") :]
+        return url
+
     def _person(self, account: Any, *, following: bool, followed_by: bool) -> Person:
         moved = account.get("moved")
         return Person(
             user_id=_id(account),
             handle=self._handle(str(account["acct"])),
             display_name=account.get("display_name") or None,
-            profile_url=account.get("url") or None,
+            profile_url=self._profile_url(account.get("url")),
             following=following,
             followed_by=followed_by,
             gone=bool(account.get("suspended")),
@@ -491,52 +637,161 @@ class MastodonPlatform:
 
     # -- exchanges ----------------------------------------------------------------------
 
-    def _unsupported_file(self) -> Path:
-        return self.folder / "unsupported.json"
+    def _findings_file(self) -> Path:
+        return self.folder / "findings.json"
 
-    def _unsupported(self) -> dict[str, str]:
+    def _findings(self) -> dict[str, Any]:
+        """What earlier syncs found out about the server (endpoints missing, statuses hidden)."""
         try:
-            data = json.loads(self._unsupported_file().read_text(encoding="utf-8"))
+            data = json.loads(self._findings_file().read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
 
-    def _remember_unsupported(self, stream: str) -> None:
-        data = self._unsupported()
-        data[stream] = _iso(self.clock())
+    def _remember(self, key: str, value: Any) -> None:
+        data = self._findings()
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self._unsupported_file().with_suffix(".tmp")
+        tmp = self._findings_file().with_suffix(".tmp")
         tmp.write_text(json.dumps(data), encoding="utf-8")
-        tmp.replace(self._unsupported_file())
+        tmp.replace(self._findings_file())
+
+    def _read_family(self) -> None:
+        """The server's software, from ``/api/v1/instance`` (read once a sync)."""
+        try:
+            info = self._call(self.api.instance_v1)
+        except AuthError:
+            raise
+        except PlatformError:
+            info = None
+        version = str(info.get("version") or "") if isinstance(info, dict) else ""
+        self.software = version or None
+        self.family = FAMILIES.get(server_family(version) or "")
 
     def interaction_streams(self) -> Sequence[str]:
-        skipped = set()
-        for stream, since in self._unsupported().items():
+        """Every stream the server serves.
+
+        One that answered 404 or 501 before is asked again (one request): while it still
+        does, its kinds are unseen and it is left out of the account's coverage, which then
+        stands on the streams that were read.
+        """
+        self._found = {}
+        self._read_family()
+        missing = dict(self._findings().get("missing") or {})
+        streams = []
+        for stream in STREAMS:
+            if stream in missing:
+                try:
+                    self._fetch(stream, limit=1)
+                except AuthError:
+                    raise
+                except PlatformError:
+                    self._lack(stream)
+                    continue
+                missing.pop(stream)
+                self._remember("missing", missing or None)
+            streams.append(stream)
+        return tuple(streams)
+
+    def _lack(self, stream: str) -> None:
+        """The server does not serve ``stream``: what it would have shown is unseen."""
+        path = _STREAM_PATHS[stream]
+        for kind, direction in STREAM_KINDS[stream]:
+            self._found[(kind, direction)] = Unseen(
+                kind,
+                f"the server at {self.base_url} does not serve {path}",
+                "ask the server's admin whether it can be enabled",
+                direction,
+            )
+
+    def _conversations(self, **params: Any) -> Any:
+        """Conversations, asked without the trailing slash when the server wants it so.
+
+        Mastodon.py asks ``/api/v1/conversations/``; some servers (Takahē) route only the
+        address without the slash and answer the other with a 404.
+        """
+        if not self._plain_conversations:
             try:
-                if stream in SUPPLEMENTARY and _aware(since) > self.clock() - REPROBE_AFTER:
-                    skipped.add(stream)
-            except ValueError:
-                continue
-        return tuple(s for s in STREAMS if s not in skipped)
+                return self._call(self.api.conversations, missing=Unsupported, **params)
+            except Unsupported:
+                pass
+        request = self.api._Mastodon__api_request  # type: ignore[attr-defined]
+        query = {k: str(v) for k, v in params.items() if v is not None}
+        page = self._call(request, "GET", "/api/v1/conversations", query, missing=Unsupported)
+        self._plain_conversations = True
+        return page
 
     def _fetch(self, stream: str, **params: Any) -> Any:
-        if stream == NOTIFICATIONS:
-            fn: Callable[..., Any] = self.api.notifications
-            params["types"] = list(EXCHANGE_TYPES)
-        elif stream == STATUSES:
-            return self._call(
-                self.api.account_statuses, self._me_id(), missing=Unsupported, **params
-            )
-        elif stream == FAVOURITES:
-            fn = self.api.favourites
-        else:
-            fn = self.api.conversations
         try:
-            return self._call(fn, missing=Unsupported, **params)
+            if stream == NOTIFICATIONS:
+                params["types"] = list(EXCHANGE_TYPES)
+                return self._call(self.api.notifications, missing=Unsupported, **params)
+            if stream == STATUSES:
+                return self._call(
+                    self.api.account_statuses, self._me_id(), missing=Unsupported, **params
+                )
+            if stream == FAVOURITES:
+                return self._call(self.api.favourites, missing=Unsupported, **params)
+            return self._conversations(**params)
         except Unsupported:
-            if stream in SUPPLEMENTARY:
-                self._remember_unsupported(stream)
+            missing = dict(self._findings().get("missing") or {})
+            missing.setdefault(stream, _iso(self.clock()))
+            self._remember("missing", missing)
+            self._lack(stream)
             raise
+
+    def _count_statuses(self, state: dict[str, Any], page: Any, done: bool) -> None:
+        """Compare the statuses the listing gave with the owner's ``statuses_count``.
+
+        Mastodon lists every status of the owner's own (direct messages and boosts too) and
+        counts all but direct messages, so the listing is never shorter. A server that lists
+        fewer than it counts hides some, and a kind the listing never showed may be among
+        them.
+        """
+        state["n"] = int(state.get("n") or 0) + len(page)
+        state["dm"] = bool(state.get("dm")) or any(
+            item.get("visibility") == "direct" for item in page
+        )
+        state["rb"] = bool(state.get("rb")) or any(
+            isinstance(item.get("reblog"), dict) for item in page
+        )
+        if not done:
+            return
+        try:
+            counted = int(self._me.get("statuses_count") or 0)
+        except (TypeError, ValueError, AttributeError):
+            counted = 0
+        listed = state["n"]
+        hidden = None
+        if counted > listed:
+            hidden = {"listed": listed, "counted": counted, "dm": state["dm"], "rb": state["rb"]}
+        self._remember("hidden", hidden)
+
+    def unseen(self) -> Sequence[Unseen]:
+        found = dict(self._found)
+        if self.family is not None:
+            for kind, direction, reason in self.family.hollow:
+                found.setdefault((kind, direction), Unseen(kind, reason, None, direction))
+        hidden = self._findings().get("hidden")
+        if isinstance(hidden, dict):
+            why = (
+                f"the server lists {hidden.get('listed')} of the account's "
+                f"{hidden.get('counted')} statuses"
+            )
+            if not hidden.get("dm"):
+                found.setdefault(
+                    (Kind.MESSAGE, _OUT),
+                    Unseen(Kind.MESSAGE, f"{why}: direct messages are not visible", None, _OUT),
+                )
+            if not hidden.get("rb"):
+                found.setdefault(
+                    (Kind.REPOST, _OUT),
+                    Unseen(Kind.REPOST, f"{why}: boosts are not visible", None, _OUT),
+                )
+        return list(found.values())
 
     def _exchanges(self, stream: str, item: Any, seen_at: datetime) -> Iterator[Exchange]:
         me = self._me_id()
@@ -651,6 +906,10 @@ class MastodonPlatform:
             if start <= upper:
                 low, covers = start, Span(start, upper)
         after = _page_param(page, "next") if page else None
+        counts: dict[str, Any] = {}
+        if stream == STATUSES:
+            counts = {k: state[k] for k in ("n", "dm", "rb") if k in state}
+            self._count_statuses(counts, page, done=after is None)
         if after is not None:
             later = {
                 "phase": "back",
@@ -659,6 +918,7 @@ class MastodonPlatform:
                 "top_at": _iso(top_at),
                 "low": _iso(low),
                 "earliest": _iso(earliest) if earliest else None,
+                **counts,
             }
             return InteractionPage(exchanges, json.dumps(later), covers, done=False)
         # The end of what the server keeps.
@@ -733,9 +993,6 @@ class MastodonPlatform:
         # A locked account gets a follow request: it is done once they accept it again.
         self._call(self.api.account_follow, user_id, write=True, missing=PersonNotFound)
 
-    def unseen(self) -> Sequence[Unseen]:
-        return ()
-
     def profile_link(self, handle: str, user_id: str) -> str | None:
         return f"{self.base_url}/{handle}" if handle.startswith("@") else None
 
@@ -764,6 +1021,7 @@ def build(account: Account, state_dir: Path, clock: Clock | None = None) -> Mast
         account_key=account.key,
         clock=clock,
         timeout=account.timeout_or(REQUEST_TIMEOUT),
+        token_configured=bool(credentials.get("access_token")),
     )
 
 

@@ -269,6 +269,7 @@ class XPlatform:
         self.traits = Traits(
             removal_spacing=(30.0, 120.0),
             min_relist=max(self.relist_floor, options.relist_every),
+            newest_first=True,  # the following list comes newest follow first
         )
         self.meter = CostMeter(
             options.prices,

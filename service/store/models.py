@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -82,6 +83,8 @@ class Account(Base):
     next_removal_at: Mapped[datetime | None] = mapped_column(UTCTime)
     last_sync_at: Mapped[datetime | None] = mapped_column(UTCTime)
     last_evaluated_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    # When the account's first complete listing of connections closed (day one).
+    first_listing_at: Mapped[datetime | None] = mapped_column(UTCTime)
 
 
 class PersonLink(Base):
@@ -123,6 +126,9 @@ class Connection(Base):
     moved_to: Mapped[str | None] = mapped_column(String(300))
     protected: Mapped[bool] = mapped_column(default=False)  # set when the person keeps them
     last_active_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    # Listed at the account's first complete listing, and not among its newest follows:
+    # connected before lopper's first sync, on a date the platform does not tell.
+    established: Mapped[bool] = mapped_column(default=False, server_default=false())
     person_id: Mapped[int | None] = mapped_column(
         ForeignKey("people.id", ondelete="SET NULL"), index=True
     )

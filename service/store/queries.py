@@ -131,6 +131,7 @@ def connection_facts(
         c.lists,
         c.protected,
         c.last_active_at,
+        c.established,
     ).where(c.account_id == account_id, c.state == ConnectionState.ACTIVE.value)
     if connection_ids is not None:
         statement = statement.where(c.id.in_(list(connection_ids)))
@@ -151,6 +152,7 @@ def connection_facts(
             lists=tuple(r[11] or ()),
             kept=bool(r[12]),
             last_active_at=_aware(r[13]),
+            established=bool(r[14]),
         )
         for r in rows
     ]

@@ -29,10 +29,12 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from service.digest.compose import Person
+from service.digest.compose import Person, unseen_notes
 from service.digest.links import LinkInvalid, Signer, claim_link, find_link, signing_key
+from service.errors import ConfigError
 from service.model import Channel, SuggestionState
-from service.store.models import Digest, ReviewLink, Suggestion
+from service.store.models import Account, Digest, ReviewLink, Suggestion
+from service.store.queries import account_unseen
 from service.suggestions import Version, decide, version_of
 from service.text import href
 
@@ -75,6 +77,7 @@ class Row:
 class Group:
     account: str
     rows: list[Row] = field(default_factory=list)
+    unseen: list[str] = field(default_factory=list)  # kinds not seen: why, what to do
 
 
 class ReviewApp:
@@ -256,8 +259,17 @@ class ReviewApp:
                     )
                     decided = f"{_said(s.state)}{how}{when}"
                 row = Row(Person.of(s, key), s.state is S.PENDING, decided, _version(s))
-                groups.setdefault(key, Group(key)).rows.append(row)
+                if key not in groups:
+                    groups[key] = Group(key, unseen=self._unseen(s.account))
+                groups[key].rows.append(row)
             return list(groups.values())
+
+    def _unseen(self, account: Account) -> list[str]:
+        try:
+            config = self.app.settings.account(account.key)
+        except ConfigError:
+            return []
+        return unseen_notes(account_unseen(account), config, self.app.settings.rules)
 
     def _show(
         self, request: Request, link_id: int, nonce: str, notice: str | None = None

@@ -59,7 +59,19 @@ ROUTES: dict[str, tuple[str, re.Pattern[str]]] = {
 _OAUTH = frozenset({"apps", "oauth_metadata", "token", "instance", "instance_v2"})
 _TEXT = "text/plain; charset=utf-8"
 # "drop": hang up without an answer; "stall": act, but answer only after ``stall`` seconds
-FAULTS = ("429", "500", "503", "malformed", "401", "bearer400", "403", "404", "drop", "stall")
+FAULTS = (
+    "429",
+    "500",
+    "503",
+    "malformed",
+    "401",
+    "bearer400",
+    "403",
+    "404",
+    "422",
+    "drop",
+    "stall",
+)
 
 
 def iso_ms(value: datetime) -> str:
@@ -210,6 +222,14 @@ class FakeMastodon(FaultQueue, Served):
         self.plain_400_for_bad_tokens = False
         self.hide_direct_in_statuses = False
         self.missing: set[str] = set()  # routes this server does not have
+        # The software and version ``/api/v1/instance`` names (Mastodon sends a bare version,
+        # compatible servers append themselves: "2.7.2 (compatible; Pleroma 2.6.0)").
+        self.version = "4.3.2"
+        # Takahē routes /api/v1/conversations without the trailing slash only: the address
+        # Mastodon.py asks (with the slash) answers 404.
+        self.conversations_slash_404 = False
+        # Takahē answers conversations with an empty list whatever was sent.
+        self.conversations_hollow = False
         self.lagging_follows: set[str] = set()  # relationships read stale once after a follow
         self.approved_codes: dict[str, str] = {}  # code the person would paste -> token
         self.app_scopes: str | None = None
@@ -280,6 +300,15 @@ class FakeMastodon(FaultQueue, Served):
         key = self._follower_of.pop(account_id, None)
         if key is not None:
             self.followers.remove(key)
+
+    def behave_as_takahe(self) -> None:
+        """The Mastodon-API server Takahē 0.11 as seen on a real server: conversations a 404
+        with the slash and always empty without it, the owner's direct messages left out of
+        their statuses while ``statuses_count`` counts them."""
+        self.version = "takahe/0.11.0"
+        self.conversations_slash_404 = True
+        self.conversations_hollow = True
+        self.hide_direct_in_statuses = True
 
     def following_ids(self) -> set[str]:
         return set(self.following.values.values())
@@ -441,6 +470,17 @@ class FakeMastodon(FaultQueue, Served):
             body["suspended"] = True
         return body
 
+    def _statuses_count(self, account_id: str) -> int:
+        if account_id != ME:
+            return 0
+        # Mastodon leaves direct messages out of the count (Status#increment_counter_caches);
+        # a server that hides them from the listing (Takahē) counts them.
+        return sum(
+            1
+            for status in self.own.values.values()
+            if self.hide_direct_in_statuses or status.visibility != "direct"
+        )
+
     def render_status(self, status_id: str, *, depth: int = 0) -> dict[str, Any]:
         s = self.statuses[status_id]
         author = self.accounts[s.account_id]
@@ -572,6 +612,8 @@ class FakeMastodon(FaultQueue, Served):
         with self.lock:
             route, match = _route(method, path)
             self.requests[route or f"{method} {path}"] += 1
+            if route == "conversations" and path.endswith("/") and self.conversations_slash_404:
+                return _Answer(404, {"error": "Not Found"})
             if route is None or route in self.missing:
                 return _Answer(404, {"error": "Not Found"})
             if route in _OAUTH:
@@ -637,12 +679,15 @@ class FakeMastodon(FaultQueue, Served):
             return _Answer(403, {"error": "This action is not allowed"})
         if kind == "404":
             return _Answer(404, {"error": "Record not found"})
+        if kind == "422":
+            # An action the server will not process for this record, the follow left as it was.
+            return _Answer(422, {"error": "Validation failed"})
         return _Answer(0, None, drop=True)
 
     def _oauth(self, route: str, form: dict[str, list[str]]) -> _Answer:
         if route in ("instance", "instance_v2"):
             # Mastodon.py asks for the version after logging in.
-            body: dict[str, Any] = {"title": "Fake", "version": "4.3.2"}
+            body: dict[str, Any] = {"title": "Fake", "version": self.version}
             if route == "instance":
                 body["uri"] = self.domain
             else:
@@ -741,6 +786,7 @@ class FakeMastodon(FaultQueue, Served):
 
     def _do_verify_credentials(self, query: dict[str, list[str]]) -> _Answer:
         body = self.render_account(ME)
+        body["statuses_count"] = self._statuses_count(ME)
         body["source"] = {"privacy": "public", "sensitive": False, "note": "", "fields": []}
         return _Answer(200, body)
 
@@ -807,7 +853,7 @@ class FakeMastodon(FaultQueue, Served):
     def _do_conversations(self, query: dict[str, list[str]]) -> _Answer:
         limit, max_id, since_id, min_id = self._pagination(query, 20)
         listing = self.conversations()
-        keys = listing.page(limit, max_id, since_id, min_id)
+        keys = [] if self.conversations_hollow else listing.page(limit, max_id, since_id, min_id)
         body = []
         for key in keys:
             number, people, last = listing.values[key]
