@@ -37,7 +37,15 @@ def main(argv: list[str] | None = None) -> int:
             "LOPPER_FUZZ_SEED": str(chosen),
             "LOPPER_FUZZ_REPORT": str(report),
         }
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--show-capture=no"]
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--show-capture=no",
+        ]
         command += ["tests/test_fuzz.py", *(["-k", args.k] if args.k else [])]
         print(f"seed {chosen}, {args.examples:,} inputs per property: {' '.join(command[1:])}")
         start = time.perf_counter()

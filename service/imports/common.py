@@ -12,8 +12,8 @@ wrote for a part, within the span of time the new export holds for it, is replac
 the new export says: a corrected export (the owner now known) leaves no wrong row behind,
 and the same export imported again changes nothing.
 
-An export is a snapshot at its own date (its newest entry). One older than an export
-already imported adds its exchanges but leaves the connection list alone: an old list
+An export is a snapshot at its own date (its newest entry, or its files' dates where they
+are later: a zip keeps the date it was made). One older than an export already imported adds its exchanges but leaves the connection list alone: an old list
 would mark current connections vanished and bring dropped ones back.
 
 The owner: a reader that cannot tell which participant of the messages is the account's
@@ -338,16 +338,18 @@ def run_import(
                 report.exchanges_new += save_exchanges(session, account_id, exchanges)
             report.exchanges_replaced = _replace_parts(session, account_id, parts)
             report.refused = reader.refused
-            taken = max((t for t in (newest, latest) if t is not None), default=None)
+            # An export is dated by its newest entry or its files' dates, whichever is later.
+            taken = max((t for t in (newest, latest, export.dated) if t is not None), default=None)
             if listing is not None:
                 report.connections_seen = len(people)
                 applied = _snapshot(session, account_id, taken, now)
                 if applied is not None:
                     report.older = True
+                    assert taken is not None
                     report.notes.append(
-                        f"this export's newest entry ({taken:%Y-%m-%d}) is older than that of "
-                        f"an export imported before ({applied:%Y-%m-%d}): its exchanges were "
-                        "added, its connection list was not applied"
+                        f"this export (of {taken:%Y-%m-%d}) is older than one imported before "
+                        f"(of {applied:%Y-%m-%d}): its exchanges were added, its connection list "
+                        "was not applied"
                     )
                 else:
                     label = uuid.uuid4().hex[:12]

@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -62,6 +63,7 @@ class Export:
     _zip: zipfile.ZipFile | None = None
     _sizes: dict[str, int] = field(default_factory=dict)
     _packed: dict[str, int] = field(default_factory=dict)  # compressed sizes (zip only)
+    dated: datetime | None = None  # the newest file date in it: when it was made, at the latest
 
     def names(self) -> list[str]:
         return sorted(self._sizes, key=_natural_key)
@@ -170,12 +172,16 @@ def open_export(path: Path) -> Iterator[Export]:
         raise ExportError(f"{path}: no such file or folder")
     if path.is_dir():
         sizes: dict[str, int] = {}
+        newest = 0.0
         for p in path.rglob("*"):
             if p.is_file():
                 if len(sizes) >= MAX_MEMBERS:
                     raise ExportError(f"{path}: more than {MAX_MEMBERS:,} files; refused")
-                sizes[p.relative_to(path).as_posix()] = p.stat().st_size
-        export = Export(path, None, sizes)
+                stat = p.stat()
+                sizes[p.relative_to(path).as_posix()] = stat.st_size
+                newest = max(newest, stat.st_mtime)
+        dated = datetime.fromtimestamp(newest, UTC) if sizes else None
+        export = Export(path, None, sizes, dated=dated)
     else:
         try:
             archive = zipfile.ZipFile(path)
@@ -200,7 +206,13 @@ def open_export(path: Path) -> Iterator[Export]:
                 )
         sizes = {i.filename: i.file_size for i in infos}
         packed = {i.filename: i.compress_size for i in infos}
-        export = Export(path, archive, sizes, packed)
+        stamps = [i.date_time for i in infos]
+        # Zip dates carry no zone: read as UTC (hours do not matter between two exports).
+        try:
+            dated = datetime(*max(stamps), tzinfo=UTC) if stamps else None
+        except ValueError:  # a zero date some zip tools write
+            dated = None
+        export = Export(path, archive, sizes, packed, dated)
     try:
         yield export
     finally:
