@@ -114,16 +114,10 @@ class LinkedInReader:
                         + ", ".join(repr(m) for m in missing)
                         + f" (the header is: {', '.join(header)})"
                     )
+                raw = ""
                 for row in rows:
                     raw = "".join(record)
                     record.clear()
-                    if raw.count('"') % 2 and not raw.endswith(("\n", "\r")):
-                        # The last record, cut inside a quoted field: the reader would return
-                        # what it has as if the file ended there.
-                        raise ExportError(
-                            f"{export.describe(member)}: line {rows.line_num}: the file ends "
-                            "inside a quoted field; it is cut short: download the export again"
-                        )
                     if not any(cell.strip() for cell in row):
                         continue
                     values = dict(zip(header, row, strict=False))
@@ -133,6 +127,13 @@ class LinkedInReader:
                             f"fields where the header has {len(header)}; the file may be cut short"
                         )
                     yield rows.line_num, values
+                if raw.count('"') % 2:
+                    # The last record, cut inside a quoted field: the reader returned what it
+                    # had as if the file ended there (the import is undone by this error).
+                    raise ExportError(
+                        f"{export.describe(member)}: line {rows.line_num}: the file ends inside "
+                        "a quoted field; it is cut short: download the export again"
+                    )
             except csv.Error as exc:
                 raise ExportError(
                     f"{export.describe(member)}: line {rows.line_num}: {exc}"
