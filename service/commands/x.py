@@ -69,7 +69,7 @@ def import_x_archive(
                 err.print(
                     f"[yellow]likes are not attributed: looking them up needs the X API client "
                     f"({exc.name or exc}), which lopper's x extra installs "
-                    "(pip install 'lopper[x]'); or import with --no-lookup[/yellow]",
+                    "(pip install 'lopper\\[x]'); or import with --no-lookup[/yellow]",
                     highlight=False,
                 )
         meter = meter_of(adapter)

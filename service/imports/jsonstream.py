@@ -4,7 +4,8 @@ Facebook and Instagram write each kind of data as one JSON document: a list
 (``[{...}, ...]``), or an object whose values are lists (``{"participants": [...],
 "messages": [...]}``) or small values. :func:`walk` goes through such a document and yields
 ``(key, value)``: ``key`` is the top-level key (``None`` for a top-level list), and each list
-there is given element by element, announced first by ``(key, LIST)``. Every element, and
+there is given element by element, announced first by ``(key, LIST)``; a top-level object is
+announced by ``(None, OBJECT)``. Every element, and
 every value that is not a list, is parsed by the standard library's C scanner
 (``JSONDecoder.raw_decode``) from a buffer that is refilled as needed, as the X archive's
 reader does; throughput stays close to ``json.loads`` of the whole file.
@@ -36,6 +37,7 @@ class _List:
 
 
 LIST: Any = _List()
+OBJECT: Any = type("_Object", (), {"__repr__": lambda self: "OBJECT"})()
 
 
 class _Scanner:
@@ -140,6 +142,7 @@ def walk(export: Export, member: str, tick: Callable[[int], None] | None = None)
             for item in scanner.elements():
                 yield None, item
         elif first == "{":
+            yield None, OBJECT
             scanner.pos += 1
             if scanner.peek() == "}":
                 scanner.pos += 1
@@ -175,15 +178,15 @@ def document(export: Export, member: str, tick: Callable[[int], None] | None = N
     result: Any = None
     for key, value in walk(export, member, tick):
         if key is None:
-            if value is LIST:
+            if value is OBJECT:
+                result = {}
+            elif value is LIST:
                 result = []
             elif isinstance(result, list):
                 result.append(value)
             else:
                 result = value
             continue
-        if result is None:
-            result = {}
         if value is LIST:
             result[key] = []
         elif isinstance(result.get(key), list) and key in result:
@@ -202,6 +205,8 @@ def records(
     chosen: str | None = None
     found = False
     for key, value in walk(export, member, tick):
+        if value is OBJECT:
+            continue
         if value is LIST:
             if found:
                 continue
