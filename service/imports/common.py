@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import Column, MetaData, String, Table, delete, exists, insert, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from service.config import Account as AccountConfig
@@ -315,7 +316,8 @@ def run_import(
             newest = max((p.connected_since for p in people if p.connected_since), default=None)
             earliest: datetime | None = None
             latest: datetime | None = None
-            parts: dict[str, tuple[set[str], datetime, datetime]] = {}
+            parts: dict[str, tuple[datetime, datetime]] = {}
+            _begin_said(session)
             for batch in reader.exchanges(export, advance):
                 exchanges: list[Exchange] = []
                 append, resolve, known = exchanges.append, resolver.resolve, resolver.keys
@@ -333,7 +335,7 @@ def run_import(
                     first, last = min(i.at for i in batch), max(i.at for i in batch)
                     earliest = first if earliest is None else min(earliest, first)
                     latest = last if latest is None else max(latest, last)
-                    _note_parts(parts, exchanges)
+                    _note_parts(session, parts, exchanges)
                 report.exchanges_read += len(batch)
                 report.exchanges_new += save_exchanges(session, account_id, exchanges)
             report.exchanges_replaced = _replace_parts(session, account_id, parts)
@@ -408,44 +410,67 @@ def run_import(
     return report
 
 
+# The event ids one import gives, kept beside the store for the length of its transaction:
+# an export holds millions, which in memory would grow with its size.
+_SAID = Table(
+    "lopper_import_said",
+    MetaData(),
+    Column("event_id", String(255), primary_key=True),
+    prefixes=["TEMPORARY"],
+)
+
+
+def _begin_said(session: Session) -> None:
+    session.execute(
+        text(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS lopper_import_said "
+            "(event_id VARCHAR(255) PRIMARY KEY)"
+        )
+    )
+    session.execute(delete(_SAID))
+
+
 def _note_parts(
-    parts: dict[str, tuple[set[str], datetime, datetime]], batch: list[Exchange]
+    session: Session, parts: dict[str, tuple[datetime, datetime]], batch: list[Exchange]
 ) -> None:
-    """Every event id the export gives, by part (its prefix), with the span the part holds."""
+    """Every event id the export gives, and by part (its prefix) the span the part holds."""
+    if not batch:
+        return
+    rows = [{"event_id": e.event_id} for e in batch]
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(postgresql.insert(_SAID).on_conflict_do_nothing(), rows)
+    else:
+        session.execute(insert(_SAID).prefix_with("OR IGNORE"), rows)
     for exchange in batch:
         prefix = exchange.event_id.split(":", 1)[0]
-        held = parts.get(prefix)
         at = exchange.occurred_at
+        held = parts.get(prefix)
         if held is None:
-            parts[prefix] = ({exchange.event_id}, at, at)
-        else:
-            held[0].add(exchange.event_id)
-            if at < held[1] or at > held[2]:
-                parts[prefix] = (held[0], min(held[1], at), max(held[2], at))
+            parts[prefix] = (at, at)
+        elif at < held[0] or at > held[1]:
+            parts[prefix] = (min(held[0], at), max(held[1], at))
 
 
 def _replace_parts(
-    session: Session, account_id: int, parts: dict[str, tuple[set[str], datetime, datetime]]
+    session: Session, account_id: int, parts: dict[str, tuple[datetime, datetime]]
 ) -> int:
     """Remove what earlier imports wrote for these parts, in their span, that this export no
     longer says: the new export replaces the old one's reading of the same data."""
     removed = 0
-    for prefix, (ids, first, last) in parts.items():
-        stale = [
-            row_id
-            for row_id, event in session.execute(
-                select(Interaction.id, Interaction.event_id).where(
-                    Interaction.account_id == account_id,
-                    Interaction.event_id.startswith(prefix + ":", autoescape=True),
-                    Interaction.occurred_at >= first,
-                    Interaction.occurred_at <= last,
-                )
+    for prefix, (first, last) in parts.items():
+        result = session.execute(
+            delete(Interaction)
+            .where(
+                Interaction.account_id == account_id,
+                Interaction.event_id.startswith(prefix + ":", autoescape=True),
+                Interaction.occurred_at >= first,
+                Interaction.occurred_at <= last,
+                ~exists().where(_SAID.c.event_id == Interaction.event_id),
             )
-            if event not in ids
-        ]
-        for i in range(0, len(stale), 1000):
-            session.execute(delete(Interaction).where(Interaction.id.in_(stale[i : i + 1000])))
-        removed += len(stale)
+            .execution_options(synchronize_session=False)
+        )
+        removed += max(0, result.rowcount or 0)  # type: ignore[attr-defined]
+    session.execute(delete(_SAID))
     return removed
 
 

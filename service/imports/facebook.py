@@ -309,6 +309,7 @@ class FacebookReader:
         owner = self.owner
         batch: list[Named] = []
         ordinals: dict[tuple[int, str], int] = {}
+        last_ms = None
         last_thread = None
         message_kind = Kind.MESSAGE
         senders: dict[str, tuple[str, str]] = {}  # as written -> (repaired name, id part)
@@ -359,6 +360,11 @@ class FacebookReader:
                 if not sender:
                     self.nameless += 1  # a deleted account: nobody to count it for
                     continue
+                if ms != last_ms:
+                    # Identical messages are neighbours (a thread is in time order): only the
+                    # current millisecond's are counted, so memory stays flat in a long thread.
+                    ordinals.clear()
+                    last_ms = ms
                 slot = (ms, sender)
                 n = ordinals[slot] = ordinals.get(slot, 0) + 1
                 # Thread, time, sender and an ordinal among identical ones: the same message

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -27,6 +28,7 @@ from service.imports.export import Export, ExportError
 CHUNK = 1 << 20  # characters read at a time
 MAX_ELEMENT = 32 << 20  # characters of one element (a real record is a few kilobytes)
 _SPACE = " \t\r\n"
+_AFTER = re.compile(r"[ \t\r\n]*([,\]])[ \t\r\n]*")  # what follows an element of a list
 
 
 class _List:
@@ -87,6 +89,8 @@ class _Scanner:
         while True:
             try:
                 item, end = self.decoder.raw_decode(self.buf, self.pos)
+                if end >= len(self.buf) and self.refill():
+                    continue  # a number or a literal may go on in the next chunk
                 break
             except json.JSONDecodeError as exc:
                 # Ran out of text mid-value: read on. Anything else is damage (an escape or a
@@ -106,14 +110,34 @@ class _Scanner:
         self.pos = end
         return item
 
-    def elements(self) -> Iterator[Any]:
-        """The elements of the list that starts here."""
+    def elements(self, key: str | None) -> Iterator[tuple[str | None, Any]]:
+        """``(key, element)`` for each element of the list that starts here.
+
+        The fast path hands the buffer to the C scanner and finds the delimiter after the
+        element with one regular expression; only where that fails (the buffer ends, the
+        element is damaged) does the careful path of :meth:`value` take over.
+        """
         self.take("[", "[")
         if self.peek() == "]":
             self.pos += 1
             return
+        scan, after = self.decoder.scan_once, _AFTER.match
         while True:
-            yield self.value()
+            buf, pos = self.buf, self.pos
+            try:
+                item, end = scan(buf, pos)
+                found = after(buf, end)
+            except (StopIteration, ValueError, RecursionError):
+                found = None
+            if found is not None and found.end() < len(buf):
+                self.pos = found.end()
+                yield key, item
+                if found.group(1) == "]":
+                    return
+                continue
+            self.pos = pos
+            item = self.value()
+            yield key, item
             char = self.peek()
             self.pos += 1
             if char == "]":
@@ -139,8 +163,7 @@ def walk(export: Export, member: str, tick: Callable[[int], None] | None = None)
         first = scanner.peek()
         if first == "[":
             yield None, LIST
-            for item in scanner.elements():
-                yield None, item
+            yield from scanner.elements(None)
         elif first == "{":
             yield None, OBJECT
             scanner.pos += 1
@@ -154,8 +177,7 @@ def walk(export: Export, member: str, tick: Callable[[int], None] | None = None)
                     scanner.take(":", ": after a key")
                     if scanner.peek() == "[":
                         yield key, LIST
-                        for item in scanner.elements():
-                            yield key, item
+                        yield from scanner.elements(key)
                     else:
                         yield key, scanner.value()
                     char = scanner.peek()
