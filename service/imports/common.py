@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import structlog
-from sqlalchemy import Column, MetaData, String, Table, delete, exists, insert, select, text
+from sqlalchemy import Column, MetaData, String, Table, delete, exists, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -436,11 +436,15 @@ def _note_parts(
     """Every event id the export gives, and by part (its prefix) the span the part holds."""
     if not batch:
         return
-    rows = [{"event_id": e.event_id} for e in batch]
-    if session.get_bind().dialect.name == "postgresql":
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        rows = [{"event_id": e.event_id} for e in batch]
         session.execute(postgresql.insert(_SAID).on_conflict_do_nothing(), rows)
-    else:
-        session.execute(insert(_SAID).prefix_with("OR IGNORE"), rows)
+    else:  # the driver's own executemany: a third of the time of the ORM's
+        connection.exec_driver_sql(
+            "INSERT OR IGNORE INTO lopper_import_said (event_id) VALUES (?)",
+            [(e.event_id,) for e in batch],
+        )
     for exchange in batch:
         prefix = exchange.event_id.split(":", 1)[0]
         at = exchange.occurred_at

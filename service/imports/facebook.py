@@ -149,7 +149,9 @@ class FacebookReader:
 
     def members(self, export: Export) -> list[str]:
         self._found.clear()  # a new import: what an earlier export held says nothing
-        if export.find(*INSTAGRAM_SIGNS) and not export.find(*FACEBOOK_SIGNS):
+        instagram, facebook = _tails(INSTAGRAM_SIGNS), _tails(FACEBOOK_SIGNS)
+        names = export.names()
+        if any(map(instagram.search, names)) and not any(map(facebook.search, names)):
             raise ExportError(
                 f"{export.describe()}: this is an Instagram export, not a Facebook one; import "
                 "it with `lopper import instagram`"
