@@ -160,6 +160,7 @@ def test_walking_a_document_gives_what_json_loads_gives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
     monkeypatch.setattr(jsonstream, "CHUNK", chunk)  # element boundaries fall mid-buffer
+    monkeypatch.setattr(jsonstream, "WHOLE", -1)  # every member read element by element
     for n, value in enumerate(documents()):
         member = tmp_path / f"doc{n}"
         member.mkdir()
@@ -172,17 +173,22 @@ def test_one_value_past_the_element_bound_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(jsonstream, "MAX_ELEMENT", 4096)
+    monkeypatch.setattr(jsonstream, "WHOLE", -1)
     monkeypatch.setattr(jsonstream, "CHUNK", 1024)
     (tmp_path / "big.json").write_text(json.dumps({"friends_v2": [{"name": "a" * 10_000}]}))
     with open_export(tmp_path) as export, pytest.raises(ExportError, match="runs past 4,096"):
         list(jsonstream.walk(export, "big.json"))
 
 
+@pytest.mark.parametrize("whole", [-1, 8 << 20], ids=["streamed", "whole"])
 @pytest.mark.parametrize(
     "text",
     ['{"friends_v2": [{"name": "a"}, {"name": "b"', '{"friends_v2": [1 2]}', "", '[1] "more"'],
 )
-def test_damaged_json_names_the_file(tmp_path: Path, text: str) -> None:
+def test_damaged_json_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, whole: int
+) -> None:
+    monkeypatch.setattr(jsonstream, "WHOLE", whole)
     (tmp_path / "friends.json").write_text(text)
     with (
         open_export(tmp_path) as export,

@@ -33,7 +33,7 @@ from typing import Any
 
 from service.imports.common import ListedPerson, Listing, Named, Tick, owner_unknown
 from service.imports.export import Export, ExportError
-from service.imports.jsonstream import LIST, document, records, walk
+from service.imports.jsonstream import LIST, Batch, document, records, walk, walk_batches
 from service.imports.names import clean_name, facebook_search_link, repair
 from service.model import Direction, Kind
 
@@ -315,7 +315,9 @@ class FacebookReader:
         last_thread = None
         message_kind = Kind.MESSAGE
         senders: dict[str, tuple[str, str]] = {}  # as written -> (repaired name, id part)
-        fromtimestamp = datetime.fromtimestamp
+        fromtimestamp, utc, inbound, outbound = datetime.fromtimestamp, UTC, _IN, _OUT
+        # A tuple made directly: the named tuple's own constructor is a Python call per message.
+        new, named = tuple.__new__, Named
         for member in self._messages(export):
             thread = PurePosixPath(member).parent.name
             if thread != last_thread:
@@ -327,69 +329,85 @@ class FacebookReader:
             others: list[tuple[str, str]] = []
             keyed: dict[str, str] = {}
             has_messages = False
-            for key, message in walk(export, member, tick):
-                if key == "participants":
-                    if isinstance(message, dict) and isinstance(message.get("name"), str):
-                        name = _name(message["name"])
-                        if name and name not in listed:
-                            listed.append(name)
-                    continue
-                if key != "messages":
-                    continue
-                if message is LIST:
-                    has_messages = True
+            for key, value in walk_batches(export, member, tick):
+                if key != "messages" or type(value) is not Batch:
+                    if key == "participants" and type(value) is Batch:
+                        for person in value:
+                            if isinstance(person, dict) and isinstance(person.get("name"), str):
+                                name = _name(person["name"])
+                                if name and name not in listed:
+                                    listed.append(name)
+                    elif key == "messages" and value is LIST:
+                        has_messages = True
                     continue
                 if participants is None:
                     # The participants come first in every export seen; read them if not.
                     participants = listed or self._participants_of(export, member)
                     others = [(p, _short(p)) for p in participants if p != owner]
                     keyed = self.keys_for(thread, [p for p, _ in others]) if self.keys_for else {}
-                try:
-                    raw = message["sender_name"]
-                    known = senders.get(raw)
-                    if known is None:
-                        name = _name(raw)
-                        known = senders[raw] = (name, _short(name))
-                    sender, sid = known
-                    ms = message["timestamp_ms"]
-                    at = fromtimestamp(ms / 1000, UTC)
-                except (KeyError, TypeError, ValueError, OverflowError, OSError, AttributeError):
-                    # A message that is not an object, or lacks a sender (text) or a time (a
-                    # number of milliseconds that can be a date).
-                    raise ExportError(
-                        f"{export.describe(member)}: a message without a sender or a time"
-                    ) from None
-                if not sender:
-                    self.nameless += 1  # a deleted account: nobody to count it for
-                    continue
-                if ms != last_ms:
-                    # Identical messages are neighbours (a thread is in time order): only the
-                    # current millisecond's are counted, so memory stays flat in a long thread.
-                    ordinals.clear()
-                    last_ms = ms
-                slot = (ms, sender)
-                n = ordinals[slot] = ordinals.get(slot, 0) + 1
-                # Thread, time, sender and an ordinal among identical ones: the same message
-                # gets the same id in every export that holds it.
-                base = f"fbm:{tid}:{ms}:{sid}:{n}"
-                if sender == owner:
-                    for other, oid in others:
-                        batch.append(
-                            Named(f"{base}:{oid}", other, message_kind, _OUT, at, keyed.get(other))
-                        )
-                else:
-                    batch.append(Named(base, sender, message_kind, _IN, at, keyed.get(sender)))
-                reactions = message.get("reactions")
-                if reactions:
+                for message in value:
                     try:
-                        batch.extend(self._message_reactions(reactions, base, sender, at, keyed))
-                    except (KeyError, TypeError, AttributeError):
+                        raw = message["sender_name"]
+                        known = senders.get(raw)
+                        if known is None:
+                            name = _name(raw)
+                            known = senders[raw] = (name, _short(name))
+                        sender, sid = known
+                        ms = message["timestamp_ms"]
+                        at = fromtimestamp(ms / 1000, utc)
+                    except (
+                        KeyError,
+                        TypeError,
+                        ValueError,
+                        OverflowError,
+                        OSError,
+                        AttributeError,
+                    ):
+                        # A message that is not an object, or lacks a sender (text) or a time (a
+                        # number of milliseconds that can be a date).
                         raise ExportError(
-                            f"{export.describe(member)}: a reaction without its actor"
+                            f"{export.describe(member)}: a message without a sender or a time"
                         ) from None
-                if len(batch) >= BATCH:
-                    yield batch
-                    batch = []
+                    if not sender:
+                        self.nameless += 1  # a deleted account: nobody to count it for
+                        continue
+                    if ms != last_ms:
+                        # Identical messages are neighbours (a thread is in time order): only the
+                        # current millisecond's are counted, so memory stays flat in a long thread.
+                        ordinals.clear()
+                        last_ms = ms
+                    slot = (ms, sender)
+                    n = ordinals[slot] = ordinals.get(slot, 0) + 1
+                    # Thread, time, sender and an ordinal among identical ones: the same message
+                    # gets the same id in every export that holds it.
+                    base = f"fbm:{tid}:{ms}:{sid}:{n}"
+                    if sender == owner:
+                        for other, oid in others:
+                            item = (
+                                f"{base}:{oid}",
+                                other,
+                                message_kind,
+                                outbound,
+                                at,
+                                keyed.get(other),
+                            )
+                            batch.append(new(named, item))
+                    else:
+                        item = (base, sender, message_kind, inbound, at, keyed.get(sender))
+                        batch.append(new(named, item))
+                    reactions = message.get("reactions")
+                    if reactions:
+                        try:
+                            batch.extend(
+                                self._message_reactions(reactions, base, sender, at, keyed)
+                            )
+                        except (KeyError, TypeError, AttributeError):
+                            raise ExportError(
+                                f"{export.describe(member)}: a reaction without its actor"
+                            ) from None
+                    if len(batch) >= BATCH:
+                        yield batch
+                        batch = []
             if not has_messages:
                 raise ExportError(
                     f"{export.describe(member)}: no messages list in this thread file"

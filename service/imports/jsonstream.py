@@ -10,6 +10,10 @@ every value that is not a list, is parsed by the standard library's C scanner
 (``JSONDecoder.raw_decode``) from a buffer that is refilled as needed, as the X archive's
 reader does; throughput stays close to ``json.loads`` of the whole file.
 
+A member of up to :data:`WHOLE` bytes (a thread file of 10,000 messages is a few megabytes)
+is parsed whole by ``json.loads`` and given the same way: peak memory is bounded by that
+size, not by the file's.
+
 Bounds: one element may not exceed :data:`MAX_ELEMENT` characters (a file of one huge value
 is refused rather than held in memory), and nesting deeper than the parser's limit is refused
 with a message rather than a traceback.
@@ -26,6 +30,9 @@ from typing import IO, Any
 from service.imports.export import Export, ExportError
 
 CHUNK = 1 << 20  # characters read at a time
+# A member up to this size is parsed whole by json.loads (faster, and its memory is bounded
+# by this size); a larger one is read element by element.
+WHOLE = 8 << 20
 MAX_ELEMENT = 32 << 20  # characters of one element (a real record is a few kilobytes)
 _SPACE = " \t\r\n"
 _AFTER = re.compile(r"[ \t\r\n]*([,\]])[ \t\r\n]*")  # what follows an element of a list
@@ -40,6 +47,10 @@ class _List:
 
 LIST: Any = _List()
 OBJECT: Any = type("_Object", (), {"__repr__": lambda self: "OBJECT"})()
+
+
+class Batch(list[Any]):
+    """Elements of a top-level list, as many as one buffer held (see :func:`walk_batches`)."""
 
 
 class _Scanner:
@@ -110,12 +121,13 @@ class _Scanner:
         self.pos = end
         return item
 
-    def elements(self, key: str | None) -> Iterator[tuple[str | None, Any]]:
-        """``(key, element)`` for each element of the list that starts here.
+    def elements(self, key: str | None) -> Iterator[tuple[str | None, Batch]]:
+        """``(key, batch)`` for the elements of the list that starts here, as many in each
+        batch as the buffer holds whole.
 
-        The fast path hands the buffer to the C scanner and finds the delimiter after the
+        The fast path hands the buffer to the C scanner and finds the delimiter after each
         element with one regular expression; only where that fails (the buffer ends, the
-        element is damaged) does the careful path of :meth:`value` take over.
+        element is damaged) does the careful path of :meth:`value` take over, for one element.
         """
         self.take("[", "[")
         if self.peek() == "]":
@@ -124,22 +136,30 @@ class _Scanner:
         scan, after = self.decoder.scan_once, _AFTER.match
         while True:
             buf, pos = self.buf, self.pos
-            try:
-                item, end = scan(buf, pos)
-                found = after(buf, end)
-            except (StopIteration, ValueError, RecursionError):
-                found = None
-            if found is not None and found.end() < len(buf):
-                self.pos = found.end()
-                yield key, item
+            size = len(buf)
+            out = Batch()
+            append = out.append
+            while True:
+                try:
+                    item, end = scan(buf, pos)
+                    found = after(buf, end)
+                except (StopIteration, ValueError, RecursionError):
+                    break
+                if found is None or found.end() >= size:
+                    break
+                append(item)
+                pos = found.end()
                 if found.group(1) == "]":
+                    self.pos = pos
+                    yield key, out
                     return
-                continue
             self.pos = pos
+            if out:
+                yield key, out
             item = self.value()
-            yield key, item
             char = self.peek()
             self.pos += 1
+            yield key, Batch((item,))
             if char == "]":
                 return
             if char != ",":
@@ -148,6 +168,22 @@ class _Scanner:
 
 def walk(export: Export, member: str, tick: Callable[[int], None] | None = None) -> Iterator[Any]:
     """``(key, value)`` of one JSON member, top-level lists element by element (see above)."""
+    for key, value in walk_batches(export, member, tick):
+        if type(value) is Batch:
+            for item in value:
+                yield key, item
+        else:
+            yield key, value
+
+
+def walk_batches(
+    export: Export, member: str, tick: Callable[[int], None] | None = None
+) -> Iterator[Any]:
+    """As :func:`walk`, but the elements of a top-level list come as :class:`Batch` lists:
+    a reader with work to do for each element saves a generator step per element."""
+    if export.size(member) <= WHOLE:
+        yield from _whole(export, member, tick)
+        return
     where = export.describe(member)
     with export.open(member) as raw, export.reading(member):
         done = 0
@@ -195,6 +231,43 @@ def walk(export: Export, member: str, tick: Callable[[int], None] | None = None)
         advance()
 
 
+def _whole(export: Export, member: str, tick: Callable[[int], None] | None) -> Iterator[Any]:
+    where = export.describe(member)
+    with export.open(member) as stream, export.reading(member):
+        data = stream.read(WHOLE + 1)
+    if tick is not None:
+        tick(len(data))
+    try:
+        text = data.decode("utf-8-sig")
+        if not text.strip():
+            raise ExportError(f"{where}: not valid JSON (the file is empty); download it again")
+        value = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise ExportError(f"{where}: not UTF-8 text ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise ExportError(
+            f"{where}: not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}); "
+            "the file may be cut short: download the export again"
+        ) from None
+    except RecursionError:
+        raise ExportError(
+            f"{where}: JSON nested too deeply to be an export file; refused"
+        ) from None
+    if isinstance(value, list):
+        yield None, LIST
+        yield None, Batch(value)
+    elif isinstance(value, dict):
+        yield None, OBJECT
+        for key, item in value.items():
+            if isinstance(item, list):
+                yield key, LIST
+                yield key, Batch(item)
+            else:
+                yield key, item
+    else:
+        yield None, value
+
+
 def document(export: Export, member: str, tick: Callable[[int], None] | None = None) -> Any:
     """A small member whole (a profile): built from :func:`walk`, so bounded the same way."""
     result: Any = None
@@ -226,7 +299,7 @@ def records(
     format generation, friends, friends_v2...), or the member itself when it is a list."""
     chosen: str | None = None
     found = False
-    for key, value in walk(export, member, tick):
+    for key, value in walk_batches(export, member, tick):
         if value is OBJECT:
             continue
         if value is LIST:
@@ -235,8 +308,10 @@ def records(
             if key is None or key in keys or key.startswith(keys):
                 found, chosen = True, key
             continue
-        if found and key == chosen and isinstance(value, dict):
-            yield value
+        if found and key == chosen and type(value) is Batch:
+            for item in value:
+                if isinstance(item, dict):
+                    yield item
     if not found:
         wanted = " or ".join(keys)
         raise ExportError(f"{export.describe(member)}: expected a list under {wanted}")
