@@ -44,8 +44,8 @@ from service.config import Account as AccountConfig
 from service.config import Rules
 from service.imports.export import Export, ExportError, open_export
 from service.imports.names import clean_name, homonym_key, name_key
-from service.model import Direction, Kind
-from service.platforms.base import Exchange, Person, Span
+from service.model import Direction, Kind, Span
+from service.platforms.base import Exchange, Person
 from service.removals import settle_manual_removals
 from service.store import Store
 from service.store.models import Account, Connection, Interaction, SyncCursor, SyncRun

@@ -25,6 +25,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterator
+from json.scanner import make_scanner
 from typing import IO, Any
 
 from service.imports.export import Export, ExportError
@@ -133,7 +134,7 @@ class _Scanner:
         if self.peek() == "]":
             self.pos += 1
             return
-        scan, after = self.decoder.scan_once, _AFTER.match
+        scan, after = make_scanner(self.decoder), _AFTER.match  # type: ignore[arg-type]
         while True:
             buf, pos = self.buf, self.pos
             size = len(buf)

@@ -44,8 +44,8 @@ from service.config import Account as AccountConfig
 from service.costs import Usage, record_usage
 from service.imports.common import record_import_run
 from service.imports.export import Export, ExportError, open_export
-from service.model import Direction, Kind
-from service.platforms.base import Exchange, Person, PlatformError, Span
+from service.model import Direction, Kind, Span
+from service.platforms.base import Exchange, Person, PlatformError
 from service.store import Store
 from service.store.models import Connection, Interaction
 from service.sync import ensure_account, extend_coverage, save_exchanges, save_people
