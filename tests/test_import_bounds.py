@@ -181,6 +181,17 @@ def test_one_value_past_the_element_bound_is_refused(
 
 
 @pytest.mark.parametrize("whole", [-1, 8 << 20], ids=["streamed", "whole"])
+def test_deep_nesting_is_refused_read_either_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whole: int
+) -> None:
+    monkeypatch.setattr(jsonstream, "WHOLE", whole)
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "friends.json").write_text('{"friends_v2": [' + deep + "]}")
+    with open_export(tmp_path) as export, pytest.raises(ExportError, match="nested too deeply"):
+        list(jsonstream.walk(export, "friends.json"))
+
+
+@pytest.mark.parametrize("whole", [-1, 8 << 20], ids=["streamed", "whole"])
 @pytest.mark.parametrize(
     "text",
     ['{"friends_v2": [{"name": "a"}, {"name": "b"', '{"friends_v2": [1 2]}', "", '[1] "more"'],

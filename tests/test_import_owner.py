@@ -136,6 +136,30 @@ def test_an_export_without_its_owner_then_with_it_leaves_only_the_right_rows(
     assert messages(store) == [(JOSE, "message", "inbound")] + [(JOSE, "message", "outbound")] * 4
 
 
+def test_an_export_split_over_two_zips_keeps_what_each_holds(store: Store, tmp_path: Path) -> None:
+    # Facebook hands a large export over as several zips, each with some of the threads.
+    jose = {"josenunez_1": [thread(["José Ñúñez", ME], [("José Ñúñez", OLD), (ME, NOW)])]}
+    ana = {
+        "analima_2": [thread(["Ana Lima", ME], [("Ana Lima", OLD + timedelta(days=1)), (ME, NOW)])]
+    }
+    first = facebook_files(threads=jose)
+    second = {k: v for k, v in facebook_files(threads=ana).items() if "/messages/" in k}
+    run(store, FB, FacebookReader(), write_export(tmp_path / "part1", first, True))
+
+    report = run(store, FB, FacebookReader(), write_export(tmp_path / "part2", second, True))
+
+    assert report.exchanges_replaced == 0
+    assert messages(store) == sorted(
+        [
+            (JOSE, "message", "inbound"),
+            (JOSE, "message", "outbound"),
+            (name_key("Ana Lima"), "message", "inbound"),
+            (name_key("Ana Lima"), "message", "outbound"),
+        ]
+    )
+    assert (JOSE, "comment", "outbound") in exchanges(store)  # not in the second zip: kept
+
+
 # --- Facebook: follows and nameless people ---------------------------------------------------
 
 
@@ -352,7 +376,9 @@ def test_a_linkedin_owner_whose_name_holds_a_comma_is_recognised(
     assert messages(other) == messages(store)
 
 
-def test_a_linkedin_tie_is_refused_the_same_way_every_time(store: Store, tmp_path: Path) -> None:
+def test_a_linkedin_tie_is_refused_the_same_way_every_time(
+    store: Store, make_store: Callable[[], Store], tmp_path: Path
+) -> None:
     rows = [
         li_row("c1", "Ana Lima", ANA_URL, ME, "https://www.linkedin.com/in/harriet-vane", 1),
         li_row("c1", "Ana Lima", ANA_URL, ME, "https://www.linkedin.com/in/harriet-vane", 2),
@@ -369,7 +395,12 @@ def test_a_linkedin_tie_is_refused_the_same_way_every_time(store: Store, tmp_pat
         assert messages(store) == []
     assert snapshot(store)["connections"] == 2  # the connections import
 
-    # The handle as the tail of the owner's profile link settles it.
+    # --me settles it, by name or by profile link; so does the handle as the tail of the
+    # owner's profile link.
+    for me in (ME, "https://www.linkedin.com/in/harriet-vane/"):
+        other = make_store()
+        run_import(other, account, LinkedInReader(), path, make_rules(), NOW, me=me)
+        assert [d for _w, _k, d in messages(other)] == ["inbound", "inbound", "outbound"]
     run(store, LI, LinkedInReader(), path)
     assert messages(store) == [
         (ANA_URL, "message", "inbound"),

@@ -6,11 +6,12 @@ writes everything through the same paths a sync uses (``save_people``, ``save_ex
 ``extend_coverage``), in **one transaction**: an export that turns out to be damaged halfway
 through leaves the store exactly as it was.
 
-An import is a unit. Each part of an export (Facebook's messages, comments, reactions;
-LinkedIn's messages...) has its own event id prefix; what an earlier import of the account
-wrote for a part, within the span of time the new export holds for it, is replaced by what
-the new export says: a corrected export (the owner now known) leaves no wrong row behind,
-and the same export imported again changes nothing.
+An import is a unit. The messages of an export are read according to who the owner is, and
+each thread (Facebook, Instagram) or messages file (LinkedIn) is a part with its own event id
+prefix; what an earlier import of the account wrote for a part, within the span of time the
+new export holds for it, is replaced by what the new export says: a corrected export (the
+owner now known) leaves no wrong row behind, another zip of the same export (other threads)
+touches nothing it does not hold, and the same export imported again changes nothing.
 
 An export is a snapshot at its own date (its newest entry, or its files' dates where they
 are later: a zip keeps the date it was made). One older than an export already imported adds its exchanges but leaves the connection list alone: an old list
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import structlog
-from sqlalchemy import Column, MetaData, String, Table, delete, exists, select, text
+from sqlalchemy import Column, MetaData, String, Table, delete, exists, or_, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -430,52 +431,81 @@ def _begin_said(session: Session) -> None:
     session.execute(delete(_SAID))
 
 
+def _part_of(event_id: str) -> str | None:
+    """The part of an export an exchange belongs to, for replacing an earlier reading of it.
+
+    Messages are read according to who the owner is, so they are what a corrected export
+    corrects: each Facebook or Instagram thread is a part of its own (an export split over
+    several zips holds each thread, or each stretch of it, once), LinkedIn's one messages
+    file another. Comments and reactions read the same whoever the owner is: never replaced.
+    """
+    kind, _, rest = event_id.partition(":")
+    if kind in ("fbm", "igm"):
+        return f"{kind}:{rest.partition(':')[0]}"
+    return kind if kind == "lim" else None
+
+
 def _note_parts(
     session: Session, parts: dict[str, tuple[datetime, datetime]], batch: list[Exchange]
 ) -> None:
-    """Every event id the export gives, and by part (its prefix) the span the part holds."""
-    if not batch:
+    """The event ids of the replaceable parts the export gives (into the temporary table),
+    and for each part the span of time it holds."""
+    said: list[str] = []
+    for exchange in batch:
+        part = _part_of(exchange.event_id)
+        if part is None:
+            continue
+        said.append(exchange.event_id)
+        at = exchange.occurred_at
+        held = parts.get(part)
+        if held is None:
+            parts[part] = (at, at)
+        elif at < held[0] or at > held[1]:
+            parts[part] = (min(held[0], at), max(held[1], at))
+    if not said:
         return
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        rows = [{"event_id": e.event_id} for e in batch]
+        rows = [{"event_id": e} for e in said]
         session.execute(postgresql.insert(_SAID).on_conflict_do_nothing(), rows)
     else:  # the driver's own executemany: a third of the time of the ORM's
         connection.exec_driver_sql(
             "INSERT OR IGNORE INTO lopper_import_said (event_id) VALUES (?)",
-            [(e.event_id,) for e in batch],
+            [(e,) for e in said],
         )
-    for exchange in batch:
-        prefix = exchange.event_id.split(":", 1)[0]
-        at = exchange.occurred_at
-        held = parts.get(prefix)
-        if held is None:
-            parts[prefix] = (at, at)
-        elif at < held[0] or at > held[1]:
-            parts[prefix] = (min(held[0], at), max(held[1], at))
 
 
 def _replace_parts(
     session: Session, account_id: int, parts: dict[str, tuple[datetime, datetime]]
 ) -> int:
-    """Remove what earlier imports wrote for these parts, in their span, that this export no
-    longer says: the new export replaces the old one's reading of the same data."""
-    removed = 0
-    for prefix, (first, last) in parts.items():
-        result = session.execute(
-            delete(Interaction)
-            .where(
+    """Remove what earlier imports wrote for these parts, in the span this export holds for
+    each, that this export no longer says: it replaces the earlier reading of the same data.
+
+    One pass over the account's stored messages from exports that this one did not give
+    again (normally none); which of them belong to a part of this export is decided here."""
+    kinds = sorted({part.partition(":")[0] for part in parts})
+    stale: list[int] = []
+    if kinds:
+        rows = session.connection().execute(
+            select(Interaction.id, Interaction.event_id, Interaction.occurred_at).where(
                 Interaction.account_id == account_id,
-                Interaction.event_id.startswith(prefix + ":", autoescape=True),
-                Interaction.occurred_at >= first,
-                Interaction.occurred_at <= last,
+                or_(*(Interaction.event_id.startswith(k + ":") for k in kinds)),
                 ~exists().where(_SAID.c.event_id == Interaction.event_id),
             )
+        )
+        for row_id, event_id, at in rows:
+            part = _part_of(event_id)
+            span = parts.get(part) if part is not None else None
+            if span is not None and span[0] <= at <= span[1]:
+                stale.append(row_id)
+    for i in range(0, len(stale), 1000):
+        session.execute(
+            delete(Interaction)
+            .where(Interaction.id.in_(stale[i : i + 1000]))
             .execution_options(synchronize_session=False)
         )
-        removed += max(0, result.rowcount or 0)  # type: ignore[attr-defined]
     session.execute(delete(_SAID))
-    return removed
+    return len(stale)
 
 
 def _snapshot(
