@@ -306,6 +306,28 @@ def test_an_older_export_never_rolls_the_connection_list_back(
     assert not applied.older and applied.connections_vanished == 1
 
 
+def test_an_export_dated_in_the_future_does_not_hold_back_later_lists(
+    store: Store, tmp_path: Path
+) -> None:
+    quiet = {"josenunez_1": [thread(["José Ñúñez", ME], [("José Ñúñez", OLD), (ME, OLD)])]}
+    friends = [("José Ñúñez", OLD), ("Cy Dropped", OLD)]
+    skewed = dated_zip(
+        tmp_path / "skewed",
+        facebook_files(friends=friends, threads=quiet),
+        NOW + timedelta(days=900),
+    )
+    run(store, FB, FacebookReader(), skewed)  # a zip whose clock was years ahead
+
+    later = dated_zip(
+        tmp_path / "later",
+        facebook_files(friends=[("José Ñúñez", OLD)], threads=quiet),
+        NOW,
+    )
+    report = run(store, FB, FacebookReader(), later)
+
+    assert not report.older and report.connections_vanished == 1
+
+
 # --- LinkedIn: names with commas, ties, capitals --------------------------------------------
 
 HEADER = [

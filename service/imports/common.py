@@ -342,7 +342,9 @@ def run_import(
             report.exchanges_replaced = _replace_parts(session, account_id, parts)
             report.refused = reader.refused
             # An export is dated by its newest entry or its files' dates, whichever is later.
+            # Never later than now: a zip dated in the future would hold back every later list.
             taken = max((t for t in (newest, latest, export.dated) if t is not None), default=None)
+            taken = min(taken, now) if taken is not None else None
             if listing is not None:
                 report.connections_seen = len(people)
                 applied = _snapshot(session, account_id, taken, now)
