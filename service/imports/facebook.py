@@ -278,7 +278,8 @@ class FacebookReader:
                         return name
             raise ExportError(
                 f"{export.describe()}: --me {self.me!r} is no participant of any thread; "
-                f"the names that appear most are {_most_common(self._threads(export))}"
+                "the names that appear most are "
+                + ", ".join(repr(n) for n in _most_common(self._threads(export)))
             )
         for profile in self.profile_names(export, tick):
             for people in self._threads(export):

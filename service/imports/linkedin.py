@@ -230,7 +230,8 @@ class LinkedInReader:
             if not found:
                 raise ExportError(
                     f"{export.describe()}: --me {self.me!r} sends or receives no message; the "
-                    f"names in the most conversations are {_ranked(people, conversations)}"
+                    "names in the most conversations are "
+                    + ", ".join(repr(n) for n in _ranked(people, conversations))
                 )
             return _Owner(found)
         if self.owner_name and named(self.owner_name):
