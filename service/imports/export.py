@@ -40,7 +40,7 @@ MAX_MEMBERS = 500_000  # files in one export (a large Facebook export with photo
 MAX_MEMBER_SIZE = 4 << 30  # one member, expanded
 MAX_TOTAL_SIZE = 32 << 30  # every member a reader reads, expanded
 MAX_RATIO = 200  # expanded / compressed, for members past RATIO_FLOOR
-RATIO_FLOOR = 1 << 20  # small members may compress well: they cannot hurt
+RATIO_FLOOR = 64 << 10  # a small member may compress well: alone it cannot hurt
 
 
 def _unsafe(name: str) -> bool:
