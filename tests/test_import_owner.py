@@ -192,6 +192,20 @@ def test_deleted_participants_are_never_merged_into_one_person(
     assert any("deleted or nameless" in note for note in report.notes)
 
 
+def test_instagram_deleted_participants_are_left_out(store: Store, tmp_path: Path) -> None:
+    files = instagram_files("2024")
+    inbox = "your_instagram_activity/messages/inbox/"
+    for n in (1, 2):
+        files[f"{inbox}deleted_{n}/message_1.json"] = thread(
+            ["", "harriet_v"], [("", NOW - timedelta(days=n)), ("harriet_v", OLD)]
+        )
+
+    report = run(store, IG, InstagramReader(), write_export(tmp_path / "ig", files, as_zip=True))
+
+    assert {who for who, _kind, _direction in exchanges(store)} == {"ana.lima"}
+    assert any("2 messages with deleted or nameless accounts" in n for n in report.notes)
+
+
 # --- which platform's export ------------------------------------------------------------------
 
 

@@ -147,6 +147,11 @@ class InstagramReader:
                 )
                 for n in batch
             ]
+        if reader.nameless:
+            self.notes.append(
+                f"{reader.nameless:,} messages with deleted or nameless accounts are left out: "
+                "nobody can tell who they were"
+            )
 
     def _keys_for(self, thread: str, others: list[str]) -> dict[str, str]:
         """Which follower each display name in a thread is.
