@@ -160,6 +160,21 @@ def test_an_export_split_over_two_zips_keeps_what_each_holds(store: Store, tmp_p
     assert (JOSE, "comment", "outbound") in exchanges(store)  # not in the second zip: kept
 
 
+def test_identical_messages_in_one_millisecond_each_count_once_and_stay_so(
+    store: Store, tmp_path: Path
+) -> None:
+    at = NOW - timedelta(days=2)
+    sent = [("José Ñúñez", at), ("José Ñúñez", at), (ME, at), ("José Ñúñez", OLD)]
+    threads = {"josenunez_1": [thread(["José Ñúñez", ME], sent)]}
+    path = write_export(tmp_path / "fb", facebook_files(threads=threads), as_zip=True)
+
+    run(store, FB, FacebookReader(), path)
+    again = run(store, FB, FacebookReader(), path)
+
+    assert messages(store) == [(JOSE, "message", "inbound")] * 3 + [(JOSE, "message", "outbound")]
+    assert again.exchanges_new == 0
+
+
 # --- Facebook: follows and nameless people ---------------------------------------------------
 
 

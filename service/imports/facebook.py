@@ -311,8 +311,9 @@ class FacebookReader:
     def _read_messages(self, export: Export, tick: Tick) -> Iterator[list[Named]]:
         owner = self.owner
         batch: list[Named] = []
-        ordinals: dict[tuple[int, str], int] = {}
-        last_ms = None
+        ordinals: dict[str, int] | None = None  # senders at the current millisecond, when several
+        last_ms: int | None = None
+        first = ""
         last_thread = None
         message_kind = Kind.MESSAGE
         senders: dict[str, tuple[str, str]] = {}  # as written -> (repaired name, id part)
@@ -322,7 +323,7 @@ class FacebookReader:
         for member in self._messages(export):
             thread = PurePosixPath(member).parent.name
             if thread != last_thread:
-                ordinals.clear()
+                last_ms = None
                 last_thread = thread
                 tid = _short(thread)
             participants: list[str] | None = None
@@ -375,10 +376,11 @@ class FacebookReader:
                     if ms != last_ms:
                         # Identical messages are neighbours (a thread is in time order): only the
                         # current millisecond's are counted, so memory stays flat in a long thread.
-                        ordinals.clear()
-                        last_ms = ms
-                    slot = (ms, sender)
-                    n = ordinals[slot] = ordinals.get(slot, 0) + 1
+                        last_ms, first, ordinals, n = ms, sender, None, 1
+                    else:
+                        if ordinals is None:
+                            ordinals = {first: 1}
+                        n = ordinals[sender] = ordinals.get(sender, 0) + 1
                     # Thread, time, sender and an ordinal among identical ones: the same message
                     # gets the same id in every export that holds it.
                     base = f"fbm:{tid}:{ms}:{sid}:{n}"
