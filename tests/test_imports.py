@@ -163,7 +163,7 @@ def facebook_files(
         },
         following_path: {
             following_key: [
-                {"name": "Page Person", "timestamp": ts(OLD)},
+                {"name": "Page Person", "timestamp": ts(NOW - timedelta(days=4))},  # just followed
                 {"name": mojibake(friends[0][0]), "timestamp": ts(OLD)},  # a friend, followed
             ]
         },
@@ -267,16 +267,40 @@ def test_the_owner_is_found_without_the_profile_file(store: Store, tmp_path: Pat
     assert (name_key(ME), "message", "inbound") not in exchanges(store)
 
 
-def test_without_a_way_to_tell_who_you_are_the_import_says_so(store: Store, tmp_path: Path) -> None:
-    threads = {"josenunez_1": [thread(["José Ñúñez", ME], [("José Ñúñez", OLD), (ME, OLD)])]}
+def test_without_a_way_to_tell_who_you_are_the_messages_are_refused(
+    store: Store, tmp_path: Path
+) -> None:
+    # One thread, two people, no profile file, a handle like neither name: either could be you.
+    threads = {
+        "josenunez_1": [
+            thread(
+                ["José Ñúñez", ME],
+                [("José Ñúñez", OLD), (ME, OLD + timedelta(days=1)), (ME, NOW - timedelta(days=5))],
+            )
+        ]
+    }
     files = facebook_files(threads=threads, with_profile=False)
     path = write_export(tmp_path / "fb", files, as_zip=False)
 
     other = AccountConfig(platform="facebook", handle="hv1923")  # no hint in the handle
     report = run(store, other, FacebookReader(), path)
 
-    assert any("could not tell which participant" in note for note in report.notes)
-    assert (name_key("José Ñúñez"), "message", "inbound") in exchanges(store)
+    assert report.refused is not None
+    assert "messages not imported" in report.refused and "--me" in report.refused
+    assert "'Harriet Vane'" in report.refused and "'José Ñúñez'" in report.refused
+    # No message stored in either direction, none as if the owner had written to themselves.
+    assert all(kind != "message" for _who, kind, _direction in exchanges(store))
+    assert report.coverage is None  # nobody is judged on the comments alone
+    assert report.connections_seen == 6  # the connections still import
+
+    # Settled with --me: the owner's messages are outbound.
+    settled = run_import(store, other, FacebookReader(), path, make_rules(), NOW, me="harriet vane")
+    assert settled.refused is None
+    assert [e for e in exchanges(store) if e[1] == "message"] == [
+        (name_key("José Ñúñez"), "message", "inbound"),
+        (name_key("José Ñúñez"), "message", "outbound"),
+        (name_key("José Ñúñez"), "message", "outbound"),
+    ]
 
 
 def test_two_friends_with_one_name_stay_apart_and_the_evidence_says_so(
@@ -303,7 +327,7 @@ def test_two_friends_with_one_name_stay_apart_and_the_evidence_says_so(
         (sams[1], "message", "inbound"),
     ]
     evaluation = evaluate_account(store, FB.key, make_rules(), NOW)
-    assert evaluation.verdicts == {"keep": 2, "flag": 1, "new": 1}  # new: the followed page
+    assert evaluation.verdicts == {"keep": 2, "flag": 1, "new": 1}  # new: the page just followed
 
     # A later export: the keys stay with each friendship even once the name is unique.
     friends = [("Sam Park", second), ("Ana Lima", OLD)]
@@ -660,7 +684,7 @@ def test_the_reduction_plan_judges_imported_accounts(
     report = evaluate_account(store, FB.key, make_rules(), NOW)
 
     # José, Ana and Bo exchanged; Quiet Quentin did not; Nadia is a new friend, and the page
-    # followed (no date in the export) is in grace from the day lopper first saw it.
+    # was followed four days ago (the follow's date in the export).
     assert report.verdicts == {"keep": 3, "flag": 1, "new": 2}
     assert report.queued == 1
 

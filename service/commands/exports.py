@@ -1,7 +1,7 @@
 """Imports of the exports of networks with little or no API: Facebook, LinkedIn, Instagram.
 
-``lopper import facebook|linkedin|instagram PATH [--account NAME]`` reads a zip or its
-unpacked folder into the store, with a progress bar over the bytes it reads.
+``lopper import facebook|linkedin|instagram PATH [--account NAME] [--me NAME]`` reads a zip
+or its unpacked folder into the store, with a progress bar over the bytes it reads.
 """
 
 from __future__ import annotations
@@ -34,6 +34,13 @@ AccountOption = typer.Option(
     "--account",
     "-a",
     help="Which account, if the configuration has several of this platform.",
+)
+
+MeOption = typer.Option(
+    None,
+    "--me",
+    help="Your name as your messages in the export write it (or, on LinkedIn, your profile "
+    "link): settles which participant is you when the export cannot tell.",
 )
 
 
@@ -95,6 +102,13 @@ def _print(report: ImportReport) -> None:
             f"  [yellow]{report.asked_again} connection(s) you removed by hand are still there: "
             "see `lopper suggestions`[/yellow]"
         )
+    if report.exchanges_replaced:
+        out.print(
+            f"  {report.exchanges_replaced:,} exchanges an earlier import read differently were "
+            "replaced by this export's"
+        )
+    if report.refused:
+        err.print(f"  [red]{shown(report.refused)}[/red]")
     if report.brake:
         err.print(f"  [yellow]{shown(report.brake)}[/yellow]")
     for note in report.notes:
@@ -102,7 +116,7 @@ def _print(report: ImportReport) -> None:
     out.print("Next: `lopper evaluate` to judge every connection with this history.")
 
 
-def _import(platform: str, reader: Reader, path: Path, account: str | None) -> None:
+def _import(platform: str, reader: Reader, path: Path, account: str | None, me: str | None) -> None:
     with _app() as application:
         chosen = _account(application.settings.accounts, platform, account)
         with _bar(f"{platform} export") as (start, tick):
@@ -113,6 +127,7 @@ def _import(platform: str, reader: Reader, path: Path, account: str | None) -> N
                 path,
                 application.settings.rules,
                 application.clock(),
+                me=me,
                 start=start,
                 tick=tick,
             )
@@ -120,25 +135,31 @@ def _import(platform: str, reader: Reader, path: Path, account: str | None) -> N
 
 
 @import_app.command("facebook")
-def import_facebook(path: Path = PathArgument, account: str | None = AccountOption) -> None:
+def import_facebook(
+    path: Path = PathArgument, account: str | None = AccountOption, me: str | None = MeOption
+) -> None:
     """Facebook's "Download Your Information" (JSON): friends, follows, messages, your
     comments and reactions."""
     from service.imports.facebook import FacebookReader
 
-    _import("facebook", FacebookReader(), path, account)
+    _import("facebook", FacebookReader(), path, account, me)
 
 
 @import_app.command("linkedin")
-def import_linkedin(path: Path = PathArgument, account: str | None = AccountOption) -> None:
+def import_linkedin(
+    path: Path = PathArgument, account: str | None = AccountOption, me: str | None = MeOption
+) -> None:
     """LinkedIn's data export: Connections.csv and messages.csv."""
     from service.imports.linkedin import LinkedInReader
 
-    _import("linkedin", LinkedInReader(), path, account)
+    _import("linkedin", LinkedInReader(), path, account, me)
 
 
 @import_app.command("instagram")
-def import_instagram(path: Path = PathArgument, account: str | None = AccountOption) -> None:
+def import_instagram(
+    path: Path = PathArgument, account: str | None = AccountOption, me: str | None = MeOption
+) -> None:
     """Instagram's data export (JSON): followers, following and messages."""
     from service.imports.instagram import InstagramReader
 
-    _import("instagram", InstagramReader(), path, account)
+    _import("instagram", InstagramReader(), path, account, me)

@@ -12,7 +12,7 @@ from service import config as cfg
 from service.app import AccountSkipped
 from service.cli import _account_on, _app, auth_app, err, import_app, out
 from service.costs import OverBudget, dollars, meter_of, spend_allowed
-from service.imports.x_archive import import_archive, record_lookup_cost
+from service.imports.x_archive import check_archive, import_archive, record_lookup_cost
 from service.sync import ensure_account
 from service.text import shown
 
@@ -65,7 +65,16 @@ def import_x_archive(
                 adapter = application.adapter(chosen)
             except AccountSkipped as exc:
                 err.print(f"[yellow]{shown(exc)}: likes are not attributed[/yellow]")
+            except ImportError as exc:
+                # A plain install has no X client library: the archive reads without it.
+                err.print(
+                    f"[yellow]likes are not attributed: looking them up needs the X API client "
+                    f"({exc.name or exc}), which lopper's x extra installs "
+                    "(pip install 'lopper\\[x]'); or import with --no-lookup[/yellow]",
+                    highlight=False,
+                )
         meter = meter_of(adapter)
+        check_archive(chosen, path)  # a refused archive writes nothing, not even the account
         with application.store.session() as session:
             account_id = ensure_account(session, chosen, now).id
 

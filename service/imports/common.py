@@ -6,6 +6,21 @@ writes everything through the same paths a sync uses (``save_people``, ``save_ex
 ``extend_coverage``), in **one transaction**: an export that turns out to be damaged halfway
 through leaves the store exactly as it was.
 
+An import is a unit. The messages of an export are read according to who the owner is, and
+each thread (Facebook, Instagram) or messages file (LinkedIn) is a part with its own event id
+prefix; what an earlier import of the account wrote for a part, within the span of time the
+new export holds for it, is replaced by what the new export says: a corrected export (the
+owner now known) leaves no wrong row behind, another zip of the same export (other threads)
+touches nothing it does not hold, and the same export imported again changes nothing.
+
+An export is a snapshot at its own date (its newest entry, or its files' dates where they
+are later: a zip keeps the date it was made). One older than an export already imported adds its exchanges but leaves the connection list alone: an old list
+would mark current connections vanished and bring dropped ones back.
+
+The owner: a reader that cannot tell which participant of the messages is the account's
+owner reads no messages (``refused``) and says which names it hesitates between; the
+connections still import, and no coverage is claimed, so nobody is judged on half the data.
+
 Matching (``Resolver``): the strongest key wins — a profile link or user name where the
 export has one, else the name. Two friends with the same name stay two connections (their
 keys carry the day the friendship began, and their handles say they share the name), and an
@@ -14,27 +29,27 @@ exchange that names only that name counts for both: the doubt falls on keeping t
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Column, MetaData, String, Table, delete, exists, or_, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from service.config import Account as AccountConfig
 from service.config import Rules
 from service.imports.export import Export, ExportError, open_export
 from service.imports.names import clean_name, homonym_key, name_key
-from service.model import Direction, Kind
-from service.platforms.base import Exchange, Person, Span
+from service.model import Direction, Kind, Span
+from service.platforms.base import Exchange, Person
 from service.removals import settle_manual_removals
 from service.store import Store
-from service.store.models import Account, Connection, SyncRun
+from service.store.models import Account, Connection, Interaction, SyncCursor, SyncRun
 from service.sync import (
     IMPORT_STREAM,
     SyncReport,
@@ -82,9 +97,24 @@ class Listing:
     complete: bool  # the export's full list: whoever is not in it is no longer connected
 
 
+SNAPSHOT = "export-snapshot"  # the sync_cursors row holding the newest export listing applied
+
+
+def owner_unknown(where: str, candidates: Sequence[str], remedy: str) -> str:
+    """The line that refuses a messages part whose owner the export does not settle."""
+    names = ", ".join(repr(c) for c in candidates) if candidates else "nobody stands out"
+    return (
+        f"messages not imported: lopper cannot tell which participant of {where} is you "
+        f"(candidates: {names}); import again with --me 'YOUR NAME' as the messages write it, "
+        f"or {remedy}. Connections were imported; verdicts wait for the messages."
+    )
+
+
 class Reader(Protocol):
     platform: str
     handle: str | None  # the account's handle, set by the runner: a hint to who "you" are
+    me: str | None  # the owner's name as given with --me, set by the runner
+    refused: str | None  # set by ``exchanges`` when the messages could not be read
 
     def members(self, export: Export) -> list[str]:
         """Every member this reader will read (for the progress bar); ExportError if none."""
@@ -110,6 +140,9 @@ class ImportReport:
     manual_closed: int = 0
     asked_again: int = 0
     brake: str | None = None
+    exchanges_replaced: int = 0  # rows of an earlier import of this export's parts, replaced
+    refused: str | None = None  # the messages part was not read: why
+    older: bool = False  # an export older than one imported before: its listing not applied
     notes: list[str] = field(default_factory=list)
 
 
@@ -179,7 +212,12 @@ class Resolver:
                     profile_url=first.profile_url or person.profile_url,
                     following=first.following or person.following,
                     followed_by=first.followed_by or person.followed_by,
-                    connected_since=first.connected_since or person.since,
+                    # Mutual: the relationship dates from when you followed them.
+                    connected_since=(
+                        person.since
+                        if person.following and not first.following and person.since
+                        else first.connected_since or person.since
+                    ),
                 )
                 continue
             people[key] = Person(
@@ -247,11 +285,13 @@ def run_import(
     rules: Rules,
     now: datetime,
     *,
+    me: str | None = None,
     start: Callable[[int], None] | None = None,
     tick: Tick | None = None,
 ) -> ImportReport:
     """Read one export into the store, all of it or nothing.
 
+    ``me``: the owner's name as the messages write it, when the export cannot tell.
     ``start`` is told the number of bytes the import will read, ``tick`` each step of it.
     """
     if config.platform != reader.platform:
@@ -260,38 +300,25 @@ def run_import(
         )
     report = ImportReport(config.key, str(path))
     reader.handle = config.handle
+    reader.me = me
     advance: Tick = tick or (lambda _n: None)
     with open_export(path) as export:
         members = reader.members(export)
+        export.check(members)  # a compression bomb is refused before anything is read
         if start is not None:
             start(export.total_size(members))
         with store.session() as session:
             account = ensure_account(session, config, now)
             account_id = account.id
             resolver = Resolver(session, account_id)
-            newest: datetime | None = None
             listing = reader.listing(export, advance)
-            if listing is not None:
-                people = resolver.assign(listing.people)
-                report.shared_names = resolver.shared
-                report.connections_seen = len(people)
-                label = uuid.uuid4().hex[:12]
-                for chunk in _chunks(people, BATCH):
-                    report.connections_new += save_people(session, account_id, chunk, label, now)
-                times = [p.connected_since for p in people if p.connected_since]
-                newest = max(times, default=None)
-                if listing.complete:
-                    sync = SyncReport(config.key, label)
-                    close_listing(session, account_id, label, rules, now, sync)
-                    report.connections_vanished = sync.connections_vanished
-                    report.brake = sync.brake
-                    if sync.brake is None:
-                        report.manual_closed, report.asked_again = settle_manual_removals(
-                            session, account_id, rules, now, "import"
-                        )
-            else:
-                resolver.assign([])
+            people = resolver.assign(listing.people if listing is not None else [])
+            report.shared_names = resolver.shared if listing is not None else 0
+            newest = max((p.connected_since for p in people if p.connected_since), default=None)
             earliest: datetime | None = None
+            latest: datetime | None = None
+            parts: dict[str, tuple[datetime, datetime]] = {}
+            _begin_said(session)
             for batch in reader.exchanges(export, advance):
                 exchanges: list[Exchange] = []
                 append, resolve, known = exchanges.append, resolver.resolve, resolver.keys
@@ -308,12 +335,48 @@ def run_import(
                 if batch:
                     first, last = min(i.at for i in batch), max(i.at for i in batch)
                     earliest = first if earliest is None else min(earliest, first)
-                    newest = last if newest is None else max(newest, last)
+                    latest = last if latest is None else max(latest, last)
+                    _note_parts(session, parts, exchanges)
                 report.exchanges_read += len(batch)
                 report.exchanges_new += save_exchanges(session, account_id, exchanges)
-            if earliest is not None and newest is not None and earliest <= now:
+            report.exchanges_replaced = _replace_parts(session, account_id, parts)
+            report.refused = reader.refused
+            # An export is dated by its newest entry or its files' dates, whichever is later.
+            # Never later than now: a zip dated in the future would hold back every later list.
+            taken = max((t for t in (newest, latest, export.dated) if t is not None), default=None)
+            taken = min(taken, now) if taken is not None else None
+            if listing is not None:
+                report.connections_seen = len(people)
+                applied = _snapshot(session, account_id, taken, now)
+                if applied is not None:
+                    report.older = True
+                    assert taken is not None
+                    report.notes.append(
+                        f"this export (of {taken:%Y-%m-%d}) is older than one imported before "
+                        f"(of {applied:%Y-%m-%d}): its exchanges were added, its connection list "
+                        "was not applied"
+                    )
+                else:
+                    label = uuid.uuid4().hex[:12]
+                    for chunk in _chunks(people, BATCH):
+                        report.connections_new += save_people(
+                            session, account_id, chunk, label, now
+                        )
+                    if listing.complete:
+                        sync = SyncReport(config.key, label)
+                        close_listing(session, account_id, label, rules, now, sync)
+                        report.connections_vanished = sync.connections_vanished
+                        report.brake = sync.brake
+                        if sync.brake is None:
+                            report.manual_closed, report.asked_again = settle_manual_removals(
+                                session, account_id, rules, now, "import"
+                            )
+            if reader.refused is not None:
+                pass  # no coverage: the messages this export holds were not read
+            elif earliest is not None and latest is not None and earliest <= now:
                 # The export holds every exchange it knows of up to its newest item.
-                report.coverage = Span(earliest, min(newest, now))
+                end = max(latest, newest) if newest is not None else latest
+                report.coverage = Span(earliest, min(end, now))
                 extend_coverage(session, account_id, IMPORT_STREAM, "import", report.coverage)
                 row = session.get_one(Account, account_id)
                 if IMPORT_STREAM not in (row.streams or []):
@@ -331,7 +394,7 @@ def run_import(
                 account_id,
                 now,
                 path,
-                report.brake,
+                "; ".join(n for n in (report.brake, report.refused) if n) or None,
                 connections_seen=report.connections_seen,
                 connections_new=report.connections_new,
                 connections_vanished=report.connections_vanished,
@@ -344,43 +407,128 @@ def run_import(
         vanished=report.connections_vanished,
         exchanges=report.exchanges_read,
         new=report.exchanges_new,
+        replaced=report.exchanges_replaced,
+        messages_refused=report.refused is not None,
     )
     return report
+
+
+# The event ids one import gives, kept beside the store for the length of its transaction:
+# an export holds millions, which in memory would grow with its size.
+_SAID = Table(
+    "lopper_import_said",
+    MetaData(),
+    Column("event_id", String(255), primary_key=True),
+    prefixes=["TEMPORARY"],
+)
+
+
+def _begin_said(session: Session) -> None:
+    session.execute(
+        text(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS lopper_import_said "
+            "(event_id VARCHAR(255) PRIMARY KEY)"
+        )
+    )
+    session.execute(delete(_SAID))
+
+
+def _part_of(event_id: str) -> str | None:
+    """The part of an export an exchange belongs to, for replacing an earlier reading of it.
+
+    Messages are read according to who the owner is, so they are what a corrected export
+    corrects: each Facebook or Instagram thread is a part of its own (an export split over
+    several zips holds each thread, or each stretch of it, once), LinkedIn's one messages
+    file another. Comments and reactions read the same whoever the owner is: never replaced.
+    """
+    kind, _, rest = event_id.partition(":")
+    if kind in ("fbm", "igm"):
+        return f"{kind}:{rest.partition(':')[0]}"
+    return kind if kind == "lim" else None
+
+
+def _note_parts(
+    session: Session, parts: dict[str, tuple[datetime, datetime]], batch: list[Exchange]
+) -> None:
+    """The event ids of the replaceable parts the export gives (into the temporary table),
+    and for each part the span of time it holds."""
+    said: list[str] = []
+    for exchange in batch:
+        part = _part_of(exchange.event_id)
+        if part is None:
+            continue
+        said.append(exchange.event_id)
+        at = exchange.occurred_at
+        held = parts.get(part)
+        if held is None:
+            parts[part] = (at, at)
+        elif at < held[0] or at > held[1]:
+            parts[part] = (min(held[0], at), max(held[1], at))
+    if not said:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        rows = [{"event_id": e} for e in said]
+        session.execute(postgresql.insert(_SAID).on_conflict_do_nothing(), rows)
+    else:  # the driver's own executemany: a third of the time of the ORM's
+        connection.exec_driver_sql(
+            "INSERT OR IGNORE INTO lopper_import_said (event_id) VALUES (?)",
+            [(e,) for e in said],
+        )
+
+
+def _replace_parts(
+    session: Session, account_id: int, parts: dict[str, tuple[datetime, datetime]]
+) -> int:
+    """Remove what earlier imports wrote for these parts, in the span this export holds for
+    each, that this export no longer says: it replaces the earlier reading of the same data.
+
+    One pass over the account's stored messages from exports that this one did not give
+    again (normally none); which of them belong to a part of this export is decided here."""
+    kinds = sorted({part.partition(":")[0] for part in parts})
+    stale: list[int] = []
+    if kinds:
+        rows = session.connection().execute(
+            select(Interaction.id, Interaction.event_id, Interaction.occurred_at).where(
+                Interaction.account_id == account_id,
+                or_(*(Interaction.event_id.startswith(k + ":") for k in kinds)),
+                ~exists().where(_SAID.c.event_id == Interaction.event_id),
+            )
+        )
+        for row_id, event_id, at in rows:
+            part = _part_of(event_id)
+            span = parts.get(part) if part is not None else None
+            if span is not None and span[0] <= at <= span[1]:
+                stale.append(row_id)
+    for i in range(0, len(stale), 1000):
+        session.execute(
+            delete(Interaction)
+            .where(Interaction.id.in_(stale[i : i + 1000]))
+            .execution_options(synchronize_session=False)
+        )
+    session.execute(delete(_SAID))
+    return len(stale)
+
+
+def _snapshot(
+    session: Session, account_id: int, taken: datetime | None, now: datetime
+) -> datetime | None:
+    """The date of a newer export whose listing was applied, when this one is older; else
+    None, and this export's date is kept as the newest applied."""
+    row = session.get(SyncCursor, (account_id, SNAPSHOT))
+    applied = datetime.fromisoformat(row.cursor) if row is not None and row.cursor else None
+    if taken is None:
+        return None  # an export with no date at all: nothing to compare, as before
+    if applied is not None and taken < applied:
+        return applied
+    if row is None:
+        row = SyncCursor(account_id=account_id, stream=SNAPSHOT)
+        session.add(row)
+    row.cursor = taken.isoformat()
+    row.updated_at = now
+    return None
 
 
 def _chunks(items: Sequence[Person], size: int) -> Iterable[Sequence[Person]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def load_json(export: Export, member: str, tick: Tick) -> object:
-    """One member parsed as JSON; damage or a cut-off file is an error naming the member."""
-    with export.open(member) as stream, export.reading(member):
-        data = stream.read()
-    tick(export.size(member))
-    try:
-        return json.loads(data)
-    except UnicodeDecodeError as exc:
-        raise ExportError(f"{export.describe(member)}: not UTF-8 text ({exc.reason})") from None
-    except json.JSONDecodeError as exc:
-        raise ExportError(
-            f"{export.describe(member)}: not valid JSON at line {exc.lineno}, column {exc.colno} "
-            f"({exc.msg}); the file may be cut short: download the export again"
-        ) from None
-
-
-def records(data: object, member: str, export: Export, *keys: str) -> list[dict[str, Any]]:
-    """The list of records of a member: the value of the first of ``keys`` it has, or the
-    member itself when it is a plain list (newer exports dropped the wrapping object)."""
-    found: object = data
-    if isinstance(data, dict):
-        found = next((data[k] for k in keys if k in data), None)
-        if found is None:
-            # Key names gain a suffix with each format generation (friends, friends_v2...).
-            found = next(
-                (v for k, v in data.items() if isinstance(v, list) and k.startswith(keys)), None
-            )
-    if not isinstance(found, list):
-        wanted = " or ".join(keys)
-        raise ExportError(f"{export.describe(member)}: expected a list under {wanted}")
-    return [r for r in found if isinstance(r, dict)]

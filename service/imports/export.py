@@ -4,6 +4,13 @@ Exports are large (a Facebook export runs to gigabytes), so members are opened a
 never read whole by this module. Whatever goes wrong while reading one member (a truncated
 zip, a bad checksum, bytes that are not text) becomes an :class:`ExportError` that names the
 export and the member, so the person knows which file to look at.
+
+An export is untrusted input. Before anything is read it is refused when a member's path is
+absolute or climbs out with ``..``, when it holds more than :data:`MAX_MEMBERS` files, and,
+for the members a reader will read (:meth:`Export.check`), when one expands beyond
+:data:`MAX_MEMBER_SIZE`, all of them beyond :data:`MAX_TOTAL_SIZE`, or a large one expands
+more than :data:`MAX_RATIO` times its compressed size (a compression bomb: real exports
+compress 5 to 20 times). A zip member never yields more bytes than its header declares.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -26,6 +34,20 @@ class ExportError(LopperError):
     """The export cannot be read: not found, not an export of this kind, or damaged."""
 
     exit_code = EX_DATAERR
+
+
+MAX_MEMBERS = 500_000  # files in one export (a large Facebook export with photos: ~100,000)
+MAX_MEMBER_SIZE = 4 << 30  # one member, expanded
+MAX_TOTAL_SIZE = 32 << 30  # every member a reader reads, expanded
+MAX_RATIO = 200  # expanded / compressed, for members past RATIO_FLOOR
+RATIO_FLOOR = 64 << 10  # a small member may compress well: alone it cannot hurt
+
+
+def _unsafe(name: str) -> bool:
+    """A member path that is absolute or climbs out of the export."""
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return True
+    return any(part == ".." for part in re.split(r"[/\\]", name))
 
 
 def _natural_key(name: str) -> list[object]:
@@ -40,6 +62,8 @@ class Export:
     path: Path
     _zip: zipfile.ZipFile | None = None
     _sizes: dict[str, int] = field(default_factory=dict)
+    _packed: dict[str, int] = field(default_factory=dict)  # compressed sizes (zip only)
+    dated: datetime | None = None  # the newest file date in it: when it was made, at the latest
 
     def names(self) -> list[str]:
         return sorted(self._sizes, key=_natural_key)
@@ -50,19 +74,45 @@ class Export:
     def total_size(self, names: list[str]) -> int:
         return sum(self._sizes[name] for name in names)
 
-    def find(self, *patterns: str) -> list[str]:
+    def find(self, *patterns: str, fold: bool = False) -> list[str]:
         """Members matching any of the shell patterns, in natural order.
 
         A pattern matches the member's whole path or any tail of it, so ``data/tweets.js``
         finds ``twitter-2024-01-01/data/tweets.js`` in an export unpacked with a top folder.
+        ``fold``: without regard to case (``Messages.csv`` is ``messages.csv``).
         """
+        if fold:
+            patterns = tuple(p.casefold() for p in patterns)
         found = []
         for name in self.names():
-            parts = PurePosixPath(name).parts
+            parts = PurePosixPath(name.casefold() if fold else name).parts
             tails = ["/".join(parts[i:]) for i in range(len(parts))]
             if any(fnmatch.fnmatchcase(t, p) for p in patterns for t in tails):
                 found.append(name)
         return found
+
+    def check(self, names: list[str]) -> None:
+        """Refuse, before anything is read, members that would expand without bound."""
+        total = 0
+        for name in names:
+            size = self._sizes[name]
+            total += size
+            if size > MAX_MEMBER_SIZE:
+                raise ExportError(
+                    f"{self.describe(name)}: expands to {size:,} bytes, more than the "
+                    f"{MAX_MEMBER_SIZE:,} lopper reads from one file; refused"
+                )
+            packed = self._packed.get(name)
+            if packed is not None and size > RATIO_FLOOR and size > MAX_RATIO * max(packed, 1):
+                raise ExportError(
+                    f"{self.describe(name)}: {packed:,} compressed bytes expand to {size:,} "
+                    f"(more than {MAX_RATIO} times): not an export but a compression bomb; refused"
+                )
+        if total > MAX_TOTAL_SIZE:
+            raise ExportError(
+                f"{self.describe()}: the files to read expand to {total:,} bytes, more than "
+                f"{MAX_TOTAL_SIZE:,}; refused"
+            )
 
     def describe(self, name: str | None = None) -> str:
         return f"{self.path}:{name}" if name else str(self.path)
@@ -76,6 +126,7 @@ class Export:
                     raise ExportError(
                         f"{self.describe(name)}: the zip is encrypted; unpack it first"
                     )
+                self.check([name])
                 with self._zip.open(name) as stream:
                     yield stream
             else:
@@ -120,10 +171,17 @@ def open_export(path: Path) -> Iterator[Export]:
     if not path.exists():
         raise ExportError(f"{path}: no such file or folder")
     if path.is_dir():
-        sizes = {
-            p.relative_to(path).as_posix(): p.stat().st_size for p in path.rglob("*") if p.is_file()
-        }
-        export = Export(path, None, sizes)
+        sizes: dict[str, int] = {}
+        newest = 0.0
+        for p in path.rglob("*"):
+            if p.is_file():
+                if len(sizes) >= MAX_MEMBERS:
+                    raise ExportError(f"{path}: more than {MAX_MEMBERS:,} files; refused")
+                stat = p.stat()
+                sizes[p.relative_to(path).as_posix()] = stat.st_size
+                newest = max(newest, stat.st_mtime)
+        dated = datetime.fromtimestamp(newest, UTC) if sizes else None
+        export = Export(path, None, sizes, dated=dated)
     else:
         try:
             archive = zipfile.ZipFile(path)
@@ -135,8 +193,26 @@ def open_export(path: Path) -> Iterator[Export]:
             raise ExportError(f"{path}: uses a zip feature that cannot be read ({exc})") from exc
         except OSError as exc:
             raise ExportError(f"{path}: {exc.strerror or exc}") from exc
-        sizes = {i.filename: i.file_size for i in archive.infolist() if not i.is_dir()}
-        export = Export(path, archive, sizes)
+        infos = [i for i in archive.infolist() if not i.is_dir()]
+        if len(infos) > MAX_MEMBERS:
+            archive.close()
+            raise ExportError(f"{path}: more than {MAX_MEMBERS:,} files; refused")
+        for info in infos:
+            if _unsafe(info.filename):
+                archive.close()
+                raise ExportError(
+                    f"{path}: holds a file named {info.filename!r}, outside the export "
+                    "(an absolute path or ..); refused"
+                )
+        sizes = {i.filename: i.file_size for i in infos}
+        packed = {i.filename: i.compress_size for i in infos}
+        stamps = [i.date_time for i in infos]
+        # Zip dates carry no zone: read as UTC (hours do not matter between two exports).
+        try:
+            dated = datetime(*max(stamps), tzinfo=UTC) if stamps else None
+        except ValueError:  # a zero date some zip tools write
+            dated = None
+        export = Export(path, archive, sizes, packed, dated)
     try:
         yield export
     finally:

@@ -25,14 +25,15 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import PurePosixPath
 from typing import Any
 
-from service.imports.common import ListedPerson, Listing, Named, Tick, load_json, records
+from service.imports.common import ListedPerson, Listing, Named, Tick, owner_unknown
 from service.imports.export import Export, ExportError
+from service.imports.jsonstream import LIST, Batch, document, records, walk, walk_batches
 from service.imports.names import clean_name, facebook_search_link, repair
 from service.model import Direction, Kind
 
@@ -48,6 +49,23 @@ FOLLOWING = (
     "following/following.json",
 )
 PROFILE = ("profile_information/profile_information.json",)
+# What only an Instagram export holds: given to the Facebook import, it is refused by name.
+INSTAGRAM_SIGNS = (
+    "your_instagram_activity/*",
+    "followers_and_following/*",
+    "personal_information/personal_information.json",
+)
+# What only a Facebook export holds.
+FACEBOOK_SIGNS = (
+    FRIENDS
+    + PROFILE
+    + (
+        "your_facebook_activity/*",
+        "your_activity_across_facebook/*",
+        "this_profile's_activity_across_facebook/*",
+        "*facebook*",
+    )
+)
 MESSAGE_BOXES = ("inbox", "archived_threads", "e2ee_cutover")
 MESSAGES = tuple(f"messages/{box}/*/message_*.json" for box in MESSAGE_BOXES)
 COMMENTS = ("comments_and_reactions/comments.json", "comments/comments.json")
@@ -107,11 +125,16 @@ class FacebookReader:
     def __init__(self) -> None:
         self.owner: str | None = None
         self.handle: str | None = None
+        self.me: str | None = None  # the owner's name as given on the command line (--me)
+        self.refused: str | None = None  # why the messages were not read, when they were not
         self._found: dict[tuple[int, tuple[str, ...]], list[str]] = {}
         self.notes: list[str] = []
+        self.nameless = 0  # exchanges with deleted or nameless accounts, left out
         # Instagram's threads name people by display name: a reader that knows better maps a
         # thread's other participants to connection keys (see instagram.py).
         self.keys_for: Callable[[str, list[str]], dict[str, str]] | None = None
+        # Names the export's own profile gives the owner (Instagram reads its own file).
+        self.profile_names: Callable[[Export, Tick], list[str]] = self._profile_names
 
     def _find(self, export: Export, patterns: tuple[str, ...]) -> list[str]:
         """The members of one kind: ``export.find`` walks every member of the export once,
@@ -126,6 +149,13 @@ class FacebookReader:
 
     def members(self, export: Export) -> list[str]:
         self._found.clear()  # a new import: what an earlier export held says nothing
+        instagram, facebook = _tails(INSTAGRAM_SIGNS), _tails(FACEBOOK_SIGNS)
+        names = export.names()
+        if any(map(instagram.search, names)) and not any(map(facebook.search, names)):
+            raise ExportError(
+                f"{export.describe()}: this is an Instagram export, not a Facebook one; import "
+                "it with `lopper import instagram`"
+            )
         found = self._friends(export) + self._following(export) + self._messages(export)
         found += self._find(export, COMMENTS) + self._find(export, REACTIONS)
         if not found:
@@ -153,12 +183,10 @@ class FacebookReader:
             return None
         people: list[ListedPerson] = []
         for member in friends_files:
-            data = load_json(export, member, tick)
-            for row in records(data, member, export, "friends_v2", "friends"):
+            for row in records(export, member, tick, "friends_v2", "friends"):
                 people.append(self._person(row, member, export, friend=True))
         for member in following_files:
-            data = load_json(export, member, tick)
-            for row in records(data, member, export, "following_v3", "following"):
+            for row in records(export, member, tick, "following_v3", "following"):
                 people.append(self._person(row, member, export, friend=False))
         # A friends file lists every friend; a following file alone is only part of the picture.
         return Listing(people, complete=bool(friends_files))
@@ -170,12 +198,13 @@ class FacebookReader:
         if not isinstance(raw, str) or not raw.strip():
             raise ExportError(f"{export.describe(member)}: an entry without a name")
         name = _name(raw)
+        # A friendship's date starts its grace; a follow's date is when you followed.
         since = _seconds(row["timestamp"], member, export) if "timestamp" in row else None
         return ListedPerson(
             name=name,
             following=True,
             followed_by=friend,
-            since=since if friend else None,
+            since=since,
             profile_url=facebook_search_link(name),
         )
 
@@ -183,123 +212,209 @@ class FacebookReader:
 
     def exchanges(self, export: Export, tick: Tick) -> Iterator[Sequence[Named]]:
         self.owner = self._owner(export, tick)
-        if self.owner is None and self._messages(export):
+        if self.owner is not None:
+            yield from self._read_messages(export, tick)
+        if self.nameless:
             self.notes.append(
-                "could not tell which participant of the threads is you (no "
-                "profile_information.json, and no name on every thread): your own messages "
-                "are not counted; include Personal information in the export"
+                f"{self.nameless:,} messages with deleted or nameless accounts are left out: "
+                "nobody can tell who they were"
             )
-        yield from self._read_messages(export, tick)
         for member in self._find(export, COMMENTS):
-            data = load_json(export, member, tick)
-            yield self._titled(
-                records(data, member, export, "comments_v2", "comments"),
-                member,
-                export,
-                Kind.COMMENT,
-            )
+            rows = records(export, member, tick, "comments_v2", "comments")
+            yield from self._titled(rows, member, export, Kind.COMMENT)
         for member in self._find(export, REACTIONS):
-            data = load_json(export, member, tick)
-            rows = records(data, member, export, "reactions_v2", "reactions", "likes")
-            yield self._titled(rows, member, export, Kind.REACTION)
+            rows = records(export, member, tick, "reactions_v2", "reactions", "likes")
+            yield from self._titled(rows, member, export, Kind.REACTION)
 
-    def _owner(self, export: Export, tick: Tick) -> str | None:
-        """The account's own name: from the profile, else the one person in every thread."""
+    def _profile_names(self, export: Export, tick: Tick) -> list[str]:
+        names = []
         for member in self._find(export, PROFILE):
-            data = load_json(export, member, tick)
+            data = document(export, member, tick)
             profile = (
                 (data.get("profile_v2") or data.get("profile")) if isinstance(data, dict) else None
             )
             name = profile.get("name") if isinstance(profile, dict) else None
             full = name.get("full_name") if isinstance(name, dict) else None
             if isinstance(full, str) and full.strip():
-                return _name(full)
-        common: set[str] | None = None
+                names.append(_name(full))
+        return names
+
+    def _participants_of(self, export: Export, member: str) -> list[str]:
+        """The participants of one thread file; reading stops once they are read."""
+        names: list[str] = []
+        started = False
+        for key, value in walk(export, member):
+            if key == "participants":
+                started = True
+                if isinstance(value, dict) and isinstance(value.get("name"), str):
+                    name = _name(value["name"])
+                    if name and name not in names:
+                        names.append(name)
+            elif started:
+                break
+        return names
+
+    def _threads(self, export: Export) -> Iterator[list[str]]:
+        """The participants of each thread (from its first file)."""
         seen: set[str] = set()
         for member in self._messages(export):
             thread = PurePosixPath(member).parent.as_posix()
-            if thread in seen:
-                continue
-            seen.add(thread)
-            data = load_json(export, member, lambda _n: None)
-            names = {
-                _name(p["name"])
-                for p in (data.get("participants") or [] if isinstance(data, dict) else [])
-                if isinstance(p, dict) and isinstance(p.get("name"), str)
-            }
-            common = names if common is None else common & names
-            if common is not None and len(common) <= 1 and len(seen) > 1:
+            if thread not in seen:
+                seen.add(thread)
+                yield self._participants_of(export, member)
+
+    def _owner(self, export: Export, tick: Tick) -> str | None:
+        """Which participant of the threads is the account's owner, or None (and ``refused``
+        says why) when the export cannot tell. Signals, strongest first: ``--me``, the
+        profile's name, the one person in every thread, the configured handle."""
+        self.refused = None
+        if not self._messages(export):
+            return None
+        if self.me:
+            wanted = clean_name(self.me).casefold()
+            for people in self._threads(export):
+                for name in people:
+                    if name.casefold() == wanted:
+                        return name
+            raise ExportError(
+                f"{export.describe()}: --me {self.me!r} is no participant of any thread; "
+                "the names that appear most are "
+                + ", ".join(repr(n) for n in _most_common(self._threads(export)))
+            )
+        for profile in self.profile_names(export, tick):
+            for people in self._threads(export):
+                for name in people:
+                    if _squash(name) == _squash(profile):
+                        return name
+        common: set[str] | None = None
+        count = 0
+        for people in self._threads(export):
+            count += 1
+            common = set(people) if common is None else common & set(people)
+            if len(common) <= 1 and count > 1:
                 break
-        if common and len(common) == 1:
+        if common and len(common) == 1 and count > 1:
             return next(iter(common))
         # Too few threads to tell: the participant whose name is the account's handle.
         wanted = _squash(self.handle or "")
         matches = [name for name in common or () if wanted and _squash(name) == wanted]
-        return matches[0] if len(matches) == 1 else None
+        if len(matches) == 1:
+            return matches[0]
+        candidates = sorted(common) if common else None
+        self.refused = owner_unknown(
+            "the threads",
+            candidates or _most_common(self._threads(export)),
+            "include Personal information (profile_information.json) in the export",
+        )
+        return None
 
     def _read_messages(self, export: Export, tick: Tick) -> Iterator[list[Named]]:
         owner = self.owner
         batch: list[Named] = []
-        ordinals: dict[tuple[int, str], int] = {}
+        ordinals: dict[str, int] | None = None  # senders at the current millisecond, when several
+        last_ms: int | None = None
+        first = ""
         last_thread = None
         message_kind = Kind.MESSAGE
         senders: dict[str, tuple[str, str]] = {}  # as written -> (repaired name, id part)
-        fromtimestamp = datetime.fromtimestamp
+        fromtimestamp, utc, inbound, outbound = datetime.fromtimestamp, UTC, _IN, _OUT
+        # A tuple made directly: the named tuple's own constructor is a Python call per message.
+        new, named = tuple.__new__, Named
         for member in self._messages(export):
             thread = PurePosixPath(member).parent.name
             if thread != last_thread:
-                ordinals.clear()
+                last_ms = None
                 last_thread = thread
                 tid = _short(thread)
-            data = load_json(export, member, tick)
-            if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
-                raise ExportError(
-                    f"{export.describe(member)}: no messages list in this thread file"
-                )
-            participants = [
-                _name(p["name"])
-                for p in data.get("participants") or ()
-                if isinstance(p, dict) and isinstance(p.get("name"), str)
-            ]
-            others = [(p, _short(p)) for p in participants if p != owner]
-            keyed = self.keys_for(thread, [p for p, _ in others]) if self.keys_for else {}
-            append = batch.append
-            try:
-                for message in data["messages"]:
-                    raw = message["sender_name"]
-                    known = senders.get(raw)
-                    if known is None:
-                        name = _name(raw)
-                        known = senders[raw] = (name, _short(name))
-                    sender, sid = known
-                    ms = message["timestamp_ms"]
-                    at = fromtimestamp(ms / 1000, UTC)
-                    slot = (ms, sender)
-                    n = ordinals[slot] = ordinals.get(slot, 0) + 1
-                    # Thread, time, sender and an ordinal among identical ones: the same
-                    # message gets the same id in every export that holds it.
+            participants: list[str] | None = None
+            listed: list[str] = []
+            others: list[tuple[str, str]] = []
+            keyed: dict[str, str] = {}
+            has_messages = False
+            for key, value in walk_batches(export, member, tick):
+                if key != "messages" or type(value) is not Batch:
+                    if key == "participants" and type(value) is Batch:
+                        for person in value:
+                            if isinstance(person, dict) and isinstance(person.get("name"), str):
+                                name = _name(person["name"])
+                                if name and name not in listed:
+                                    listed.append(name)
+                    elif key == "messages" and value is LIST:
+                        has_messages = True
+                    continue
+                if participants is None:
+                    # The participants come first in every export seen; read them if not.
+                    participants = listed or self._participants_of(export, member)
+                    others = [(p, _short(p)) for p in participants if p != owner]
+                    keyed = self.keys_for(thread, [p for p, _ in others]) if self.keys_for else {}
+                for message in value:
+                    try:
+                        raw = message["sender_name"]
+                        known = senders.get(raw)
+                        if known is None:
+                            name = _name(raw)
+                            known = senders[raw] = (name, _short(name))
+                        sender, sid = known
+                        ms = message["timestamp_ms"]
+                        at = fromtimestamp(ms / 1000, utc)
+                    except (
+                        KeyError,
+                        TypeError,
+                        ValueError,
+                        OverflowError,
+                        OSError,
+                        AttributeError,
+                    ):
+                        # A message that is not an object, or lacks a sender (text) or a time (a
+                        # number of milliseconds that can be a date).
+                        raise ExportError(
+                            f"{export.describe(member)}: a message without a sender or a time"
+                        ) from None
+                    if not sender:
+                        self.nameless += 1  # a deleted account: nobody to count it for
+                        continue
+                    if ms != last_ms:
+                        # Identical messages are neighbours (a thread is in time order): only the
+                        # current millisecond's are counted, so memory stays flat in a long thread.
+                        last_ms, first, ordinals, n = ms, sender, None, 1
+                    else:
+                        if ordinals is None:
+                            ordinals = {first: 1}
+                        n = ordinals[sender] = ordinals.get(sender, 0) + 1
+                    # Thread, time, sender and an ordinal among identical ones: the same message
+                    # gets the same id in every export that holds it.
                     base = f"fbm:{tid}:{ms}:{sid}:{n}"
                     if sender == owner:
                         for other, oid in others:
-                            append(
-                                Named(
-                                    f"{base}:{oid}", other, message_kind, _OUT, at, keyed.get(other)
-                                )
+                            item = (
+                                f"{base}:{oid}",
+                                other,
+                                message_kind,
+                                outbound,
+                                at,
+                                keyed.get(other),
                             )
+                            batch.append(new(named, item))
                     else:
-                        append(Named(base, sender, message_kind, _IN, at, keyed.get(sender)))
+                        item = (base, sender, message_kind, inbound, at, keyed.get(sender))
+                        batch.append(new(named, item))
                     reactions = message.get("reactions")
                     if reactions:
-                        batch.extend(self._message_reactions(reactions, base, sender, at, keyed))
-            except (KeyError, TypeError, ValueError, OverflowError, OSError, AttributeError):
-                # A message that is not an object, or lacks a sender (text) or a time (a number
-                # of milliseconds that can be a date).
+                        try:
+                            batch.extend(
+                                self._message_reactions(reactions, base, sender, at, keyed)
+                            )
+                        except (KeyError, TypeError, AttributeError):
+                            raise ExportError(
+                                f"{export.describe(member)}: a reaction without its actor"
+                            ) from None
+                    if len(batch) >= BATCH:
+                        yield batch
+                        batch = []
+            if not has_messages:
                 raise ExportError(
-                    f"{export.describe(member)}: a message without a sender or a time"
-                ) from None
-            if len(batch) >= BATCH:
-                yield batch
-                batch = []
+                    f"{export.describe(member)}: no messages list in this thread file"
+                )
         if batch:
             yield batch
 
@@ -310,20 +425,22 @@ class FacebookReader:
         sender: str,
         at: datetime,
         keyed: dict[str, str],
-    ) -> Iterator[Named]:
+    ) -> list[Named]:
+        found = []
         for reaction in reactions:
             actor = _name(reaction["actor"])
-            if actor == sender:
+            if actor == sender or not actor:
                 continue
             rid = f"{base}:r:{_short(actor)}"
             if actor == self.owner:
-                yield Named(rid, sender, Kind.REACTION, _OUT, at, keyed.get(sender))
+                found.append(Named(rid, sender, Kind.REACTION, _OUT, at, keyed.get(sender)))
             elif sender == self.owner:
-                yield Named(rid, actor, Kind.REACTION, _IN, at, keyed.get(actor))
+                found.append(Named(rid, actor, Kind.REACTION, _IN, at, keyed.get(actor)))
+        return found
 
     def _titled(
-        self, rows: list[dict[str, Any]], member: str, export: Export, kind: Kind
-    ) -> list[Named]:
+        self, rows: Iterable[dict[str, Any]], member: str, export: Export, kind: Kind
+    ) -> Iterator[list[Named]]:
         """Your comments or reactions: the other person is in the title, nowhere else."""
         out: list[Named] = []
         counts: dict[str, int] = {}
@@ -344,4 +461,17 @@ class FacebookReader:
             slot = _digest(kind.value, row["timestamp"], title)
             n = counts[slot] = counts.get(slot, 0) + 1
             out.append(Named(f"fb{kind.value[0]}:{slot}:{n}", other, kind, _OUT, at))
-        return out
+            if len(out) >= BATCH:
+                yield out
+                out = []
+        if out:
+            yield out
+
+
+def _most_common(threads: Iterable[list[str]]) -> list[str]:
+    """The names in the most threads: the candidates for the owner when nothing settles it."""
+    counts: dict[str, int] = {}
+    for people in threads:
+        for name in people:
+            counts[name] = counts.get(name, 0) + 1
+    return sorted(counts, key=lambda n: (-counts[n], n))[:5]

@@ -7,7 +7,12 @@
   ``https://www.instagram.com/_u/<user>``. The user name is taken from ``value``, then
   ``title``, then the link;
 - messages: ``messages/inbox/<thread>/message_N.json``, the same shape as Facebook's (read by
-  the same code); senders are display names, matched to user names where they agree.
+  the same code); senders are display names, matched to user names where they agree;
+- ``personal_information/personal_information.json``: the owner's name and user name, the
+  surest sign of which participant of the threads is the owner.
+
+A Facebook export is refused by name: its messages have the same shape, and would otherwise
+land in the Instagram account.
 """
 
 from __future__ import annotations
@@ -16,14 +21,26 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from service.imports.common import ListedPerson, Listing, Named, Tick, load_json, records
+from service.imports.common import ListedPerson, Listing, Named, Tick
 from service.imports.export import Export, ExportError
 from service.imports.facebook import FacebookReader
-from service.imports.names import instagram_link
+from service.imports.jsonstream import records
+from service.imports.names import clean_name, instagram_link, repair
 
 FOLLOWERS = ("followers_and_following/followers_*.json", "followers_and_following/followers.json")
 FOLLOWING = ("followers_and_following/following.json", "followers_and_following/following_*.json")
 PROFILE = ("personal_information/personal_information.json",)
+# Paths only a Facebook export has (Instagram's own never name Facebook).
+FACEBOOK_SIGNS = (
+    "connections/friends/*",
+    "friends_and_followers/*",
+    "friends/friends.json",
+    "profile_information/profile_information.json",
+    "your_facebook_activity/*",
+    "your_activity_across_facebook/*",
+    "this_profile's_activity_across_facebook/*",
+)
+INSTAGRAM_SIGNS = ("followers_and_following/*", "your_instagram_activity/*", *PROFILE)
 
 
 def _squash(text: str) -> str:
@@ -64,16 +81,24 @@ class InstagramReader:
     def __init__(self) -> None:
         self._messages = FacebookReader()
         self.handle: str | None = None
+        self.me: str | None = None
+        self.refused: str | None = None
+        self.notes = self._messages.notes
         self._users: dict[str, str] = {}  # user name without punctuation -> key
 
     def members(self, export: Export) -> list[str]:
+        if export.find(*FACEBOOK_SIGNS) and not export.find(*INSTAGRAM_SIGNS):
+            raise ExportError(
+                f"{export.describe()}: this is a Facebook export, not an Instagram one; import "
+                "it with `lopper import facebook`"
+            )
         found = export.find(*FOLLOWERS) + export.find(*FOLLOWING) + self._messages._messages(export)
         if not found:
             raise ExportError(
                 f"{export.describe()}: no Instagram followers, following or messages (JSON) "
                 "found; request your information from Instagram in JSON format"
             )
-        return found
+        return found + export.find(*PROFILE)
 
     def listing(self, export: Export, tick: Tick) -> Listing | None:
         followers = export.find(*FOLLOWERS)
@@ -82,9 +107,8 @@ class InstagramReader:
             return None
         people: list[ListedPerson] = []
         for member, follows_me in [(m, True) for m in followers] + [(m, False) for m in following]:
-            data = load_json(export, member, tick)
             keys = ("relationships_followers",) if follows_me else ("relationships_following",)
-            for entry in records(data, member, export, *keys):
+            for entry in records(export, member, tick, *keys):
                 user = username(entry)
                 if user is None:
                     raise ExportError(f"{export.describe(member)}: an entry without a user name")
@@ -104,9 +128,13 @@ class InstagramReader:
 
     def exchanges(self, export: Export, tick: Tick) -> Iterator[Sequence[Named]]:
         reader = self._messages
-        reader.handle = self.handle
+        reader.handle, reader.me = self.handle, self.me
         reader.keys_for = self._keys_for
+        reader.profile_names = self._profile_names
         reader.owner = reader._owner(export, tick)
+        self.refused = reader.refused
+        if reader.owner is None:
+            return
         for batch in reader._read_messages(export, tick):
             yield [
                 Named(
@@ -119,6 +147,11 @@ class InstagramReader:
                 )
                 for n in batch
             ]
+        if reader.nameless:
+            self.notes.append(
+                f"{reader.nameless:,} messages with deleted or nameless accounts are left out: "
+                "nobody can tell who they were"
+            )
 
     def _keys_for(self, thread: str, others: list[str]) -> dict[str, str]:
         """Which follower each display name in a thread is.
@@ -138,3 +171,19 @@ class InstagramReader:
             if user is not None:
                 keys[others[0]] = user
         return keys
+
+    def _profile_names(self, export: Export, tick: Tick) -> list[str]:
+        """The owner's names in ``personal_information.json`` that a thread may use: the
+        display name and the user name."""
+        names: list[str] = []
+        for member in export.find(*PROFILE):
+            for entry in records(export, member, tick, "profile_user"):
+                fields = entry.get("string_map_data")
+                if not isinstance(fields, dict):
+                    continue
+                for label in ("Name", "Username"):
+                    value = fields.get(label)
+                    text = value.get("value") if isinstance(value, dict) else None
+                    if isinstance(text, str) and text.strip():
+                        names.append(clean_name(repair(text)))
+        return names

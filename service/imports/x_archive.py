@@ -8,7 +8,8 @@ Nothing is ever executed.
 
 What is read (https://help.x.com/en/managing-your-account/accessing-your-x-data):
 
-- ``account.js``: whose archive it is (it must be the configured account);
+- ``account.js``: whose archive it is (it must be the configured account); some archives
+  circulate without it, and then ``manifest.js`` (``userInfo``) names the owner;
 - ``following.js`` / ``follower.js``: ids only (no handle, no date): a person not yet in the
   store is added as ``x:<id>`` with X's intent link, and the next sync through the API names
   them; people the store already knows are left as the API last listed them;
@@ -43,13 +44,15 @@ from service.config import Account as AccountConfig
 from service.costs import Usage, record_usage
 from service.imports.common import record_import_run
 from service.imports.export import Export, ExportError, open_export
-from service.model import Direction, Kind
-from service.platforms.base import Exchange, Person, PlatformError, Span
+from service.model import Direction, Kind, Span
+from service.platforms.base import Exchange, Person, PlatformError
 from service.store import Store
 from service.store.models import Connection, Interaction
 from service.sync import ensure_account, extend_coverage, save_exchanges, save_people
 
 CHUNK = 1 << 20  # characters read at a time
+MAX_ELEMENT = 32 << 20  # characters of one record (a real one is a few kilobytes)
+MAX_MANIFEST = 16 << 20  # bytes of manifest.js (a real one: a few kilobytes)
 BATCH = 5000  # exchanges written at a time
 LOOKUP = 100  # posts per lookup request (X's most)
 POSTS, MESSAGES, LIKES = "posts", "messages", "likes"  # the API adapter's stream names
@@ -75,6 +78,7 @@ class ArchiveReport:
     likes_note: str | None = None
     covered: dict[str, Span] = field(default_factory=dict)
     cost_micros: int = 0
+    earliest: datetime | None = None  # the oldest exchange read
 
 
 # --- reading the files -------------------------------------------------------------------
@@ -156,20 +160,33 @@ def records(export: Export, member: str, tick: Tick | None = None) -> Iterator[A
                     # Ran out of text mid-element: read on. Anything else is damage.
                     # (an escape or a number cut by the chunk's end fails a few characters back)
                     short = exc.pos >= len(buf) - 16 or exc.msg.startswith("Unterminated string")
+                    if len(buf) - pos > MAX_ELEMENT:
+                        raise ExportError(
+                            f"{where}: one record runs past {MAX_ELEMENT:,} characters; not an "
+                            "archive file lopper can read"
+                        ) from None
                     if not (short and refill()):
                         raise broken(exc.msg, exc.pos) from None
+                except RecursionError:
+                    raise ExportError(
+                        f"{where}: JSON nested too deeply to be an archive file; refused"
+                    ) from None
             pos = end
             yield item
 
 
 def _parse_thar(export: Export, member: str) -> Mapping[str, Any]:
+    if export.size(member) > MAX_MANIFEST:
+        raise ExportError(f"{export.describe(member)}: too large to be an archive's manifest")
     with export.open(member) as raw, export.reading(member):
-        text = raw.read().decode("utf-8-sig")
+        text = raw.read(MAX_MANIFEST + 1).decode("utf-8-sig")
     match = _THAR.match(text)
     try:
         body = json.loads(text[match.end() :].rstrip().rstrip(";")) if match else None
     except json.JSONDecodeError as exc:
         raise ExportError(f"{export.describe(member)}: broken JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ExportError(f"{export.describe(member)}: JSON nested too deeply; refused") from None
     return body if isinstance(body, Mapping) else {}
 
 
@@ -340,6 +357,41 @@ def _owner(export: Export, member: str) -> tuple[str, str, datetime | None]:
     raise ExportError(f"{where}: names no account")
 
 
+def _identify(
+    export: Export, members: _Members, config: AccountConfig, path: Path
+) -> tuple[Mapping[str, Any], str, datetime | None]:
+    """The manifest, the owner's id and the account's creation date, once the archive is
+    known to be the configured account's; ExportError otherwise."""
+    manifest = _parse_thar(export, members.manifest[0]) if members.manifest else {}
+    info = manifest.get("userInfo")
+    if members.account:
+        where = export.describe(members.account[0])
+        owner, username, created = _owner(export, members.account[0])
+    elif isinstance(info, Mapping) and info.get("accountId"):
+        # Archives passed around without account.js: the manifest names the owner too.
+        where = export.describe(members.manifest[0])
+        owner, username, created = str(info["accountId"]), str(info.get("userName") or ""), None
+    else:
+        raise ExportError(
+            f"{path}: not an X archive (it has neither data/account.js nor a data/manifest.js "
+            "naming its owner)"
+        )
+    if username.lower() != config.handle.lstrip("@").lower():
+        raise ExportError(
+            f"{where}: the archive is @{username}'s, not {config.handle}'s; import it with "
+            "--account naming that account"
+        )
+    return manifest, owner, created
+
+
+def check_archive(config: AccountConfig, path: Path) -> None:
+    """Refuse, before anything is written, a file that is not this account's X archive."""
+    with open_export(path) as export:
+        members = _members(export)
+        _identify(export, members, config, path)
+        export.check(members.data())
+
+
 def import_archive(
     store: Store,
     config: AccountConfig,
@@ -354,22 +406,15 @@ def import_archive(
     report = ArchiveReport(config.key)
     with open_export(path) as export:
         members = _members(export)
-        if not members.account:
-            raise ExportError(f"{path}: not an X archive (it has no data/account.js)")
-        owner, username, created = _owner(export, members.account[0])
-        if username.lower() != config.handle.lstrip("@").lower():
-            raise ExportError(
-                f"{export.describe(members.account[0])}: the archive is @{username}'s, not "
-                f"{config.handle}'s; import it with --account naming that account"
-            )
+        manifest, owner, created = _identify(export, members, config, path)
         generated = None
-        if members.manifest:
-            info = _parse_thar(export, members.manifest[0]).get("archiveInfo")
-            if isinstance(info, Mapping) and info.get("generationDate"):
-                generated = _time(info["generationDate"], export.describe(members.manifest[0]))
+        info = manifest.get("archiveInfo")
+        if isinstance(info, Mapping) and info.get("generationDate"):
+            generated = _time(info["generationDate"], export.describe(members.manifest[0]))
         generated = min(generated or now, now)
         report.generated = generated
         report.files = members.data()
+        export.check(report.files)  # a compression bomb is refused before anything is read
         if start is not None:
             start(export.total_size(report.files))
         liked = _read_likes(export, members.likes, tick)
@@ -410,7 +455,9 @@ def import_archive(
             ]
             report.exchanges_read += len(likes)
             report.exchanges_new += save_exchanges(session, account_id, likes)
-            since = min(created or generated, generated)
+            # Without the account's creation date (no account.js), history is vouched for from
+            # the oldest exchange the archive holds: never more than it shows.
+            since = min(created or report.earliest or generated, generated)
             spans = {POSTS: bool(members.posts), MESSAGES: bool(members.messages)}
             spans[LIKES] = bool(members.likes) and report.likes_note is None
             for stream, held in spans.items():
@@ -547,11 +594,17 @@ def _import_exchanges(
             for item in records(export, member, tick):
                 batch.extend(read(_inner(item, key, where), owner, where))
                 if len(batch) >= BATCH:
-                    report.exchanges_read += len(batch)
-                    report.exchanges_new += save_exchanges(session, account_id, batch)
+                    _save(session, account_id, batch, report)
                     batch = []
-        report.exchanges_read += len(batch)
-        report.exchanges_new += save_exchanges(session, account_id, batch)
+        _save(session, account_id, batch, report)
+
+
+def _save(session: Session, account_id: int, batch: list[Exchange], report: ArchiveReport) -> None:
+    if batch:
+        first = min(e.occurred_at for e in batch)
+        report.earliest = first if report.earliest is None else min(report.earliest, first)
+    report.exchanges_read += len(batch)
+    report.exchanges_new += save_exchanges(session, account_id, batch)
 
 
 def record_lookup_cost(store: Store, config: AccountConfig, usage: Usage, now: datetime) -> None:
