@@ -268,6 +268,8 @@ def _sync_connections(
         listing = row.listing if row and row.listing else uuid.uuid4().hex[:12]
         cursor = row.cursor if row and row.listing else None
     analyzed = False
+    # A mutual is listed twice (once among follows, once among followers): count people.
+    listed: set[str] = set()
     while True:
         page = _fetch_page(report, CONNECTIONS, partial(adapter.connections, cursor))
         if page is None:
@@ -286,7 +288,8 @@ def _sync_connections(
                 # still saying "empty", each page's lookup scans every row instead of the index.
                 session.execute(text("ANALYZE connections"))
                 analyzed = True
-        report.connections_seen += len(page.people)
+        listed.update(p.user_id for p in page.people)
+        report.connections_seen = len(listed)
         if progress:
             progress(CONNECTIONS, len(page.people))
         if page.next_cursor is None:
