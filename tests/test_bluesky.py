@@ -838,3 +838,16 @@ def test_the_first_sync_counts_each_connection_once(
     report = sync(store, fake, adapter(fake, tmp_path, clock), clock)
 
     assert report.connections_seen == report.connections_new == len(fake.connections()) == 14
+
+
+def test_a_second_follow_of_the_same_account_replaces_the_first(
+    clock: Clock, fake: FakeBluesky, tmp_path: Path
+) -> None:
+    pal = fake.add_actor("pal").did
+    record = fake.follow(pal, clock() - timedelta(days=40))
+    platform = adapter(fake, tmp_path, clock)
+    fake.unfollow(pal)
+    fake.repo[FOLLOW][record.rsplit("/", 1)[1]] = {"$type": FOLLOW, "subject": pal}
+    platform.restore(pal)  # the appview names no follow: a new record is made
+
+    assert [v["subject"] for v in fake.repo[FOLLOW].values()] == [pal]

@@ -1071,17 +1071,20 @@ class BlueskyPlatform:
         return False, None
 
     def relationship(self, user_id: str) -> Relationship:
-        exists, following = self._follow_record(user_id)
-        if not exists:
-            # Gone from the appview: what is left is the account's own follow record.
+        _exists, following = self._follow_record(user_id)
+        if following is None:
+            # The appview names no follow of a deleted account (it answers as if there were
+            # none); the account's repository still holds the record, and says.
             return Relationship(connected=bool(self._follow_keys(user_id)))
-        return Relationship(connected=following is not None)
+        return Relationship(connected=True)
 
     def remove(self, user_id: str) -> RemovalOutcome:
         self.budget.check(DELETE_POINTS)
         exists, following = self._follow_record(user_id)
-        if not exists:
+        if following is None and self._follow_keys(user_id):
             return self._remove_dangling(user_id)
+        if not exists:
+            raise PersonNotFound(f"{user_id} is not on Bluesky any more")
         if following is None:
             return RemovalOutcome(already_done=True, detail="not following any more")
         parts = _at_uri(following)
@@ -1097,8 +1100,6 @@ class BlueskyPlatform:
     def _remove_dangling(self, user_id: str) -> RemovalOutcome:
         """Delete the follow records left behind by an account that is gone."""
         keys = self._follow_keys(user_id)
-        if not keys:
-            raise PersonNotFound(f"{user_id} is not on Bluesky any more")
         me = self._did()
         for rkey in keys:
             self.budget.check(DELETE_POINTS)

@@ -736,14 +736,12 @@ class FakeBluesky(FaultQueue):
         actor = self._actor(args)
         relationships: list[dict[str, Any]] = []
         for other in args.get("others", []):
-            found = next(
-                (
-                    a.did
-                    for a in self.actors.values()
-                    if other in (a.did, a.handle) and not a.deleted
-                ),
-                None,
-            )
+            found = next((a.did for a in self.actors.values() if other in (a.did, a.handle)), None)
+            if found is not None and self.actors[found].deleted:
+                # The reference appview answers for a deleted account as for one not followed:
+                # a relationship naming only its DID (the account's follow record stays).
+                relationships.append({"$type": "app.bsky.graph.defs#relationship", "did": found})
+                continue
             if found is None:
                 relationships.append(
                     {"$type": "app.bsky.graph.defs#notFoundActor", "actor": other, "notFound": True}
@@ -882,6 +880,15 @@ class FakeBluesky(FaultQueue):
         if not isinstance(record, dict):
             raise _Reply(400, "InvalidRequest", "Input/record must be an object")
         rkey = str(body.get("rkey") or self._next_tid(self.now_us()))
+        if collection in (FOLLOW, LIKE, REPOST):
+            # As the reference PDS does: a new follow, like or repost of the same subject
+            # replaces the older record (its "backlink conflicts" are deleted).
+            subject = record.get("subject")
+            key = subject.get("uri") if isinstance(subject, dict) else subject
+            for old, value in list(self.repo.get(collection, {}).items()):
+                other = value.get("subject")
+                if (other.get("uri") if isinstance(other, dict) else other) == key:
+                    del self.repo[collection][old]
         self.repo.setdefault(collection, {})[rkey] = record
         self._sorted.pop(collection, None)
         if collection == FOLLOW:
