@@ -1,23 +1,36 @@
 """Bluesky, through the AT Protocol with the atproto SDK (``atproto_client.Client``).
 
 Connections are the account's follows, then its followers (``app.bsky.graph.getFollows`` /
-``getFollowers``, 100 a page). Exchanges come from three streams, each with its own cursor:
+``getFollowers``, 100 a page), then its own follow records (``com.atproto.repo.listRecords``):
+a followed account that is deleted or taken down drops out of ``getFollows`` while the
+record stays in the repository, so a record whose subject the appview cannot show
+(``getProfiles``) is listed as gone, and removing it deletes the record. A follow is dated by
+the record key of the account's own follow record (when it followed, not when they did).
+
+Exchanges come from three streams, each with its own cursor:
 
 - ``notifications``: what others did to the account (likes, reposts, replies, mentions,
-  quotes), newest first. A pass reads back to where the previous one started, less an overlap
-  (:data:`NOTIFICATION_OVERLAP`): the appview sorts notifications by the earlier of a record's
-  ``createdAt`` and the time it indexed it, so one that arrives late sorts a little in the past.
+  quotes), newest first, in the appview's order: the earlier of a record's ``createdAt`` and
+  the time it indexed it. A pass reads back to where the previous one started, less an
+  overlap (:data:`NOTIFICATION_OVERLAP`), since one that arrives late sorts a little in the
+  past. The appview does not keep notifications for ever, so a listing that ends is complete
+  only from its oldest item: that is where a first pass's coverage starts.
 - ``posts``: the account's own posts (replies, quotes, mentions) and reposts, read from its
   repository with ``com.atproto.repo.listRecords`` oldest first after the last record key seen,
   so that an incremental sync reads only what is new.
 - ``likes``: the account's like records, the same way.
 
-A stream claims coverage only when a pass is whole: back to the account's creation after a
-first full read, from where the previous pass started after an incremental one.
+A stream claims coverage only when a pass is whole: the repository streams back to the
+account's creation after a first full read (dated by the PLC directory's audit log, which no
+client can backdate, unlike the profile record's ``createdAt``), from where the previous pass
+started after an incremental one. Direct messages (``chat.bsky.convo.*``) are not read: the
+adapter reports them unseen.
 
 The session is created once from an app password and kept in a 0600 token file; the SDK
 refreshes it ahead of expiry and every refreshed session is saved, so a restart or a second
-instance never signs in again (Bluesky allows 30 sign-ins per 5 minutes and 300 a day).
+instance never signs in again (Bluesky allows 30 sign-ins per 5 minutes and 300 a day). A
+revoked app password goes unnoticed while the access token already issued works (about two
+hours); the refresh after it is refused, and the account is paused.
 
 Removal deletes the follow record named by ``viewer.following``, looked up again just before;
 undo creates a new one. Writes cost points (delete 1, create 3; 5,000 an hour and 35,000 a day
@@ -54,7 +67,7 @@ from atproto_client.request import Request
 from atproto_core.exceptions import AtProtocolError
 
 from service.config import Account
-from service.model import Direction, Kind, Unseen
+from service.model import Direction, Kind, Span, Unseen
 from service.platforms.base import (
     AuthError,
     Blocked,
@@ -69,7 +82,6 @@ from service.platforms.base import (
     RateLimited,
     Relationship,
     RemovalOutcome,
-    Span,
     Traits,
     Unsupported,
 )
@@ -1092,10 +1104,13 @@ class BlueskyPlatform:
         if parts is None or parts[0] != me or parts[1] != FOLLOW:
             raise PlatformError(f"Bluesky named an unexpected follow record: {following}")
         self.budget.spend(DELETE_POINTS)
-        data = models.ComAtprotoRepoDeleteRecord.Data(repo=me, collection=FOLLOW, rkey=parts[2])
+        self._delete_follow(me, parts[2])
+        return RemovalOutcome()
+
+    def _delete_follow(self, me: str, rkey: str) -> None:
+        data = models.ComAtprotoRepoDeleteRecord.Data(repo=me, collection=FOLLOW, rkey=rkey)
         # Deleting a record that is already gone succeeds: a retry after a lost answer is safe.
         self._call(lambda c: c.com.atproto.repo.delete_record(data), write=True)
-        return RemovalOutcome()
 
     def _remove_dangling(self, user_id: str) -> RemovalOutcome:
         """Delete the follow records left behind by an account that is gone."""
@@ -1104,8 +1119,7 @@ class BlueskyPlatform:
         for rkey in keys:
             self.budget.check(DELETE_POINTS)
             self.budget.spend(DELETE_POINTS)
-            data = models.ComAtprotoRepoDeleteRecord.Data(repo=me, collection=FOLLOW, rkey=rkey)
-            self._call(lambda c, d=data: c.com.atproto.repo.delete_record(d), write=True)
+            self._delete_follow(me, rkey)
         return RemovalOutcome(
             detail="their account is gone; the follow record left behind is deleted"
         )
