@@ -851,3 +851,17 @@ def test_a_second_follow_of_the_same_account_replaces_the_first(
     platform.restore(pal)  # the appview names no follow: a new record is made
 
     assert [v["subject"] for v in fake.repo[FOLLOW].values()] == [pal]
+
+
+def test_a_follow_the_appview_has_not_indexed_is_not_taken_for_a_dangling_one(
+    clock: Clock, fake: FakeBluesky, tmp_path: Path
+) -> None:
+    pal = fake.add_actor("pal").did
+    # in the repository, not yet in the appview (a follow made in the app a moment ago)
+    fake.put_record(FOLLOW, "3kabcdefghij2", {"$type": FOLLOW, "subject": pal})
+    platform = adapter(fake, tmp_path, clock)
+
+    assert platform.relationship(pal).connected is False
+    assert platform.remove(pal).already_done
+    assert fake.requests[DELETE] == 0
+    assert "3kabcdefghij2" in fake.repo[FOLLOW]

@@ -1082,18 +1082,29 @@ class BlueskyPlatform:
                 return True, _text(item.get("following"))
         return False, None
 
+    def _dangling(self, user_id: str, exists: bool, following: str | None) -> bool:
+        """Is the account's follow of ``user_id`` a record left behind by a gone account?
+
+        The appview answers for a deleted account as for one not followed (a relationship
+        without ``following``); only an account it cannot show any more, with a follow record
+        still in the account's repository, is one.
+        """
+        if following is not None:
+            return False
+        if exists and self._shown([user_id]):
+            return False  # there, and not followed
+        return bool(self._follow_keys(user_id))
+
     def relationship(self, user_id: str) -> Relationship:
-        _exists, following = self._follow_record(user_id)
+        exists, following = self._follow_record(user_id)
         if following is None:
-            # The appview names no follow of a deleted account (it answers as if there were
-            # none); the account's repository still holds the record, and says.
-            return Relationship(connected=bool(self._follow_keys(user_id)))
+            return Relationship(connected=self._dangling(user_id, exists, following))
         return Relationship(connected=True)
 
     def remove(self, user_id: str) -> RemovalOutcome:
         self.budget.check(DELETE_POINTS)
         exists, following = self._follow_record(user_id)
-        if following is None and self._follow_keys(user_id):
+        if self._dangling(user_id, exists, following):
             return self._remove_dangling(user_id)
         if not exists:
             raise PersonNotFound(f"{user_id} is not on Bluesky any more")
