@@ -91,7 +91,9 @@ def _stop(process: subprocess.Popen[str]) -> None:
             process.wait()
 
 
-@pytest.fixture(scope="session")
+# One network for the module that uses it, stopped as soon as its tests are done (not left
+# running beside the rest of the suite).
+@pytest.fixture(scope="module")
 def network() -> Iterator[Network]:
     modules = install_dir()
     if modules is None or not (modules / ".ready").exists():
@@ -138,6 +140,6 @@ def backend() -> str:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if "total" in _TIMES:
         terminalreporter.write_line(
-            f"realnet: the reference network ran {_TIMES['total']:.1f} s "
-            f"(of which {_TIMES.get('start', 0.0):.1f} s to start)"
+            f"realnet: the reference network and its tests took {_TIMES['total']:.1f} s "
+            f"(of which {_TIMES.get('start', 0.0):.1f} s to start it)"
         )
