@@ -865,3 +865,21 @@ def test_a_follow_the_appview_has_not_indexed_is_not_taken_for_a_dangling_one(
     assert platform.remove(pal).already_done
     assert fake.requests[DELETE] == 0
     assert "3kabcdefghij2" in fake.repo[FOLLOW]
+
+
+def test_without_the_plc_directory_a_first_pass_claims_only_from_its_oldest_record(
+    store: Store, clock: Clock, fake: FakeBluesky, tmp_path: Path
+) -> None:
+    first_reply = clock() - timedelta(days=20)
+    fake.post(first_reply, reply_to=fake.add_actor("pal").did)
+    fake.inject("500", PLC_AUDIT, times=2)  # once per repository stream (posts, likes)
+    platform = adapter(fake, tmp_path, clock)
+
+    assert sync(store, fake, platform, clock).outcome == "ok"
+
+    assert coverage_spans(store, "posts") == [(first_reply.replace(microsecond=0), clock())]
+    reset_cursors(store)
+    assert sync(store, fake, platform, clock).outcome == "ok"  # asked again, and kept
+    genesis = datetime.fromtimestamp(fake.me.created_us / 1e6, tz=UTC).replace(microsecond=0)
+    assert coverage_spans(store, "posts") == [(genesis, clock())]
+    assert fake.requests[PLC_AUDIT] == 3
