@@ -821,6 +821,11 @@ def test_a_deleted_followed_account_is_offered_in_the_gone_lane(
     assert report.outcome == "ok"
     verdicts = judged(store, clock)
     assert verdicts[deleted][0] == "gone"
+    with store.session() as session:
+        gone = session.scalars(
+            select(Connection).where(Connection.platform_user_id == deleted)
+        ).one()
+    assert gone.handle == f"@{fake.actors[deleted].handle}"  # from the PLC directory
     assert "did:plc:notindexedyet0000000000a" not in verdicts
     ids = suggestion_ids(store)
     decide(store, [ids[deleted]], S.CONFIRMED, via=Channel.CLI, now=clock())

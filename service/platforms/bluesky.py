@@ -845,7 +845,13 @@ class BlueskyPlatform:
             subjects[subject] = made if earlier is None else min(earlier, made)
         shown = self._shown(list(subjects))
         people = [
-            Person(user_id=did, handle=did, following=True, connected_since=made, gone=True)
+            Person(
+                user_id=did,
+                handle=self._last_handle(did),
+                following=True,
+                connected_since=made,
+                gone=True,
+            )
             for did, made in subjects.items()
             if did not in shown
         ]
@@ -854,6 +860,21 @@ class BlueskyPlatform:
         if len(records) >= PAGE and following and following != page:
             return ConnectionPage(people, json.dumps({"list": "records", "cursor": following}))
         return ConnectionPage(people, None)
+
+    def _last_handle(self, did: str) -> str:
+        """The handle a gone account last had, from its DID document in the PLC directory
+        (``alsoKnownAs``), so that the person can tell who it was; else the DID itself."""
+        if did.startswith("did:plc:"):
+            try:
+                response = httpx.get(f"{self.plc_url}/{did}", timeout=self.timeout)
+                response.raise_for_status()
+                document = _mapping(response.json())
+            except (httpx.HTTPError, ValueError):
+                document = {}
+            for name in document.get("alsoKnownAs") or ():
+                if isinstance(name, str) and name.startswith("at://") and len(name) > 5:
+                    return "@" + name.removeprefix("at://")
+        return did
 
     def _shown(self, dids: Sequence[str]) -> set[str]:
         """Which of these accounts the appview can show (getProfiles, 25 at a time)."""

@@ -68,6 +68,7 @@ _SESSION_NSIDS = frozenset(
     {"com.atproto.server.createSession", "com.atproto.server.refreshSession"}
 )
 PLC_AUDIT = "plc.log.audit"  # how requests counts the PLC directory's audit log
+PLC_DOCUMENT = "plc.document"  # and its DID documents
 _WRITE_NSIDS = frozenset({"com.atproto.repo.createRecord", "com.atproto.repo.deleteRecord"})
 
 
@@ -162,7 +163,7 @@ class FakeBluesky(FaultQueue):
     """One account (``me``) on a PDS with an appview in front, and the people around it."""
 
     KINDS = _ALL_FAULTS
-    RANDOM_EXEMPT = _SESSION_NSIDS | {"plc.log.audit"}
+    RANDOM_EXEMPT = _SESSION_NSIDS | {"plc.log.audit", "plc.document"}
 
     def __init__(
         self,
@@ -655,6 +656,19 @@ class FakeBluesky(FaultQueue):
                 profiles.append(self._profile(found.did, viewer))
         return {"profiles": profiles}
 
+    def plc_document(self, did: str) -> dict[str, Any]:
+        """A DID document as the PLC directory serves it (it outlives a deleted account)."""
+        actor = self.actors.get(did)
+        if actor is None:
+            raise _Reply(404, "NotFound", f"DID not registered: {did}")
+        return {
+            "@context": ["https://www.w3.org/ns/did/v1"],
+            "id": did,
+            "alsoKnownAs": [f"at://{actor.handle}"],
+            "verificationMethod": [],
+            "service": [],
+        }
+
     def plc_audit(self, did: str) -> list[dict[str, Any]]:
         """The PLC directory's audit log of a DID: its operations, each dated by the directory."""
         actor = self.actors.get(did)
@@ -1058,8 +1072,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         fake = self.server_fake
         parts = urlsplit(self.path)
-        if parts.path.endswith("/log/audit"):
-            self._serve_plc(parts.path.strip("/").split("/")[0])
+        if parts.path.startswith("/did:"):
+            self._serve_plc(parts.path.strip("/"))
             return
         nsid = parts.path.removeprefix("/xrpc/")
         length = int(self.headers.get("Content-Length") or 0)
@@ -1097,16 +1111,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def _serve_plc(self, did: str) -> None:
-        """The PLC directory, served beside the PDS (``plc_url`` names the same server)."""
+    def _serve_plc(self, path: str) -> None:
+        """The PLC directory, served beside the PDS (``plc_url`` names the same server):
+        ``/<did>`` is the DID document, ``/<did>/log/audit`` its operations."""
         fake = self.server_fake
+        did, _, rest = path.partition("/")
+        route = PLC_AUDIT if rest == "log/audit" else PLC_DOCUMENT
         with fake._lock:
-            fake.requests[PLC_AUDIT] += 1
-            fault = fake._take_fault(PLC_AUDIT)
+            fake.requests[route] += 1
+            fault = fake._take_fault(route)
             try:
                 if fault is not None:
                     raise _fault_reply(fault, fake)
-                status, payload = 200, json.dumps(fake.plc_audit(did)).encode()
+                answer = fake.plc_audit(did) if route == PLC_AUDIT else fake.plc_document(did)
+                status, payload = 200, json.dumps(answer).encode()
             except _Reply as reply:
                 status = reply.status
                 payload = json.dumps({"message": reply.message}).encode()

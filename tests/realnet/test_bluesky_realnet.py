@@ -133,6 +133,10 @@ def test_sync_evaluate_remove_and_undo_against_the_reference_network(
         owner, POST, {"text": "an old post", "createdAt": iso(start - timedelta(days=20))}
     )
     post = net.create(owner, POST, {"text": "hello", "createdAt": iso(start - timedelta(days=2))})
+    # The AppView notifies of a reply only if it indexed the parent first (the reference
+    # network drops the notification otherwise): the owner's posts are indexed before anyone
+    # answers them.
+    net.process()
     # a like from before the window: the notification listing reaches back to it
     net.create(
         people["liker"], LIKE, {"subject": ref(old), "createdAt": iso(start - timedelta(days=20))}
@@ -278,6 +282,9 @@ def test_sync_evaluate_remove_and_undo_against_the_reference_network(
     third = sync(store, config, platform)
     assert third.outcome == "ok", third.problems
     assert stored_connections(store)[did["gone"]] == (True, False, True)
+    with store.session() as session:
+        handles = {c.platform_user_id: c.handle for c in session.scalars(select(Connection))}
+    assert handles[did["gone"]] == f"@{people['gone'].handle}"  # its last, from the PLC
 
     # Known truth: the quiet one is flagged, the deleted one is gone, the one followed back
     # yesterday is in grace, everyone who exchanged anything is kept.
@@ -370,6 +377,7 @@ def test_a_notification_sorts_by_its_records_own_date(
     net = network
     owner, fan = net.create_account("sorted"), net.create_account("fan")
     post = net.create(owner, POST, {"text": "a post", "createdAt": iso(clock())})
+    net.process()
     backdated = clock() - timedelta(days=3)
     net.create(fan, LIKE, {"subject": ref(post), "createdAt": iso(backdated)})
     net.process()
