@@ -80,7 +80,10 @@ def account(fake: FakeBluesky, *, password: bool = True) -> AccountConfig:
     credentials: dict[str, Any] = {"base_url": fake.base_url, "plc_url": fake.base_url}
     if password:
         credentials["app_password"] = fake.app_password
-    return AccountConfig(platform="bluesky", handle=HANDLE, credentials=credentials)
+    # accept_unseen: [message], as the evaluations below pass it (direct messages are unseen)
+    return AccountConfig(
+        platform="bluesky", handle=HANDLE, credentials=credentials, accept_unseen=MESSAGES
+    )
 
 
 def adapter(

@@ -61,6 +61,7 @@ def config_for(network: Network, owner: NetAccount, password: str) -> AccountCon
         platform="bluesky",
         handle=f"@{owner.handle}",
         credentials={"app_password": password, "base_url": network.pds, "plc_url": network.plc},
+        accept_unseen=MESSAGES,  # direct messages are unseen on Bluesky
     )
 
 
