@@ -6,7 +6,8 @@ real adapter and the real sync read it into a fresh store. Prints, per endpoint,
 made against the fewest that can read it, and the seconds each sync took (the fake serves
 from the same process, so its own work is part of them).
 
-The fewest: one request per 100 items (one for an empty list). listRecords answers a full
+The fewest: one request per 100 items (one for an empty list); listRecords reads the account's
+follow records too (for followed accounts the appview no longer lists). listRecords answers a full
 page with a cursor even when it is the last, so there a count that is a multiple of 100
 needs one more request to see the end: ``n // 100 + 1``.
 
@@ -36,7 +37,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fakes.bluesky_server import LIKE, POST, REPOST, FakeBluesky, did_for
+from fakes.bluesky_server import FOLLOW, LIKE, POST, REPOST, FakeBluesky, did_for
 from measure import Clock
 
 from service.config import Account, Rules
@@ -124,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         account = Account(
             platform="bluesky",
             handle="@bench.test",
-            credentials={"app_password": fake.app_password, "base_url": fake.base_url},
+            credentials={
+                "app_password": fake.app_password,
+                "base_url": fake.base_url,
+                "plc_url": fake.base_url,  # the fake serves the PLC audit log too
+            },
         )
         rules = Rules()
         adapter = build_adapter(account, workdir / "state", clock)
@@ -132,11 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         first = sync_account(store, account, adapter, rules, clock)
         seconds = time.perf_counter() - started
-        records = sum(record_pages(len(fake.repo[c])) for c in (POST, REPOST, LIKE))
+        # the account's follow records (for accounts gone from the appview), then its own
+        # posts, reposts and likes
+        records = sum(record_pages(len(fake.repo[c])) for c in (FOLLOW, POST, REPOST, LIKE))
         fewest: dict[str, Any] = {
             "com.atproto.server.createSession": 1,
             "com.atproto.server.getSession": 1,
-            "app.bsky.actor.getProfile": 1,
+            "plc.log.audit": 1,
             "app.bsky.graph.getFollows": pages(len(fake.follows)),
             "app.bsky.graph.getFollowers": pages(len(fake.followers)),
             "app.bsky.notification.listNotifications": pages(exchanges),
@@ -162,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             "app.bsky.graph.getFollows": pages(len(fake.follows)),
             "app.bsky.graph.getFollowers": pages(len(fake.followers)),
             "app.bsky.notification.listNotifications": pages(args.new),
-            "com.atproto.repo.listRecords": 3,
+            "com.atproto.repo.listRecords": record_pages(len(fake.follows)) + 3,
         }
         report(f"incremental sync ({second.outcome})", dict(fake.requests), fewest, seconds)
         print(f"  {second.interactions_new:,} new exchanges")

@@ -10,7 +10,7 @@ import enum
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from service.config import Rules
@@ -112,6 +112,25 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def window_text(window: timedelta) -> str:
+    """``180 days``, ``1 day``, ``12 hours``, ``90 minutes``: a window as a person reads it."""
+    seconds = int(window.total_seconds())
+    if seconds % 86400 == 0:
+        count, unit = seconds // 86400, "day"
+    elif seconds % 3600 == 0:
+        count, unit = seconds // 3600, "hour"
+    else:
+        count, unit = max(1, round(seconds / 60)), "minute"
+    return f"{count} {unit}{'' if count == 1 else 's'}"
+
+
+def _window_days(window: timedelta) -> float:
+    """The window in days for the evidence: whole days stay whole, a shorter one is not 0."""
+    if window.total_seconds() % 86400 == 0:
+        return window.days
+    return round(window.total_seconds() / 86400, 3)
+
+
 def evidence_for(
     facts: ConnectionFacts, stats: ExchangeStats, rules: Rules, coverage: Span | None
 ) -> dict[str, Any]:
@@ -127,7 +146,7 @@ def evidence_for(
         "inbound_in_window": stats.inbound,
         "outbound_in_window": stats.outbound,
         "value": round(stats.value, 4),
-        "window_days": rules.window.days,
+        "window_days": _window_days(rules.window),
         "min_exchanges": rules.min_exchanges,
         "mutual": facts.mutual,
         "coverage": [_iso(coverage.start), _iso(coverage.end)] if coverage else None,
@@ -271,7 +290,7 @@ def judge(
     counted = stats.inbound + stats.outbound
     if counted >= rules.min_exchanges:
         return Judgement(
-            Verdict.KEEP, f"{counted} exchanges in the last {rules.window.days} days", evidence
+            Verdict.KEEP, f"{counted} exchanges in the last {window_text(rules.window)}", evidence
         )
     if is_dormant(facts, rules, now):
         assert facts.last_active_at is not None
@@ -282,7 +301,8 @@ def judge(
         )
     return Judgement(
         Verdict.FLAG,
-        f"{counted} exchanges in the last {rules.window.days} days (fewer than {rules.min_exchanges})",
+        f"{counted} exchanges in the last {window_text(rules.window)} "
+        f"(fewer than {rules.min_exchanges})",
         evidence,
     )
 

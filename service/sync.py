@@ -80,7 +80,7 @@ class SyncReport:
     account: str
     run_id: str
     outcome: str = "ok"  # ok | partial | paused | failed
-    connections_seen: int = 0  # listing rows (someone in both lists is two)
+    connections_seen: int = 0  # people listed in this run (a mutual is one)
     people_seen: int = 0  # people listed in this run
     connections_new: int = 0
     connections_vanished: int = 0
@@ -272,6 +272,7 @@ def _sync_connections(
         first = session.get_one(Account, account_id).first_listing_at is None
     # The follows of a first listing read from its start in this run, in the platform's order.
     follows: list[str] | None = [] if first and cursor is None else None
+    # A mutual is listed twice (once among follows, once among followers): count people.
     people: set[str] = set()
     analyzed = False
     while True:
@@ -292,9 +293,8 @@ def _sync_connections(
                 # still saying "empty", each page's lookup scans every row instead of the index.
                 session.execute(text("ANALYZE connections"))
                 analyzed = True
-        report.connections_seen += len(page.people)
         people.update(p.user_id for p in page.people)
-        report.people_seen = len(people)
+        report.people_seen = report.connections_seen = len(people)
         if follows is not None:
             follows.extend(p.user_id for p in page.people if p.following)
         if progress:

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.bluesky_server import FAULTS, FOLLOW, FakeBluesky, Fault, did_for
+from fakes.bluesky_server import (
+    EXCHANGE_REASONS,
+    FAULTS,
+    FOLLOW,
+    PLC_AUDIT,
+    FakeBluesky,
+    Fault,
+    did_for,
+)
 from helpers import Clock, make_rules, reset_cursors, snapshot, states, suggestion_ids
 from sqlalchemy import select
 
@@ -43,7 +51,7 @@ from service.platforms.tokens import token_path
 from service.removals import execute_account, restore
 from service.store import Store
 from service.store.models import Account, Connection, Coverage, Interaction
-from service.suggestions import decide, evaluate_account
+from service.suggestions import decide, evaluate_account, judge_account
 from service.sync import SyncReport, sync_account
 
 S = SuggestionState
@@ -57,6 +65,7 @@ NOTIFICATIONS = "app.bsky.notification.listNotifications"
 LIST_RECORDS = "com.atproto.repo.listRecords"
 DELETE = "com.atproto.repo.deleteRecord"
 CREATE = "com.atproto.repo.createRecord"
+MESSAGES = frozenset({Kind.MESSAGE})  # accept_unseen: [message]
 STREAM_COLLECTIONS = ("app.bsky.feed.post", "app.bsky.feed.repost", "app.bsky.feed.like")
 
 
@@ -67,10 +76,14 @@ def fake(clock: Clock) -> Iterator[FakeBluesky]:
 
 
 def account(fake: FakeBluesky, *, password: bool = True) -> AccountConfig:
-    credentials: dict[str, Any] = {"base_url": fake.base_url}
+    # The fake serves the PLC directory's audit log beside the PDS.
+    credentials: dict[str, Any] = {"base_url": fake.base_url, "plc_url": fake.base_url}
     if password:
         credentials["app_password"] = fake.app_password
-    return AccountConfig(platform="bluesky", handle=HANDLE, credentials=credentials)
+    # accept_unseen: [message], as the evaluations below pass it (direct messages are unseen)
+    return AccountConfig(
+        platform="bluesky", handle=HANDLE, credentials=credentials, accept_unseen=MESSAGES
+    )
 
 
 def adapter(
@@ -153,13 +166,17 @@ def test_first_and_incremental_sync_read_each_page_once(
     assert dict(fake.requests) == {
         CREATE_SESSION: 1,
         GET_SESSION: 1,
-        GET_PROFILE: 1,  # the account's creation, asked once: where full coverage starts
+        PLC_AUDIT: 1,  # the account's creation, asked once: where its own records start
         GET_FOLLOWS: pages(follows),
         GET_FOLLOWERS: pages(followers),
         NOTIFICATIONS: pages(notifications),
-        LIST_RECORDS: records,
+        # its own follow records (for the followed accounts the appview no longer lists),
+        # then its posts, reposts and likes
+        LIST_RECORDS: record_pages(follows) + records,
     }
-    assert sum(fake.requests.values()) == 3 + listing + pages(notifications) + records
+    assert sum(fake.requests.values()) == (
+        3 + listing + pages(notifications) + record_pages(follows) + records
+    )
     assert stored_connections(store) == fake.connections()
     assert stored_exchanges(store) == fake.truth
     assert one_way(fake.truth, Direction.INBOUND) == notifications
@@ -189,7 +206,8 @@ def test_first_and_incremental_sync_read_each_page_once(
         GET_FOLLOWS: pages(len(fake.follows)),
         GET_FOLLOWERS: pages(len(fake.followers)),
         NOTIFICATIONS: pages(new_notifications),  # only what is new: it stops at the mark
-        LIST_RECORDS: 3,  # one page after the last record key, per collection
+        # the follow records again, then one page after the last key per collection
+        LIST_RECORDS: record_pages(len(fake.follows)) + 3,
     }
     assert second.interactions_new == new_notifications + 3 + 5
     assert stored_connections(store) == fake.connections()
@@ -199,9 +217,14 @@ def test_first_and_incremental_sync_read_each_page_once(
             c.stream: (c.covered_from, c.covered_to) for c in session.scalars(select(Coverage))
         }
     assert set(spans) == set(STREAMS)
-    for start, end in spans.values():
+    oldest = min(n.sort_ms for n in fake.notifications if n.reason in EXCHANGE_REASONS)
+    for stream, (start, end) in spans.items():
         assert end == now
-        assert start <= now - timedelta(days=600)  # back to the account's beginning
+        if stream == "notifications":
+            # The appview may have deleted older ones: complete from the oldest one read.
+            assert start == datetime.fromtimestamp(oldest // 1000, tz=UTC)
+        else:  # the repository holds every record: back to the account's beginning
+            assert start <= datetime.fromtimestamp(fake.me.created_us / 1e6, tz=UTC)
 
 
 def test_a_resync_from_scratch_changes_no_count(
@@ -334,7 +357,7 @@ def test_auth_errors_pause_the_account_until_it_signs_in_again(
     platform = adapter(fake, tmp_path, clock, password=False)
     rules = make_rules()
     assert sync_account(store, config, platform, rules, clock).outcome == "ok"
-    evaluate_account(store, config.key, rules, clock())
+    evaluate_account(store, config.key, rules, clock(), accepted=MESSAGES)
     ids = suggestion_ids(store)
     decide(store, [ids[did_for("f0")]], S.CONFIRMED, via=Channel.CLI, now=clock())
 
@@ -388,7 +411,7 @@ def prepared(
         follows=40, followers=30, mutual=20, notifications=300, posts=30, likes=60, quiet=quiet
     )
     assert sync(store, fake, platform, clock).outcome == "ok"
-    evaluate_account(store, account(fake).key, make_rules(), clock())
+    evaluate_account(store, account(fake).key, make_rules(), clock(), accepted=MESSAGES)
     return suggestion_ids(store)
 
 
@@ -612,3 +635,259 @@ def test_the_fake_answers_in_the_recorded_shapes(
         Direction.OUTBOUND,
     )
     assert like.occurred_at == datetime(2023, 8, 26, 12, 56, 31, tzinfo=UTC)
+
+
+# --- what the adapter claims (issue: every claim of coverage earned) ----------------------
+
+
+def judged(store: Store, clock: Clock, accepted: frozenset[Kind] = MESSAGES) -> dict[str, Any]:
+    """user id -> (verdict, why) of every connection, judged now."""
+    with store.session() as session:
+        evaluation = judge_account(
+            session, account_row_in(session), make_rules(), clock(), accepted=accepted
+        )
+    return {
+        item.facts.user_id: (item.judgement.verdict.value, item.judgement.why)
+        for item in evaluation.items
+    }
+
+
+def account_row_in(session: Any) -> Account:
+    return session.scalars(select(Account)).one()
+
+
+def coverage_spans(store: Store, stream: str) -> list[tuple[datetime, datetime]]:
+    with store.session() as session:
+        rows = session.scalars(select(Coverage).where(Coverage.stream == stream))
+        return sorted((c.covered_from, c.covered_to) for c in rows)
+
+
+def test_a_follow_is_dated_by_the_accounts_own_follow_record(
+    clock: Clock, fake: FakeBluesky, tmp_path: Path
+) -> None:
+    now = clock()
+    old_friend = fake.add_actor("oldfriend").did  # followed the account long ago
+    fake.add_follower(old_friend, now - timedelta(days=400))
+    fake.follow(old_friend, now - timedelta(days=2))  # followed back only now
+    again = fake.add_actor("again").did
+    fake.follow(again, now - timedelta(days=300))
+    fake.unfollow(again)
+    fake.follow(again, now - timedelta(days=1))  # followed a second time
+    admirer = fake.add_actor("admirer").did
+    fake.add_follower(admirer, now - timedelta(days=50))
+    platform = adapter(fake, tmp_path, clock)
+
+    people = {}
+    cursor = None
+    while True:
+        page = platform.connections(cursor)
+        people.update({p.user_id: p for p in page.people})
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+
+    def day(person: str) -> datetime | None:
+        since = people[person].connected_since
+        return since.replace(microsecond=0) if since else None
+
+    assert day(old_friend) == (now - timedelta(days=2)).replace(microsecond=0)
+    assert day(again) == (now - timedelta(days=1)).replace(microsecond=0)
+    assert day(admirer) == (now - timedelta(days=50)).replace(microsecond=0)
+
+
+def test_notification_coverage_starts_at_the_oldest_notification_read(
+    store: Store, clock: Clock, fake: FakeBluesky, tmp_path: Path
+) -> None:
+    fake.populate(follows=20, followers=10, mutual=5, notifications=400, likes=20)
+    now = clock()
+    fake.see_notifications(now)  # the appview drops what sorts 30 days before this
+    kept = [n for n in fake.notifications if n.reason in EXCHANGE_REASONS]
+    assert kept and min(n.sort_ms for n in kept) >= (now - timedelta(days=30)).timestamp() * 1000
+    platform = adapter(fake, tmp_path, clock)
+
+    assert sync(store, fake, platform, clock).outcome == "ok"
+
+    oldest = datetime.fromtimestamp(min(n.sort_ms for n in kept) // 1000, tz=UTC)
+    assert coverage_spans(store, "notifications") == [(oldest, now)]
+    # The account's own records are all in its repository: they cover its whole life.
+    (likes,) = coverage_spans(store, "likes")
+    assert likes[0] <= datetime.fromtimestamp(fake.me.created_us / 1e6, tz=UTC)
+
+    # Forty days without a sync; the person read their notifications in the app meanwhile,
+    # and everything the last pass read is gone from the listing.
+    later = clock.advance(timedelta(days=40))
+    fake.notify(did_for("f7"), "reply", later - timedelta(days=3))
+    fake.see_notifications(later)
+    assert sync(store, fake, platform, clock).outcome == "ok"
+
+    # The pass did not meet the previous one: it vouches only for what it read.
+    newest = (later - timedelta(days=3)).replace(microsecond=0)
+    assert coverage_spans(store, "notifications") == [(oldest, now), (newest, later)]
+    assert stored_exchanges(store)[(did_for("f7"), Kind.REPLY.value, "inbound")] >= 1
+
+
+def test_a_quiet_day_between_passes_keeps_notification_coverage_whole(
+    store: Store, clock: Clock, fake: FakeBluesky, tmp_path: Path
+) -> None:
+    start = clock()
+    fake.notify(fake.add_actor("f1").did, "like", start - timedelta(days=3))
+    platform = adapter(fake, tmp_path, clock)
+    assert sync(store, fake, platform, clock).outcome == "ok"
+    end = clock.advance(timedelta(days=1))
+    assert sync(store, fake, platform, clock).outcome == "ok"  # nothing new at all
+
+    # the second pass reads back to the first one's oldest item, less the overlap
+    reach = start - timedelta(days=3) - NOTIFICATION_OVERLAP
+    assert coverage_spans(store, "notifications") == [(reach.replace(microsecond=0), end)]
+
+
+def test_a_notification_not_indexed_yet_is_read_by_the_next_pass(
+    store: Store, clock: Clock, fake: FakeBluesky, tmp_path: Path
+) -> None:
+    fake.populate(follows=5, followers=3, mutual=2, notifications=40)
+    platform = adapter(fake, tmp_path, clock)
+    start = clock()
+    late = fake.add_actor("late").did
+    # written before the sync, indexed by the appview only after it
+    fake.notify(
+        late,
+        "quote",
+        start - NOTIFICATION_OVERLAP / 3,
+        indexed_at=start + timedelta(minutes=10),
+    )
+    sync(store, fake, platform, clock)
+    assert stored_exchanges(store)[(late, Kind.QUOTE.value, "inbound")] == 0
+
+    clock.advance(timedelta(hours=6))
+    assert sync(store, fake, platform, clock).outcome == "ok"
+    assert stored_exchanges(store)[(late, Kind.QUOTE.value, "inbound")] == 1
+
+
+def test_direct_messages_are_reported_unseen_and_keep_everyone(
+    store: Store, clock: Clock, fake: FakeBluesky, tmp_path: Path
+) -> None:
+    fake.populate(follows=8, followers=4, mutual=2, notifications=60, quiet=3)
+    platform = adapter(fake, tmp_path, clock)
+
+    report = sync(store, fake, platform, clock)
+
+    (unseen,) = report.unseen
+    assert unseen.kind is Kind.MESSAGE and unseen.direction is None
+    assert "direct messages" in unseen.reason
+    assert unseen.remedy is not None and "accept_unseen: [message]" in unseen.remedy
+    quiet = did_for("f0")
+    verdict, why = judged(store, clock, accepted=frozenset())[quiet]
+    assert verdict == "too-early" and "message" in why
+    assert judged(store, clock)[quiet][0] == "flag"  # once the person accepts it
+
+
+def test_the_account_is_dated_by_the_plc_directory_not_its_profile(
+    store: Store, clock: Clock, fake: FakeBluesky, tmp_path: Path
+) -> None:
+    genesis = clock() - timedelta(days=100)
+    fake.me.created_us = int(genesis.timestamp() * 1_000_000)
+    # A profile record whose client wrote a date years before the account existed.
+    fake.me.profile_created_us = int((clock() - timedelta(days=2000)).timestamp() * 1_000_000)
+    fake.post(clock() - timedelta(days=20), reply_to=fake.add_actor("pal").did)
+    platform = adapter(fake, tmp_path, clock)
+
+    assert sync(store, fake, platform, clock).outcome == "ok"
+
+    assert coverage_spans(store, "posts") == [(genesis.replace(microsecond=0), clock())]
+    assert fake.requests[PLC_AUDIT] == 1
+
+    # Without a profile record at all, the account is dated just the same (and only once).
+    fake.me.profile_created_us = None
+    reset_cursors(store)
+    assert sync(store, fake, platform, clock).outcome == "ok"
+    assert coverage_spans(store, "posts") == [(genesis.replace(microsecond=0), clock())]
+    assert fake.requests[PLC_AUDIT] == 1
+
+
+def test_a_deleted_followed_account_is_offered_in_the_gone_lane(
+    store: Store, clock: Clock, fake: FakeBluesky, tmp_path: Path
+) -> None:
+    platform = adapter(fake, tmp_path, clock)
+    ids = prepared(store, fake, platform, clock)
+    # someone the account follows and talks to: kept until now
+    deleted = next(did for did in fake.follows if did not in ids)
+    record = fake.follow_uri(deleted)
+    assert record is not None
+    fake.delete_actor(deleted)
+    # A brand-new account the appview has not indexed yet is not taken for a gone one.
+    fake.follow("did:plc:notindexedyet0000000000a")
+    config, rules = account(fake), make_rules()
+
+    report = sync(store, fake, platform, clock)
+    evaluate_account(store, config.key, rules, clock(), accepted=MESSAGES)
+
+    assert report.outcome == "ok"
+    verdicts = judged(store, clock)
+    assert verdicts[deleted][0] == "gone"
+    with store.session() as session:
+        gone = session.scalars(
+            select(Connection).where(Connection.platform_user_id == deleted)
+        ).one()
+    assert gone.handle == f"@{fake.actors[deleted].handle}"  # from the PLC directory
+    assert "did:plc:notindexedyet0000000000a" not in verdicts
+    ids = suggestion_ids(store)
+    decide(store, [ids[deleted]], S.CONFIRMED, via=Channel.CLI, now=clock())
+    executed = execute_account(store, config, platform, rules, clock)
+
+    assert executed.removed == [ids[deleted]]
+    assert record.rsplit("/", 1)[1] not in fake.repo[FOLLOW]
+    assert fake.write_log == [("delete", FOLLOW, record.rsplit("/", 1)[1])]
+
+
+def test_the_first_sync_counts_each_connection_once(
+    store: Store, clock: Clock, fake: FakeBluesky, tmp_path: Path
+) -> None:
+    fake.populate(follows=12, followers=9, mutual=7, notifications=10)
+    report = sync(store, fake, adapter(fake, tmp_path, clock), clock)
+
+    assert report.connections_seen == report.connections_new == len(fake.connections()) == 14
+
+
+def test_a_second_follow_of_the_same_account_replaces_the_first(
+    clock: Clock, fake: FakeBluesky, tmp_path: Path
+) -> None:
+    pal = fake.add_actor("pal").did
+    record = fake.follow(pal, clock() - timedelta(days=40))
+    platform = adapter(fake, tmp_path, clock)
+    fake.unfollow(pal)
+    fake.repo[FOLLOW][record.rsplit("/", 1)[1]] = {"$type": FOLLOW, "subject": pal}
+    platform.restore(pal)  # the appview names no follow: a new record is made
+
+    assert [v["subject"] for v in fake.repo[FOLLOW].values()] == [pal]
+
+
+def test_a_follow_the_appview_has_not_indexed_is_not_taken_for_a_dangling_one(
+    clock: Clock, fake: FakeBluesky, tmp_path: Path
+) -> None:
+    pal = fake.add_actor("pal").did
+    # in the repository, not yet in the appview (a follow made in the app a moment ago)
+    fake.put_record(FOLLOW, "3kabcdefghij2", {"$type": FOLLOW, "subject": pal})
+    platform = adapter(fake, tmp_path, clock)
+
+    assert platform.relationship(pal).connected is False
+    assert platform.remove(pal).already_done
+    assert fake.requests[DELETE] == 0
+    assert "3kabcdefghij2" in fake.repo[FOLLOW]
+
+
+def test_without_the_plc_directory_a_first_pass_claims_only_from_its_oldest_record(
+    store: Store, clock: Clock, fake: FakeBluesky, tmp_path: Path
+) -> None:
+    first_reply = clock() - timedelta(days=20)
+    fake.post(first_reply, reply_to=fake.add_actor("pal").did)
+    fake.inject("500", PLC_AUDIT, times=2)  # once per repository stream (posts, likes)
+    platform = adapter(fake, tmp_path, clock)
+
+    assert sync(store, fake, platform, clock).outcome == "ok"
+
+    assert coverage_spans(store, "posts") == [(first_reply.replace(microsecond=0), clock())]
+    reset_cursors(store)
+    assert sync(store, fake, platform, clock).outcome == "ok"  # asked again, and kept
+    genesis = datetime.fromtimestamp(fake.me.created_us / 1e6, tz=UTC).replace(microsecond=0)
+    assert coverage_spans(store, "posts") == [(genesis, clock())]
+    assert fake.requests[PLC_AUDIT] == 3

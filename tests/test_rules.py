@@ -351,3 +351,14 @@ def test_plan_ignores_people_the_account_does_not_follow() -> None:
 def test_plan_with_nothing_to_do() -> None:
     plan = plan_reduction([item(facts(1), Verdict.FLAG)], 1.0)
     assert (plan.remove, plan.shortfall) == ([], 0)
+
+
+def test_a_window_shorter_than_a_day_is_not_called_zero_days() -> None:
+    rules = make_rules(window=timedelta(hours=12), grace=timedelta(hours=1))
+    quiet = judge(facts(), ExchangeStats(), rules, FULL, NOW)
+    busy = judge(facts(), ExchangeStats(inbound=3), make_rules(window=timedelta(days=1)), FULL, NOW)
+
+    assert quiet.why == "0 exchanges in the last 12 hours (fewer than 1)"
+    assert quiet.evidence["window_days"] == 0.5
+    assert busy.why == "3 exchanges in the last 1 day"
+    assert busy.evidence["window_days"] == 1

@@ -291,7 +291,7 @@ def test_planted_secrets_reach_no_log_table_digest_or_message(
                 "  - platform: mastodon\n    handle: '@me@example.social'\n"
                 f"    credentials: {{access_token: '${{MASTODON_TOKEN}}', api_base_url: '{mastodon.url}'}}\n"
                 "  - platform: bluesky\n    handle: '@me.test'\n"
-                f"    credentials: {{app_password: '${{BLUESKY_PASSWORD}}', base_url: '{bluesky.base_url}'}}\n"
+                f"    credentials: {{app_password: '${{BLUESKY_PASSWORD}}', base_url: '{bluesky.base_url}', plc_url: '{bluesky.base_url}'}}\n"
                 "  - platform: facebook\n    handle: harriet.vane\n"
                 "    credentials: {access_token: '${FACEBOOK_TOKEN}'}\n"
                 f"    facebook: {{graph_url: '{facebook.url}'}}\n"

@@ -1,23 +1,36 @@
 """Bluesky, through the AT Protocol with the atproto SDK (``atproto_client.Client``).
 
 Connections are the account's follows, then its followers (``app.bsky.graph.getFollows`` /
-``getFollowers``, 100 a page). Exchanges come from three streams, each with its own cursor:
+``getFollowers``, 100 a page), then its own follow records (``com.atproto.repo.listRecords``):
+a followed account that is deleted or taken down drops out of ``getFollows`` while the
+record stays in the repository, so a record whose subject the appview cannot show
+(``getProfiles``) is listed as gone, and removing it deletes the record. A follow is dated by
+the record key of the account's own follow record (when it followed, not when they did).
+
+Exchanges come from three streams, each with its own cursor:
 
 - ``notifications``: what others did to the account (likes, reposts, replies, mentions,
-  quotes), newest first. A pass reads back to where the previous one started, less an overlap
-  (:data:`NOTIFICATION_OVERLAP`): the appview sorts notifications by the earlier of a record's
-  ``createdAt`` and the time it indexed it, so one that arrives late sorts a little in the past.
+  quotes), newest first, in the appview's order: the earlier of a record's ``createdAt`` and
+  the time it indexed it. A pass reads back to where the previous one started, less an
+  overlap (:data:`NOTIFICATION_OVERLAP`), since one that arrives late sorts a little in the
+  past. The appview does not keep notifications for ever, so a listing that ends is complete
+  only from its oldest item: that is where a first pass's coverage starts.
 - ``posts``: the account's own posts (replies, quotes, mentions) and reposts, read from its
   repository with ``com.atproto.repo.listRecords`` oldest first after the last record key seen,
   so that an incremental sync reads only what is new.
 - ``likes``: the account's like records, the same way.
 
-A stream claims coverage only when a pass is whole: back to the account's creation after a
-first full read, from where the previous pass started after an incremental one.
+A stream claims coverage only when a pass is whole: the repository streams back to the
+account's creation after a first full read (dated by the PLC directory's audit log, which no
+client can backdate, unlike the profile record's ``createdAt``), from where the previous pass
+started after an incremental one. Direct messages (``chat.bsky.convo.*``) are not read: the
+adapter reports them unseen.
 
 The session is created once from an app password and kept in a 0600 token file; the SDK
 refreshes it ahead of expiry and every refreshed session is saved, so a restart or a second
-instance never signs in again (Bluesky allows 30 sign-ins per 5 minutes and 300 a day).
+instance never signs in again (Bluesky allows 30 sign-ins per 5 minutes and 300 a day). A
+revoked app password goes unnoticed while the access token already issued works (about two
+hours); the refresh after it is refused, and the account is paused.
 
 Removal deletes the follow record named by ``viewer.following``, looked up again just before;
 undo creates a new one. Writes cost points (delete 1, create 3; 5,000 an hour and 35,000 a day
@@ -54,7 +67,7 @@ from atproto_client.request import Request
 from atproto_core.exceptions import AtProtocolError
 
 from service.config import Account
-from service.model import Direction, Kind, Unseen
+from service.model import Direction, Kind, Span, Unseen
 from service.platforms.base import (
     AuthError,
     Blocked,
@@ -69,7 +82,6 @@ from service.platforms.base import (
     RateLimited,
     Relationship,
     RemovalOutcome,
-    Span,
     Traits,
     Unsupported,
 )
@@ -79,6 +91,7 @@ T = TypeVar("T")
 Clock = Callable[[], datetime]
 
 DEFAULT_BASE_URL = "https://bsky.social"
+DEFAULT_PLC_URL = "https://plc.directory"
 PAGE = 100  # the most any of these endpoints returns at once
 NOTIFICATIONS, POSTS, LIKES = "notifications", "posts", "likes"
 STREAMS = (NOTIFICATIONS, POSTS, LIKES)
@@ -124,6 +137,16 @@ _SESSION_REFUSED = frozenset(
 _NOT_FOUND = frozenset({"NotFound", "ProfileNotFound", "ActorNotFound", "RepoNotFound"})
 _TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 _TID_FLOOR = datetime(2022, 1, 1, tzinfo=UTC)  # before Bluesky: not a real record time
+PROFILES_AT_ONCE = 25  # app.bsky.actor.getProfiles
+# A follow record whose subject the appview cannot show is offered as gone once it is older
+# than this: a brand-new account may not be indexed yet.
+DANGLING_AFTER = timedelta(days=1)
+MESSAGES_UNSEEN = Unseen(
+    Kind.MESSAGE,
+    "Bluesky direct messages are not read (they live in a separate chat service)",
+    "if messages matter to you on this account, keep it unflagged; if they do not, "
+    "add accept_unseen: [message] under the account",
+)
 
 
 # --- small readers of untyped JSON --------------------------------------------------------
@@ -234,6 +257,23 @@ def _event_id(*parts: str) -> str:
     if len(text) <= _EVENT_ID_MAX:
         return text
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _earliest(*candidates: int | None) -> int | None:
+    known = [c for c in candidates if c is not None]
+    return min(known) if known else None
+
+
+def _sort_key(item: Mapping[str, Any]) -> int | None:
+    """Where a notification sorts: the earlier of its record's ``createdAt`` and its indexing.
+
+    The reference appview already shows that sort key as ``indexedAt``; the earlier of the
+    two is the same there, and stays the listing's order on a server that shows the real
+    time of indexing instead.
+    """
+    indexed = _micros(item.get("indexedAt"))
+    created = _micros(_mapping(item.get("record")).get("createdAt"))
+    return _earliest(indexed, created) if indexed is not None else None
 
 
 def _latest(ceiling: int, *candidates: int | None) -> int:
@@ -349,8 +389,9 @@ class _FeedCursor:
     """Where the notifications stream stands, newest first.
 
     A pass starts at ``pass_at`` and reads pages back until it reaches ``stop`` (None: to the
-    end of history); once whole, its start and newest item become the mark the next pass
-    stops at.
+    end of the listing); once whole, its start and newest item become the mark the next pass
+    stops at. Times are sort keys: the earlier of a record's ``createdAt`` and the time the
+    appview indexed it, the order the listing is in.
     """
 
     pass_at: int | None = None  # microseconds, as all the times here
@@ -360,6 +401,7 @@ class _FeedCursor:
     oldest: int | None = None
     mark_at: int | None = None
     mark_newest: int | None = None
+    floor: int | None = None  # the oldest item the listing still held when last read whole
 
     @classmethod
     def load(cls, cursor: str | None) -> _FeedCursor:
@@ -372,6 +414,7 @@ class _FeedCursor:
             oldest=_int(data.get("oldest")),
             mark_at=_int(data.get("mark_at")),
             mark_newest=_int(data.get("mark_newest")),
+            floor=_int(data.get("floor")),
         )
 
     def dump(self) -> str:
@@ -498,6 +541,7 @@ class BlueskyPlatform:
         *,
         app_password: str | None = None,
         base_url: str | None = None,
+        plc_url: str | None = None,
         clock: Clock | None = None,
         write_limits: tuple[int, int] = (HOUR_POINTS, DAY_POINTS),
         timeout: float = 30.0,
@@ -507,6 +551,7 @@ class BlueskyPlatform:
         self.state_dir = state_dir
         self.app_password = app_password
         self.base_url = base_url or DEFAULT_BASE_URL
+        self.plc_url = (plc_url or DEFAULT_PLC_URL).rstrip("/")
         self.clock = clock or (lambda: datetime.now(UTC))
         self.timeout = timeout
         self.budget = WriteBudget(
@@ -518,6 +563,7 @@ class BlueskyPlatform:
         self._token: dict[str, Any] = {}
         self._signed_in_at: datetime | None = None  # the last sign-in this adapter tried
         self._sign_in_error: PlatformError | None = None
+        self._listed: set[str] = set()  # whom the current listing showed as followed
 
     # -- the session ----------------------------------------------------------------------
 
@@ -648,11 +694,49 @@ class BlueskyPlatform:
         return _to_micros(self.clock())
 
     def _account_created(self) -> int | None:
-        """When the account was made (asked once, then kept with the session)."""
+        """When the account was made, from what no client can set (asked once, then kept).
+
+        The profile record's ``createdAt`` is written by the client and may be missing or
+        backdated; the PLC directory's audit log dates the DID's genesis operation itself,
+        by the directory's clock. A ``did:web`` account has no such log: its creation stays
+        unknown, and each full read claims only from its oldest record.
+        https://web.plc.directory/api/redoc#operation/GetPlcAuditLog
+        """
         profile = self._profile()
-        known = _micros(profile.get("created_at"))
-        if known is not None or profile.get("created_at") == "":
-            return known
+        known = profile.get("genesis_at")
+        if isinstance(known, str):
+            return _micros(known)  # "" when it cannot be known
+        did = self._did()
+        genesis = ""
+        if did.startswith("did:plc:"):
+            try:
+                response = httpx.get(
+                    f"{self.plc_url}/{did}/log/audit",
+                    timeout=self.timeout,
+                    headers={"accept": "application/json"},
+                )
+                response.raise_for_status()
+                log = response.json()
+            except (httpx.HTTPError, ValueError):
+                return None  # not this time: the pass falls back on its earliest item
+            # The operations, oldest first, each dated when the directory accepted it.
+            dated = [
+                (_micros(op.get("createdAt")), op.get("createdAt"))
+                for op in (log if isinstance(log, list) else [])
+                if isinstance(op, Mapping)
+            ]
+            known = [(at, text) for at, text in dated if at is not None]
+            if not known:
+                return None
+            genesis = str(min(known)[1])
+        updated = dict(profile)
+        updated["genesis_at"] = genesis
+        self._token = {**self._token, "profile": updated}
+        save_token(self.state_dir, self.account_key, self._token)
+        return _micros(genesis)
+
+    def _learn_display_name(self) -> None:
+        """Keep the account's display name with the session (one getProfile)."""
         try:
             body = self._query(
                 "app.bsky.actor.getProfile",
@@ -661,15 +745,11 @@ class BlueskyPlatform:
         except AuthError:
             raise
         except PlatformError:
-            return None  # not this time: the pass falls back on its earliest item
-        created = _text(body.get("createdAt")) or ""
-        updated = dict(profile)
-        updated["created_at"] = created
-        if _text(body.get("displayName")):
-            updated["display_name"] = body["displayName"]
-        self._token = {**self._token, "profile": updated}
-        save_token(self.state_dir, self.account_key, self._token)
-        return _micros(created)
+            return
+        name = _text(body.get("displayName"))
+        if name:
+            self._token = {**self._token, "profile": {**self._profile(), "display_name": name}}
+            save_token(self.state_dir, self.account_key, self._token)
 
     def _history_start(self, oldest: int | None, end: int) -> int:
         """Where a full read of a stream starts to be complete."""
@@ -701,8 +781,13 @@ class BlueskyPlatform:
 
     def connections(self, cursor: str | None) -> ConnectionPage:
         state = _load_state(cursor)
-        listing = "followers" if state.get("list") == "followers" else "follows"
+        listing = state.get("list")
+        listing = listing if listing in ("followers", "records") else "follows"
         page = _text(state.get("cursor"))
+        if listing == "records":
+            return self._dangling_follows(page)
+        if listing == "follows" and page is None:
+            self._listed = set()  # a new listing starts
         if listing == "follows":
             nsid = "app.bsky.graph.getFollows"
             params: Any = models.AppBskyGraphGetFollows.Params(
@@ -716,16 +801,111 @@ class BlueskyPlatform:
         body = self._query(nsid, params)
         items = _items(body, listing)
         people = [p for p in (self._person(item, listing) for item in items) if p is not None]
+        self._listed.update(p.user_id for p in people if p.following)
         following = _text(body.get("cursor"))
-        # Follows first, then followers: each entry carries the viewer's state both ways, so
-        # a mutual ends right whichever page the sync saw last.
+        # Follows, then followers: each entry carries the viewer's state both ways, so a
+        # mutual ends right whichever page the sync saw last. Then the account's own follow
+        # records, for those the appview no longer lists.
         if items and following and following != page:
             next_cursor: str | None = json.dumps({"list": listing, "cursor": following})
         elif listing == "follows":
             next_cursor = json.dumps({"list": "followers"})
         else:
-            next_cursor = None
+            next_cursor = json.dumps({"list": "records"})
         return ConnectionPage(people, next_cursor)
+
+    def _dangling_follows(self, page: str | None) -> ConnectionPage:
+        """The account's follow records whose subject the appview cannot show: gone people.
+
+        A followed account that is deleted (or taken down) drops out of ``getFollows``, but
+        the follow record stays in the account's repository; those are offered as gone, so
+        that the record can be deleted. Subjects this adapter saw listed are skipped; the
+        others are checked with ``getProfiles``, which leaves out accounts it cannot show.
+        """
+        me = self._did()
+        params = models.ComAtprotoRepoListRecords.Params(
+            repo=me, collection=FOLLOW, limit=PAGE, cursor=page
+        )
+        body = self._query("com.atproto.repo.listRecords", params)
+        records = _items(body, "records")
+        recent = self.clock() - DANGLING_AFTER
+        subjects: dict[str, datetime | None] = {}
+        for record in records:
+            parts = _at_uri(record.get("uri"))
+            subject = _text(_mapping(record.get("value")).get("subject"))
+            if parts is None or subject is None or not subject.startswith("did:"):
+                continue
+            if subject in self._listed or subject == me:
+                continue
+            made = tid_time(parts[2])
+            # The appview may not have indexed a new account yet: a new record is not a sign.
+            if made is None or made > recent:
+                continue
+            earlier = subjects.get(subject)
+            subjects[subject] = made if earlier is None else min(earlier, made)
+        shown = self._shown(list(subjects))
+        people = [
+            Person(
+                user_id=did,
+                handle=self._last_handle(did),
+                following=True,
+                connected_since=made,
+                gone=True,
+            )
+            for did, made in subjects.items()
+            if did not in shown
+        ]
+        following = _text(body.get("cursor"))
+        # The PDS returns a cursor with every non-empty page; only a full one can have more.
+        if len(records) >= PAGE and following and following != page:
+            return ConnectionPage(people, json.dumps({"list": "records", "cursor": following}))
+        return ConnectionPage(people, None)
+
+    def _last_handle(self, did: str) -> str:
+        """The handle a gone account last had, from its DID document in the PLC directory
+        (``alsoKnownAs``), so that the person can tell who it was; else the DID itself."""
+        if did.startswith("did:plc:"):
+            try:
+                response = httpx.get(f"{self.plc_url}/{did}", timeout=self.timeout)
+                response.raise_for_status()
+                document = _mapping(response.json())
+            except (httpx.HTTPError, ValueError):
+                document = {}
+            for name in document.get("alsoKnownAs") or ():
+                if isinstance(name, str) and name.startswith("at://") and len(name) > 5:
+                    return "@" + name.removeprefix("at://")
+        return did
+
+    def _shown(self, dids: Sequence[str]) -> set[str]:
+        """Which of these accounts the appview can show (getProfiles, 25 at a time)."""
+        found: set[str] = set()
+        for start in range(0, len(dids), PROFILES_AT_ONCE):
+            batch = list(dids[start : start + PROFILES_AT_ONCE])
+            body = self._query(
+                "app.bsky.actor.getProfiles", models.AppBskyActorGetProfiles.Params(actors=batch)
+            )
+            found.update(d for d in (_text(p.get("did")) for p in _items(body, "profiles")) if d)
+        return found
+
+    def _follow_keys(self, user_id: str) -> list[str]:
+        """The record keys of the account's follow records of ``user_id``, read from its repo."""
+        me = self._did()
+        keys: list[str] = []
+        page: str | None = None
+        while True:
+            params = models.ComAtprotoRepoListRecords.Params(
+                repo=me, collection=FOLLOW, limit=PAGE, cursor=page
+            )
+            body = self._query("com.atproto.repo.listRecords", params)
+            records = _items(body, "records")
+            for record in records:
+                parts = _at_uri(record.get("uri"))
+                if parts and _mapping(record.get("value")).get("subject") == user_id:
+                    keys.append(parts[2])
+            following = _text(body.get("cursor"))
+            if len(records) < PAGE or not following or following == page:
+                return keys
+            page = following
 
     def _person(self, item: Mapping[str, Any], listing: str) -> Person | None:
         did = _text(item.get("did"))
@@ -735,8 +915,11 @@ class BlueskyPlatform:
         viewer = _mapping(item.get("viewer"))
         mine = _text(viewer.get("following"))
         theirs = _text(viewer.get("followedBy"))
-        # When each side followed is in the record keys of the two follow records.
-        times = [t for t in (_record_time(mine), _record_time(theirs)) if t is not None]
+        # The connection lopper may end is the account's own follow, and its record key says
+        # when it was made: following back someone who followed years ago, or following
+        # someone again, starts a new connection (and its grace). Only a follower the account
+        # does not follow is dated by their record.
+        since = _record_time(mine) if mine is not None else _record_time(theirs)
         return Person(
             user_id=did,
             handle=f"@{handle}",
@@ -744,7 +927,7 @@ class BlueskyPlatform:
             profile_url=self.profile_link(handle, did),
             following=listing == "follows" or mine is not None,
             followed_by=listing == "followers" or theirs is not None,
-            connected_since=min(times) if times else None,
+            connected_since=since,
         )
 
     def interaction_streams(self) -> Sequence[str]:
@@ -770,6 +953,7 @@ class BlueskyPlatform:
                 stop=stop,
                 mark_at=state.mark_at,
                 mark_newest=state.mark_newest,
+                floor=state.floor,
             )
         assert state.pass_at is not None
         params = models.AppBskyNotificationListNotifications.Params(
@@ -782,7 +966,7 @@ class BlueskyPlatform:
         reached = False
         items = _items(body, "notifications")
         for item in items:
-            sorted_at = _micros(item.get("indexedAt"))
+            sorted_at = _sort_key(item)
             if sorted_at is None:
                 continue
             if state.stop is not None and sorted_at < state.stop:
@@ -798,9 +982,20 @@ class BlueskyPlatform:
             state.page = following
             return InteractionPage(exchanges, state.dump(), covers=None, done=False)
         end = state.pass_at
-        start = state.stop if state.stop is not None else self._history_start(state.oldest, end)
+        # The appview does not keep notifications for ever (it has deleted those older than
+        # 30 days before the person last opened them): a listing that ends says nothing of
+        # what came before its oldest item. Coverage starts at the oldest item read, unless
+        # the pass met the previous one, or the listing ends where it always ended.
+        if reached:
+            assert state.stop is not None
+            start, floor = state.stop, _earliest(state.floor, state.oldest)
+        elif state.stop is not None and (state.floor is None or state.floor >= state.stop):
+            start, floor = state.stop, _earliest(state.floor, state.oldest)
+        else:
+            start = state.oldest if state.oldest is not None else end
+            floor = state.oldest
         seen = [t for t in (state.newest, state.mark_newest) if t is not None]
-        mark = _FeedCursor(mark_at=end, mark_newest=max(seen) if seen else None)
+        mark = _FeedCursor(mark_at=end, mark_newest=max(seen) if seen else None, floor=floor)
         covers = Span(_moment(min(start, end)), _moment(end))
         return InteractionPage(exchanges, mark.dump(), covers=covers, done=True)
 
@@ -908,13 +1103,30 @@ class BlueskyPlatform:
                 return True, _text(item.get("following"))
         return False, None
 
+    def _dangling(self, user_id: str, exists: bool, following: str | None) -> bool:
+        """Is the account's follow of ``user_id`` a record left behind by a gone account?
+
+        The appview answers for a deleted account as for one not followed (a relationship
+        without ``following``); only an account it cannot show any more, with a follow record
+        still in the account's repository, is one.
+        """
+        if following is not None:
+            return False
+        if exists and self._shown([user_id]):
+            return False  # there, and not followed
+        return bool(self._follow_keys(user_id))
+
     def relationship(self, user_id: str) -> Relationship:
         exists, following = self._follow_record(user_id)
-        return Relationship(connected=exists and following is not None)
+        if following is None:
+            return Relationship(connected=self._dangling(user_id, exists, following))
+        return Relationship(connected=True)
 
     def remove(self, user_id: str) -> RemovalOutcome:
         self.budget.check(DELETE_POINTS)
         exists, following = self._follow_record(user_id)
+        if self._dangling(user_id, exists, following):
+            return self._remove_dangling(user_id)
         if not exists:
             raise PersonNotFound(f"{user_id} is not on Bluesky any more")
         if following is None:
@@ -924,10 +1136,25 @@ class BlueskyPlatform:
         if parts is None or parts[0] != me or parts[1] != FOLLOW:
             raise PlatformError(f"Bluesky named an unexpected follow record: {following}")
         self.budget.spend(DELETE_POINTS)
-        data = models.ComAtprotoRepoDeleteRecord.Data(repo=me, collection=FOLLOW, rkey=parts[2])
+        self._delete_follow(me, parts[2])
+        return RemovalOutcome()
+
+    def _delete_follow(self, me: str, rkey: str) -> None:
+        data = models.ComAtprotoRepoDeleteRecord.Data(repo=me, collection=FOLLOW, rkey=rkey)
         # Deleting a record that is already gone succeeds: a retry after a lost answer is safe.
         self._call(lambda c: c.com.atproto.repo.delete_record(data), write=True)
-        return RemovalOutcome()
+
+    def _remove_dangling(self, user_id: str) -> RemovalOutcome:
+        """Delete the follow records left behind by an account that is gone."""
+        keys = self._follow_keys(user_id)
+        me = self._did()
+        for rkey in keys:
+            self.budget.check(DELETE_POINTS)
+            self.budget.spend(DELETE_POINTS)
+            self._delete_follow(me, rkey)
+        return RemovalOutcome(
+            detail="their account is gone; the follow record left behind is deleted"
+        )
 
     def restore(self, user_id: str) -> None:
         self.budget.check(CREATE_POINTS)
@@ -945,7 +1172,10 @@ class BlueskyPlatform:
         self._call(lambda c: c.app.bsky.graph.follow.create(me, record), write=True)
 
     def unseen(self) -> Sequence[Unseen]:
-        return ()
+        # Direct messages are served by the chat service (chat.bsky.convo.*, through the PDS
+        # with an atproto-proxy header), which an app password reaches only when made with
+        # the direct-messages permission; lopper does not read them.
+        return (MESSAGES_UNSEEN,)
 
     def profile_link(self, handle: str, user_id: str) -> str | None:
         name = handle.lstrip("@")
@@ -957,18 +1187,21 @@ class BlueskyPlatform:
 def build(account: Account, state_dir: Path, clock: Clock | None = None) -> BlueskyPlatform:
     """The adapter for one ``platform: bluesky`` account; no request is made until it is used.
 
-    Credentials: ``app_password`` (optional once ``lopper auth bluesky`` has saved a session)
-    and ``base_url`` (another PDS; defaults to bsky.social).
+    Credentials: ``app_password`` (optional once ``lopper auth bluesky`` has saved a session),
+    ``base_url`` (another PDS; defaults to bsky.social) and ``plc_url`` (the PLC directory
+    that dates the account's creation; defaults to plc.directory).
     """
     credentials = account.credentials
     password = credentials.get("app_password")
     base_url = credentials.get("base_url")
+    plc_url = credentials.get("plc_url")
     return BlueskyPlatform(
         account.key,
         account.handle,
         state_dir,
         app_password=password.get_secret_value() if password else None,
         base_url=base_url.get_secret_value() if base_url else None,
+        plc_url=plc_url.get_secret_value() if plc_url else None,
         clock=clock,
         timeout=account.timeout_or(30.0),
     )
@@ -994,7 +1227,7 @@ def login(
         account_key, handle, state_dir, app_password=app_password, base_url=base_url
     )
     adapter._client = adapter._sign_in()
-    adapter._account_created()
+    adapter._learn_display_name()
     profile = adapter._profile()
     return Identity(
         user_id=adapter._did(),

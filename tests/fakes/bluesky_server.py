@@ -67,6 +67,8 @@ EXCHANGE_REASONS = {
 _SESSION_NSIDS = frozenset(
     {"com.atproto.server.createSession", "com.atproto.server.refreshSession"}
 )
+PLC_AUDIT = "plc.log.audit"  # how requests counts the PLC directory's audit log
+PLC_DOCUMENT = "plc.document"  # and its DID documents
 _WRITE_NSIDS = frozenset({"com.atproto.repo.createRecord", "com.atproto.repo.deleteRecord"})
 
 
@@ -115,7 +117,10 @@ class Actor:
     did: str
     handle: str
     display_name: str | None
-    created_us: int
+    created_us: int  # the DID's genesis operation, dated by the PLC directory
+    # The profile record's createdAt, which the client writes (None: no profile record).
+    profile_created_us: int | None = None
+    deleted: bool = False
 
 
 @dataclass(slots=True)
@@ -127,6 +132,7 @@ class Notification:
     rkey: str
     subject: str | None  # the account's record the notification is about
     created_us: int  # the record's own createdAt
+    indexed_us: int = 0  # when the appview indexed it: not listed before then
 
     @property
     def key(self) -> tuple[int, str]:
@@ -157,7 +163,7 @@ class FakeBluesky(FaultQueue):
     """One account (``me``) on a PDS with an appview in front, and the people around it."""
 
     KINDS = _ALL_FAULTS
-    RANDOM_EXEMPT = _SESSION_NSIDS
+    RANDOM_EXEMPT = _SESSION_NSIDS | {"plc.log.audit", "plc.document"}
 
     def __init__(
         self,
@@ -172,7 +178,7 @@ class FakeBluesky(FaultQueue):
     ) -> None:
         self.clock = clock or (lambda: datetime.now(UTC))
         created = created_at or self.clock() - timedelta(days=720)
-        self.me = Actor(did_for(handle), handle, "Me", micros_of(created))
+        self.me = Actor(did_for(handle), handle, "Me", micros_of(created), micros_of(created))
         self.app_password = app_password
         self.access_ttl = access_ttl
         self.ip_limit = ip_limit
@@ -188,6 +194,7 @@ class FakeBluesky(FaultQueue):
         self.follows: dict[str, str] = {}  # subject DID -> record key of the account's follow
         self.followers: dict[str, tuple[str, int]] = {}  # follower DID -> (their rkey, ms)
         self.notifications: list[Notification] = []  # ascending by (sortAt, cid)
+        self.seen_at: int | None = None  # microseconds: when the person last opened them
         self.truth: Counter[Truth] = Counter()
         # what was asked of it
         self.requests: Counter[str] = Counter()
@@ -259,7 +266,8 @@ class FakeBluesky(FaultQueue):
         actor = self.actors.get(did)
         if actor is None:
             when = created or datetime.fromtimestamp(self.me.created_us / 1e6, tz=UTC)
-            actor = Actor(did, f"{name}.test", display_name or name.title(), micros_of(when))
+            micros = micros_of(when)
+            actor = Actor(did, f"{name}.test", display_name or name.title(), micros, micros)
             self.actors[did] = actor
         return actor
 
@@ -295,6 +303,29 @@ class FakeBluesky(FaultQueue):
             self.followers.pop(did, None)
             self._sorted.pop("followers", None)
 
+    def delete_actor(self, did: str) -> None:
+        """Their account is deleted, as the reference network shows it: they vanish from the
+        appview (profiles, getFollows, getFollowers, relationships: not found), their
+        notifications go (the appview's indexer deletes those they authored), and the
+        account's own follow record of them stays in its repository, dangling."""
+        with self._lock:
+            self.actors[did].deleted = True
+            self.followers.pop(did, None)
+            self._sorted.pop("followers", None)
+            self._sorted.pop("follows", None)
+            self.notifications = [n for n in self.notifications if n.author != did]
+
+    def see_notifications(self, at: datetime) -> None:
+        """The person opens their notifications in the app at ``at``.
+
+        The appview then deletes every notification that sorts more than 30 days before
+        that moment (its ``tidyNotifications``: BEFORE_LAST_SEEN_DAYS = 30).
+        """
+        with self._lock:
+            self.seen_at = micros_of(at)
+            cutoff_ms = (self.seen_at - 30 * 86_400_000_000) // 1000
+            self.notifications = [n for n in self.notifications if n.sort_ms >= cutoff_ms]
+
     def notify(
         self,
         author: str,
@@ -316,7 +347,14 @@ class FakeBluesky(FaultQueue):
                 subject = f"at://{self.me.did}/{POST}/{tid(created - 3_600_000_000)}"
             uri = f"at://{author}/{collection}/{rkey}"
             item = Notification(
-                min(created, indexed) // 1000, cid_for(uri), author, reason, rkey, subject, created
+                min(created, indexed) // 1000,
+                cid_for(uri),
+                author,
+                reason,
+                rkey,
+                subject,
+                created,
+                indexed,
             )
             bisect.insort(self.notifications, item, key=lambda n: n.key)
             kind = EXCHANGE_REASONS.get(reason)
@@ -569,16 +607,18 @@ class FakeBluesky(FaultQueue):
 
     def _profile(self, did: str, viewer: str) -> dict[str, Any]:
         actor = self.actors.get(did)
-        if actor is None:
+        if actor is None or actor.deleted:
             raise _Reply(400, "InvalidRequest", "Profile not found")
         view: dict[str, Any] = {
             "did": actor.did,
             "handle": actor.handle,
             "associated": {"chat": {"allowIncoming": "all"}},
             "labels": [],
-            "createdAt": iso(actor.created_us),
             "indexedAt": iso(actor.created_us),
         }
+        # The profile record's createdAt, as its client wrote it; no record, no date.
+        if actor.profile_created_us is not None:
+            view["createdAt"] = iso(actor.profile_created_us)
         if actor.display_name is not None:
             view["displayName"] = actor.display_name
         if viewer == self.me.did and did != self.me.did:
@@ -596,9 +636,59 @@ class FakeBluesky(FaultQueue):
     def _actor(self, args: dict[str, list[str]], name: str = "actor") -> str:
         value = (args.get(name) or [""])[0]
         for actor in self.actors.values():
-            if value in (actor.did, actor.handle):
+            if value in (actor.did, actor.handle) and not actor.deleted:
                 return actor.did
         raise _Reply(400, "InvalidRequest", "Profile not found")
+
+    def _shown(self, did: str) -> bool:
+        actor = self.actors.get(did)
+        return actor is not None and not actor.deleted
+
+    def _get_profiles(self, viewer: str, args: dict[str, list[str]]) -> dict[str, Any]:
+        wanted = args.get("actors", [])
+        if not 1 <= len(wanted) <= 25:
+            raise _Reply(400, "InvalidRequest", "actors must name 1 to 25 accounts")
+        profiles = []
+        for value in wanted:
+            found = next((a for a in self.actors.values() if value in (a.did, a.handle)), None)
+            # As the appview does: an account it cannot show is left out, not an error.
+            if found is not None and not found.deleted:
+                profiles.append(self._profile(found.did, viewer))
+        return {"profiles": profiles}
+
+    def plc_document(self, did: str) -> dict[str, Any]:
+        """A DID document as the PLC directory serves it (it outlives a deleted account)."""
+        actor = self.actors.get(did)
+        if actor is None:
+            raise _Reply(404, "NotFound", f"DID not registered: {did}")
+        return {
+            "@context": ["https://www.w3.org/ns/did/v1"],
+            "id": did,
+            "alsoKnownAs": [f"at://{actor.handle}"],
+            "verificationMethod": [],
+            "service": [],
+        }
+
+    def plc_audit(self, did: str) -> list[dict[str, Any]]:
+        """The PLC directory's audit log of a DID: its operations, each dated by the directory."""
+        actor = self.actors.get(did)
+        if actor is None:
+            raise _Reply(404, "NotFound", f"DID not registered: {did}")
+        operation = {
+            "type": "plc_operation",
+            "prev": None,
+            "alsoKnownAs": [f"at://{actor.handle}"],
+            "services": {"atproto_pds": {"type": "AtprotoPersonalDataServer"}},
+        }
+        return [
+            {
+                "did": did,
+                "operation": operation,
+                "cid": cid_for(f"genesis-{did}"),
+                "nullified": False,
+                "createdAt": iso(actor.created_us),
+            }
+        ]
 
     def _get_profile(self, viewer: str, args: dict[str, list[str]]) -> dict[str, Any]:
         did = self._actor(args)
@@ -628,7 +718,9 @@ class FakeBluesky(FaultQueue):
         page = rows[start:end][::-1]
         body: dict[str, Any] = {
             "subject": self._profile(subject, viewer),
-            which: [self._profile(did, viewer) for _, _, did in page],
+            # A deleted account, or one the appview has not indexed, drops out of the
+            # listings (it cannot show it); the page still ends where it would have.
+            which: [self._profile(did, viewer) for _, _, did in page if self._shown(did)],
         }
         if start > 0 and page:
             body["cursor"] = f"{page[-1][0]}__{page[-1][1]}"
@@ -659,6 +751,11 @@ class FakeBluesky(FaultQueue):
         relationships: list[dict[str, Any]] = []
         for other in args.get("others", []):
             found = next((a.did for a in self.actors.values() if other in (a.did, a.handle)), None)
+            if found is not None and self.actors[found].deleted:
+                # The reference appview answers for a deleted account as for one not followed:
+                # a relationship naming only its DID (the account's follow record stays).
+                relationships.append({"$type": "app.bsky.graph.defs#relationship", "did": found})
+                continue
             if found is None:
                 relationships.append(
                     {"$type": "app.bsky.graph.defs#notFoundActor", "actor": other, "notFound": True}
@@ -682,11 +779,14 @@ class FakeBluesky(FaultQueue):
         index = bisect.bisect_left(items, cursor, key=lambda n: n.key) if cursor else len(items)
         page: list[Notification] = []
         more = False
+        now = self.now_us()
         while index > 0:
             index -= 1
             candidate = items[index]
             if reasons is not None and candidate.reason not in reasons:
                 continue
+            if candidate.indexed_us > now:
+                continue  # not indexed yet: the appview does not know of it
             if len(page) == limit:
                 more = True
                 break
@@ -794,6 +894,15 @@ class FakeBluesky(FaultQueue):
         if not isinstance(record, dict):
             raise _Reply(400, "InvalidRequest", "Input/record must be an object")
         rkey = str(body.get("rkey") or self._next_tid(self.now_us()))
+        if collection in (FOLLOW, LIKE, REPOST):
+            # As the reference PDS does: a new follow, like or repost of the same subject
+            # replaces the older record (its "backlink conflicts" are deleted).
+            subject = record.get("subject")
+            key = subject.get("uri") if isinstance(subject, dict) else subject
+            for old, value in list(self.repo.get(collection, {}).items()):
+                other = value.get("subject")
+                if (other.get("uri") if isinstance(other, dict) else other) == key:
+                    del self.repo[collection][old]
         self.repo.setdefault(collection, {})[rkey] = record
         self._sorted.pop(collection, None)
         if collection == FOLLOW:
@@ -930,6 +1039,7 @@ Route = Callable[[FakeBluesky, str, Any], dict[str, Any]]
 _ROUTES: dict[str, Route] = {
     "com.atproto.server.getSession": FakeBluesky._get_session,
     "app.bsky.actor.getProfile": FakeBluesky._get_profile,
+    "app.bsky.actor.getProfiles": FakeBluesky._get_profiles,
     "app.bsky.graph.getFollows": FakeBluesky._get_follows,
     "app.bsky.graph.getFollowers": FakeBluesky._get_followers,
     "app.bsky.graph.getRelationships": FakeBluesky._get_relationships,
@@ -962,6 +1072,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         fake = self.server_fake
         parts = urlsplit(self.path)
+        if parts.path.startswith("/did:"):
+            self._serve_plc(parts.path.strip("/"))
+            return
         nsid = parts.path.removeprefix("/xrpc/")
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -995,6 +1108,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         for name, value in headers.items():
             self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _serve_plc(self, path: str) -> None:
+        """The PLC directory, served beside the PDS (``plc_url`` names the same server):
+        ``/<did>`` is the DID document, ``/<did>/log/audit`` its operations."""
+        fake = self.server_fake
+        did, _, rest = path.partition("/")
+        route = PLC_AUDIT if rest == "log/audit" else PLC_DOCUMENT
+        with fake._lock:
+            fake.requests[route] += 1
+            fault = fake._take_fault(route)
+            try:
+                if fault is not None:
+                    raise _fault_reply(fault, fake)
+                answer = fake.plc_audit(did) if route == PLC_AUDIT else fake.plc_document(did)
+                status, payload = 200, json.dumps(answer).encode()
+            except _Reply as reply:
+                status = reply.status
+                payload = json.dumps({"message": reply.message}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
 
