@@ -353,12 +353,13 @@ def test_plan_with_nothing_to_do() -> None:
     assert (plan.remove, plan.shortfall) == ([], 0)
 
 
-def test_a_window_shorter_than_a_day_is_not_called_zero_days() -> None:
-    rules = make_rules(window=timedelta(hours=12), grace=timedelta(hours=1))
+def test_a_window_of_part_days_is_not_rounded_down_to_whole_days() -> None:
+    # The configuration takes windows from one day up; a day and a half was "1 days" before.
+    rules = make_rules(window=timedelta(hours=36), grace=timedelta(hours=1))
     quiet = judge(facts(), ExchangeStats(), rules, FULL, NOW)
     busy = judge(facts(), ExchangeStats(inbound=3), make_rules(window=timedelta(days=1)), FULL, NOW)
 
-    assert quiet.why == "0 exchanges in the last 12 hours (fewer than 1)"
-    assert quiet.evidence["window_days"] == 0.5
+    assert quiet.why == "0 exchanges in the last 36 hours (fewer than 1)"
+    assert quiet.evidence["window_days"] == 1.5
     assert busy.why == "3 exchanges in the last 1 day"
     assert busy.evidence["window_days"] == 1
