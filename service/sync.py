@@ -34,7 +34,7 @@ from service import costs
 from service.config import Account as AccountConfig
 from service.config import Rules
 from service.logs import scrub
-from service.model import ConnectionState, Unseen
+from service.model import ConnectionState, Span, Unseen
 from service.platforms.base import (
     AuthError,
     Exchange,
@@ -42,7 +42,6 @@ from service.platforms.base import (
     Platform,
     PlatformError,
     RateLimited,
-    Span,
     Unsupported,
 )
 from service.rules import newest_in_grace

@@ -90,7 +90,7 @@ from mastodon import (
 from service.config import Account
 from service.errors import ConfigError, ConfigProblem
 from service.logs import register_secrets
-from service.model import Direction, Kind, Unseen
+from service.model import Direction, Kind, Span, Unseen
 from service.platforms.base import (
     AuthError,
     Blocked,
@@ -105,7 +105,6 @@ from service.platforms.base import (
     RateLimited,
     Relationship,
     RemovalOutcome,
-    Span,
     Traits,
     Unsupported,
 )

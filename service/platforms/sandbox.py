@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from service.config import SandboxOptions
-from service.model import Direction, Kind, Unseen
+from service.model import Direction, Kind, Span, Unseen
 from service.platforms.base import (
     Capability,
     ConnectionPage,
@@ -32,7 +32,6 @@ from service.platforms.base import (
     Person,
     Relationship,
     RemovalOutcome,
-    Span,
     Traits,
 )
 
