@@ -523,6 +523,7 @@ class Daemon:
             line = (
                 f"{len(result.removed)} removed, {len(result.manual)} manual, "
                 f"{len(result.dropped)} dropped, {len(result.failed)} failed"
+                + (f", {len(result.held)} waiting for data" if result.held else "")
             )
             return line + (f"; {result.stopped}" if result.stopped else "")
         if work.job == d.DIGEST:
