@@ -386,7 +386,9 @@ def sync(
             )
             with application.store.session() as session:
                 row = session.scalar(select(Account).where(Account.key == acc.key))
-                coverage = account_coverage(session, row) if row is not None else None
+                coverage = (
+                    account_coverage(session, row, acc.accept_unseen) if row is not None else None
+                )
             if report.outcome in ("ok", "partial"):
                 rules = application.settings.rules
                 for line in _waiting_lines(
@@ -1056,7 +1058,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                     )
                     or 0
                 )
-                coverage = account_coverage(session, row)
+                coverage = account_coverage(session, row, acc.accept_unseen)
                 entry["coverage"] = (
                     [coverage.start.isoformat(), coverage.end.isoformat()] if coverage else None
                 )

@@ -95,6 +95,10 @@ class Unseen:
     reason: str  # shown to the person: "direct messages are not visible on this server"
     remedy: str | None = None  # what the person can do about it
     direction: Direction | None = None  # None: both directions are unseen
+    # The stream that reads this kind only in part (X reads reactions to the latest posts
+    # only): its coverage claims just what it read, and once the person accepts every kind it
+    # leaves unseen, it no longer holds back the account's coverage.
+    stream: str | None = None
 
     def to_json(self) -> dict[str, str | None]:
         return {
@@ -102,6 +106,7 @@ class Unseen:
             "reason": self.reason,
             "remedy": self.remedy,
             "direction": self.direction.value if self.direction else None,
+            "stream": self.stream,
         }
 
     @classmethod
@@ -112,6 +117,7 @@ class Unseen:
             str(data.get("reason") or "not visible"),
             data.get("remedy"),
             Direction(direction) if direction else None,
+            data.get("stream"),
         )
 
     def describe(self) -> str:

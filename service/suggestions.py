@@ -250,7 +250,7 @@ def judge_account(
     window ending there must be covered, and every exchange stored since still counts. Data
     older than ``rules.stale_after`` flags nobody (``stale_gap``).
     """
-    coverage = account_coverage(session, account)
+    coverage = account_coverage(session, account, accepted)
     unseen = account_unseen(account)
     brake = account.brake_engaged_at is not None
     at = verdict_time(coverage, now)

@@ -99,13 +99,14 @@ def test_a_first_mastodon_sync_judges_established_follows_and_keeps_the_newest_i
         assert evidence["follow_date_unknown"] is True and evidence["connected_since"] is None
 
 
-def test_a_first_x_sync_judges_established_follows_and_keeps_the_newest_in_grace(
-    store: Store, clock: Clock, x: FakeX, tmp_path: Path
-) -> None:
+def _first_x_sync(
+    store: Store, clock: Clock, x: FakeX, tmp_path: Path, *, posts: list[timedelta]
+) -> tuple[AccountConfig, Any, list[str]]:
     people = [x.add_user(f"p{i}", created_at=NOW - timedelta(days=2000)) for i in range(PEOPLE)]
     for person in people:
         x.follow(person)
-    x.post(NOW - timedelta(days=400))
+    for age in posts:
+        x.post(NOW - age)
     for index, person in enumerate(people[:TALKERS]):
         x.mention_me(person, NOW - timedelta(days=15 - index / 2))
     # The mentions timeline vouches only from the oldest mention it returned: a stranger's
@@ -130,18 +131,45 @@ def test_a_first_x_sync_judges_established_follows_and_keeps_the_newest_in_grace
     adapter = build_adapter(config, tmp_path, clock)
     # X keeps 30 days of messages: a window within it.
     rules = make_rules(window=timedelta(days=20), per_digest_cap=100)
-
     sync_account(store, config, adapter, rules, clock)
-    # Likes, reposts and quotes of older posts are out of the X API's reach: the person
-    # accepts that blind spot, as the sync's report asks.
-    accepted = frozenset({Kind.LIKE, Kind.REPOST, Kind.QUOTE})
-    report = evaluate_account(store, config.key, rules, clock.now, accepted=accepted)
+    return config, rules, people
+
+
+# Likes, reposts and quotes of older posts are out of the X API's reach: the person accepts
+# that blind spot, as the sync's report asks.
+X_ACCEPTED = frozenset({Kind.LIKE, Kind.REPOST, Kind.QUOTE})
+
+
+def test_a_first_x_sync_judges_established_follows_and_keeps_the_newest_in_grace(
+    store: Store, clock: Clock, x: FakeX, tmp_path: Path
+) -> None:
+    config, rules, people = _first_x_sync(store, clock, x, tmp_path, posts=[timedelta(days=400)])
+    report = evaluate_account(store, config.key, rules, clock.now, accepted=X_ACCEPTED)
 
     silent, newest = _expected(people)
     assert report.verdicts == {"keep": TALKERS, "flag": len(silent), "new": len(newest)}
     suggested = _suggested(store)
     assert set(suggested) == silent
     assert all(e["follow_date_unknown"] for e in suggested.values())
+
+
+def test_an_active_poster_on_x_gets_verdicts_once_the_reaction_blind_spot_is_accepted(
+    store: Store, clock: Clock, x: FakeX, tmp_path: Path
+) -> None:
+    # Thirty posts in three days: the reactions stream reads the latest 20, which reach back
+    # less than two days, and vouches for no more.
+    posts = [timedelta(hours=2 + 2.4 * i) for i in range(30)]
+    config, rules, people = _first_x_sync(store, clock, x, tmp_path, posts=posts)
+
+    blind = evaluate_account(store, config.key, rules, clock.now)
+    _, newest = _expected(people)
+    assert blind.verdicts == {"too-early": PEOPLE - len(newest), "new": len(newest)}
+
+    # Accepted, reactions to older posts are a declared blind spot, not a hole in the history:
+    # the stream that reads only the latest posts no longer holds the account back.
+    report = evaluate_account(store, config.key, rules, clock.now, accepted=X_ACCEPTED)
+    silent, newest = _expected(people)
+    assert report.verdicts == {"keep": TALKERS, "flag": len(silent), "new": len(newest)}
 
 
 def test_a_first_listing_split_across_runs_keeps_everyone_in_grace(

@@ -305,7 +305,7 @@ def gather_account(
             f"on {account.brake_engaged_at:%Y-%m-%d}; nobody is marked gone or suggested "
             "until a later sync agrees"
         )
-    coverage = account_coverage(session, account)
+    coverage = account_coverage(session, account, config.accept_unseen)
     digest.history_gap = coverage_gap(coverage, rules, verdict_time(coverage, now)) or stale_gap(
         coverage, rules, now
     )

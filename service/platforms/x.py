@@ -1090,7 +1090,8 @@ class XPlatform:
                 "accept_unseen: [like, repost, quote] under the account"
             )
         return tuple(
-            Unseen(kind, reason, remedy, _IN) for kind in (Kind.LIKE, Kind.REPOST, Kind.QUOTE)
+            Unseen(kind, reason, remedy, _IN, stream=REACTIONS)
+            for kind in (Kind.LIKE, Kind.REPOST, Kind.QUOTE)
         )
 
     def profile_link(self, handle: str, user_id: str) -> str | None:

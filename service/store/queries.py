@@ -86,8 +86,14 @@ def exchange_stats(
     }
 
 
-def account_coverage(session: Session, account: Account) -> Span | None:
-    """The span every stream of the account covers without a gap, ending at the latest data."""
+def account_coverage(
+    session: Session, account: Account, accepted: frozenset[Kind] = frozenset()
+) -> Span | None:
+    """The span every stream of the account covers without a gap, ending at the latest data.
+
+    A stream that reads some kinds only in part (an ``Unseen`` naming it) stops holding the
+    account back once the person accepted every kind it leaves unseen (``accepted``).
+    """
     rows = session.execute(
         select(Coverage.stream, Coverage.covered_from, Coverage.covered_to).where(
             Coverage.account_id == account.id
@@ -95,13 +101,21 @@ def account_coverage(session: Session, account: Account) -> Span | None:
     ).all()
     if not account.streams:
         return None
+    partial: dict[str, set[Kind]] = {}
+    for item in account_unseen(account):
+        if item.stream is not None:
+            partial.setdefault(item.stream, set()).add(item.kind)
+    waived = {stream for stream, kinds in partial.items() if kinds <= accepted}
+    streams = [s for s in account.streams if s not in waived]
     latest: dict[str, tuple[datetime, datetime]] = {}
     for stream, start, end in rows:
         if stream not in latest or end > latest[stream][1]:
             latest[stream] = (start, end)
     if any(stream not in latest for stream in account.streams):
         return None
-    start = max(latest[s][0] for s in account.streams)
+    if not streams:
+        return None
+    start = max(latest[s][0] for s in streams)
     end = min(latest[s][1] for s in account.streams)
     return Span(start, end) if start <= end else None
 
