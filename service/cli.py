@@ -42,6 +42,7 @@ from service.store.models import (
 )
 from service.store.queries import account_coverage
 from service.suggestions import decide, judge_account, pending_ids, queue_plan
+from service.terminal import Column, fitted_table
 
 S = SuggestionState
 out = Console()
@@ -452,23 +453,20 @@ def suggestions(
             return
         zone = _zone(application)
         several = len({r.account_id for r in rows}) > 1
-        table = Table(
-            box=box.SIMPLE_HEAD,
-            pad_edge=False,
-            caption="in/out: exchanges from them / from you in the window",
-        )
-        table.add_column("id", justify="right", no_wrap=True)
-        if several:
-            table.add_column("account", no_wrap=True)
-        table.add_column("who", no_wrap=True, overflow="ellipsis", max_width=26)
-        table.add_column("state", no_wrap=True)
-        table.add_column("last seen", no_wrap=True)
-        table.add_column("in/out", justify="right", no_wrap=True)
-        table.add_column("since", no_wrap=True)
-        table.add_column("value", justify="right", no_wrap=True)
+        columns = [
+            Column("id", justify="right", keep=True),
+            *([Column("account", drop=2, least=12)] if several else []),
+            Column("who", least=14),
+            Column("state", least=7),
+            Column("last seen", drop=3),
+            Column("in/out", justify="right", drop=4),
+            Column("since", drop=6),
+            Column("value", justify="right", drop=5),
+        ]
+        cells = []
         for r in rows:
             e = r.evidence
-            cells = (
+            cells.append(
                 [str(r.id)]
                 + ([r.account.key] if several else [])
                 + [
@@ -480,13 +478,20 @@ def suggestions(
                     f"{e.get('value', 0):.2f}",
                 ]
             )
-            table.add_row(*cells)
+        table, left_out = fitted_table(out, columns, cells, box=box.SIMPLE_HEAD, pad_edge=False)
+        if "in/out" not in left_out:
+            table.caption = "in/out: exchanges from them / from you in the window"
         out.print(table)
         if manual and rows:
             out.print("Remove each by hand at its profile link, then run `lopper done ID`.")
             for r in rows:
                 out.print(f"  #{r.id} {r.connection.handle}: {r.connection.profile_url}")
         out.print(f"{len(rows)} suggestion(s)")
+        if left_out and rows:
+            out.print(
+                f"({', '.join(left_out)} left out at this width; `--json` has everything)",
+                highlight=False,
+            )
 
 
 def _ids_or_all(
@@ -727,18 +732,31 @@ def plan(
                     f"[yellow]the target is out of reach by {result.shortfall:,}: "
                     "protected and new connections are never planned[/yellow]"
                 )
-            table = Table()
-            for column in ("#", "who", "why", "last exchange", "value"):
-                table.add_column(column)
-            for n, item in enumerate(result.remove[:show], 1):
-                table.add_row(
+            columns = [
+                Column("#", justify="right", keep=True),
+                Column("who", least=14),
+                Column("why", wrap=True),
+                Column("last exchange", drop=1),
+                Column("value", justify="right", keep=True),
+            ]
+            listed = [
+                [
                     str(n),
                     item.facts.handle,
                     item.judgement.why,
                     _when(item.stats.last_exchange, zone),
                     f"{item.stats.value:.2f}",
-                )
+                ]
+                for n, item in enumerate(result.remove[:show], 1)
+            ]
+            table, _left_out = fitted_table(out, columns, listed)
             out.print(table)
+            if len(listed) < len(result.remove):
+                out.print(
+                    f"the first {len(listed):,} of {len(result.remove):,}; "
+                    "`--show N` lists more, `--queue` queues them all",
+                    highlight=False,
+                )
             if queue:
                 queued = queue_plan(application.store, acc.key, result.remove, application.clock())
                 out.print(f"queued {queued:,} pending suggestions; nothing goes until you confirm")

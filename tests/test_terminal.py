@@ -1,0 +1,80 @@
+"""The command line on an 80-column terminal: every table fits, and ids stay whole."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from service import cli
+from service.terminal import Column, fitted_table
+
+runner = CliRunner()
+
+
+def lopper(*args: str) -> str:
+    result = runner.invoke(cli.app, list(args))
+    assert result.exit_code == 0, (args, result.output, result.exception)
+    return result.output
+
+
+@pytest.fixture
+def eighty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command's console is 80 columns wide, as a default terminal."""
+    monkeypatch.setattr(cli.out, "_width", 80)
+
+
+def test_a_kept_column_stays_whole_and_the_least_needed_go_first() -> None:
+    console = Console(width=40, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    columns = [
+        Column("id", justify="right", keep=True),
+        Column("who", least=8),
+        Column("since", drop=2),
+        Column("value", drop=1),
+    ]
+    rows = [["12345", "@a-rather-long-handle", "2024-01-01", "0.25"]]
+    table, dropped = fitted_table(console, columns, rows)
+    console.print(table)
+    text = console.export_text()
+    assert dropped == ["since", "value"]
+    assert "12345" in text and "@a-rather-long-handle" in text
+    assert max(len(line) for line in text.splitlines()) <= 40
+
+
+def test_suggestions_at_80_columns_show_every_id_whole(home, eighty) -> None:
+    lopper("demo", "--size", "600", "--no-run")
+    lopper("plan", "--keep", "10%", "--queue", "--show", "0")  # ids into the hundreds
+    listed = json.loads(lopper("suggestions", "--all", "--json"))
+    assert max(s["id"] for s in listed) >= 100
+    output = lopper("suggestions", "--all")
+    lines = output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in output
+    for suggestion in listed:
+        row = next(line for line in lines if re.match(rf"^\s*{suggestion['id']}\s", line))
+        assert suggestion["handle"] in row
+        assert suggestion["state"] in row
+    assert "left out at this width; `--json` has everything" in output
+
+
+def test_plan_and_the_demo_fit_80_columns_and_the_plan_says_it_is_cut(home, eighty) -> None:
+    demo = lopper("demo", "--size", "600", "--no-run")
+    assert max(len(line) for line in demo.splitlines() if "│" in line or "┃" in line) <= 80
+    output = lopper("plan", "--keep", "50%", "--show", "5")
+    assert max(len(line) for line in output.splitlines()) <= 80
+    ranks = [
+        m.group(1) for m in (re.match(r"^│\s*(\d+)\s*│", line) for line in output.splitlines()) if m
+    ]
+    assert ranks == ["1", "2", "3", "4", "5"]
+    total = re.search(r"means ([\d,]+) go", output)
+    assert total is not None
+    assert f"the first 5 of {total.group(1)}; `--show N` lists more" in output
+
+
+def test_status_fits_80_columns(home, eighty) -> None:
+    lopper("demo", "--size", "200", "--no-run")
+    output = lopper("status")
+    assert max(len(line) for line in output.splitlines() if "│" in line) <= 80
