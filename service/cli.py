@@ -54,7 +54,7 @@ app = typer.Typer(
     "with, and remove them once you confirm.",
     no_args_is_help=True,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
 config_app = typer.Typer(help="Check the configuration file.", no_args_is_help=True)
@@ -77,12 +77,27 @@ app.add_typer(import_app, name="import")
 
 _state: dict[str, Any] = {"config": None}
 
+
+def _flags_without_placeholder() -> None:
+    """A flag takes no value, so its help shows none (Typer would print ``<bool>``)."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_placeholder()
+
 ConfigOption = typer.Option(
     None,
     "--config",
     "-c",
-    help="Configuration file (default: $CONFIGURATION_DIRECTORY/config.yaml, else the XDG "
-    "config directory).",
+    help="Configuration file. Default: config.yaml in $CONFIGURATION_DIRECTORY (systemd), "
+    "else in ~/.config/lopper/ (the XDG config directory).",
     envvar="LOPPER_CONFIG",
 )
 

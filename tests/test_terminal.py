@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -78,3 +79,30 @@ def test_status_fits_80_columns(home, eighty) -> None:
     lopper("demo", "--size", "200", "--no-run")
     output = lopper("status")
     assert max(len(line) for line in output.splitlines() if "│" in line) <= 80
+
+
+def _commands(command, path):  # type: ignore[no-untyped-def]
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, [*path, name])
+
+
+def test_every_help_text_shows_whole_at_80_columns() -> None:
+    """Brackets ([r]emove) are text, not markup; no flag shows a <bool> placeholder."""
+    from typer.main import get_command
+
+    for path, command in _commands(get_command(cli.app), []):
+        result = runner.invoke(cli.app, [*path, "--help"], terminal_width=80, env={"COLUMNS": "80"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "<bool>" not in result.output, path
+        assert max(len(line) for line in result.output.splitlines()) <= 80, path
+        shown = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        for text in texts:
+            for word in text.replace("`", "").split():
+                assert word in shown, (path, word)
+        # The description is wrapped to the width, not at the line breaks of the source.
+        description = result.output.split("╭")[0].splitlines()[3:]
+        for line, after in itertools.pairwise(description):
+            if line.strip() and after.strip():
+                assert len(line.rstrip()) > 80 - 20, (path, line)
