@@ -16,6 +16,7 @@ from typing import Any
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -25,7 +26,7 @@ from sqlalchemy.engine import make_url
 from service import config as cfg
 from service.app import AccountSkipped, App, opened
 from service.config import Account as AccountConfig
-from service.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError, LopperError
+from service.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError, LopperError, MissingExtra
 from service.logs import configure_logging, scrub
 from service.model import Channel, ConnectionState, RemovalState, SuggestionState
 from service.people import link, suggest_links, unlink
@@ -321,6 +322,25 @@ def config_check(
         raise typer.Exit(EX_CONFIG) from None
     for warning in loaded.warnings:
         err.print(f"[yellow]warning[/yellow] {path}: {warning}", highlight=False)
+    from service.platforms import SDKS, missing_sdk
+
+    unusable = False
+    for acc in loaded.settings.accounts:
+        if acc.platform in SDKS and missing_sdk(acc.platform):
+            message = str(MissingExtra(acc.platform, missing_sdk(acc.platform)))
+            if acc.enabled:
+                err.print(
+                    f"{path}: {acc.key}: {message}", style="red", markup=False, highlight=False
+                )
+                unusable = True
+            else:
+                err.print(
+                    f"[yellow]warning[/yellow] {escape(f'{path}: {acc.key} (disabled): {message}')}",
+                    highlight=False,
+                )
+    if unusable:
+        err.print(f"{path}: valid, but not every enabled account can run here", highlight=False)
+        raise typer.Exit(EX_CONFIG)
     accounts = ", ".join(a.key for a in loaded.settings.accounts) or "no accounts"
     out.print(f"{path}: valid ({accounts})", highlight=False)
 
@@ -349,7 +369,7 @@ def sync(
                 with _sync_progress(acc.key) as tick:
                     report = application.sync(acc, progress=tick, full=full)
             except AccountSkipped as exc:
-                err.print(f"[red]{exc}[/red]")
+                err.print(str(exc), style="red", markup=False, highlight=False)
                 failed = True
                 continue
             colour = {"ok": "green", "partial": "yellow", "skipped": "yellow"}.get(
@@ -397,7 +417,7 @@ def execute(account: str | None = typer.Argument(None, help="Only this account."
             try:
                 report = application.execute(acc)
             except AccountSkipped as exc:
-                err.print(f"[red]{exc}[/red]")
+                err.print(str(exc), style="red", markup=False, highlight=False)
                 continue
             out.print(
                 f"{acc.key}: {len(report.removed)} removed, {len(report.manual)} to remove by hand, "
@@ -847,6 +867,9 @@ def auth_mastodon(
     account: str | None = AuthAccount,
 ) -> None:
     """Let lopper read your Mastodon account and unfollow/follow for you (nothing else)."""
+    from service.platforms import require_sdk
+
+    require_sdk("mastodon")
     from service.platforms import mastodon
 
     with _app() as application:
@@ -866,6 +889,9 @@ def auth_mastodon(
 @auth_app.command("bluesky")
 def auth_bluesky(account: str | None = AuthAccount) -> None:
     """Sign in to Bluesky with an app password (bsky.app → Settings → App passwords)."""
+    from service.platforms import require_sdk
+
+    require_sdk("bluesky")
     from service.platforms import bluesky
 
     with _app() as application:

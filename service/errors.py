@@ -46,6 +46,20 @@ class StoreError(LopperError):
     exit_code = EX_CONFIG
 
 
+class MissingExtra(LopperError):
+    """A configured platform's SDK is not installed (its extra of the package)."""
+
+    exit_code = EX_CONFIG
+
+    def __init__(self, platform: str, module: str | None) -> None:
+        self.platform = platform
+        missing = f" (no module named {module!r})" if module else ""
+        super().__init__(
+            f"{platform} needs its SDK, which is not installed{missing}: "
+            f"pip install 'lopper[{platform}]' (from a checkout: pip install '.[{platform}]')"
+        )
+
+
 class NotFound(LopperError):
     exit_code = EX_DATAERR
 
