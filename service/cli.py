@@ -172,7 +172,7 @@ def _sync_progress(label: str) -> Iterator[Callable[[str, int], None]]:
 DEMO_MARK = "# lopper demo configuration"
 
 
-def _demo_config(size: int, seed: int, database: Path, outbox: Path) -> str:
+def _demo_config(size: int, seed: int, database: Path, outbox: Path, port: int) -> str:
     return f"""{DEMO_MARK} (written by `lopper demo`; safe to delete)
 version: 1
 accounts:
@@ -198,7 +198,65 @@ digest:
   folder: {outbox}
 storage:
   url: sqlite:///{database}
+web:
+  port: {port}
 """
+
+
+TAKEN_MARK = "was taken when the demo ran"
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _previous_demo_port(config: Path) -> int | None:
+    """The review page's port in an earlier demo configuration (the person may have set it)."""
+    import yaml
+
+    try:
+        text = config.read_text(encoding="utf-8")
+        port = (yaml.safe_load(text) or {})["web"]["port"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    if TAKEN_MARK in text:
+        return None  # the demo chose it, not the person
+    return port if isinstance(port, int) and 0 < port < 65536 else None
+
+
+def _keep_aside(state: Path, database: Path, config: Path) -> Path | None:
+    """Move an earlier demo's database, simulated network and configuration into a folder."""
+    earlier = [database, state / "sandbox"]
+    if not any(path.exists() for path in earlier):
+        return None
+    stamp = datetime.fromtimestamp(database.stat().st_mtime) if database.exists() else None
+    folder = state / f"demo-{(stamp or datetime.now()):%Y%m%d-%H%M%S}"
+    n = 1
+    while folder.exists():
+        n += 1
+        folder = folder.with_name(f"{folder.name.split('.')[0]}.{n}")
+    folder.mkdir(parents=True)
+    for path in [*earlier, Path(f"{database}-wal"), Path(f"{database}-shm")]:
+        if path.exists():
+            shutil.move(str(path), folder / path.name)
+    if config.exists():
+        shutil.copy2(config, folder / config.name)
+    return folder
 
 
 @app.command()
@@ -213,6 +271,14 @@ def demo(
         help="End by running the service on the simulated account until Ctrl-C (default: on a "
         "terminal).",
     ),
+    port: int | None = typer.Option(
+        None,
+        "--port",
+        min=1,
+        max=65535,
+        help="The review page's port (default: the earlier demo's, else 8470; another free "
+        "one when it is taken).",
+    ),
 ) -> None:
     """Try lopper on a simulated network: set it up, sync, evaluate, and say what to try next."""
     path = cfg.find_config(_state["config"])
@@ -224,20 +290,40 @@ def demo(
         raise typer.Exit(1)
     state = cfg.state_dir()
     database = state / "demo.sqlite3"
-    for stale in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
-        stale.unlink(missing_ok=True)
-    shutil.rmtree(state / "sandbox", ignore_errors=True)
+    wanted = port or (_previous_demo_port(path) if path.exists() else None) or 8470
+    chosen = wanted if _port_free(wanted) else _free_port()
+    aside = _keep_aside(state, database, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_demo_config(size, seed, database, state / "outbox"), encoding="utf-8")
+    written = _demo_config(size, seed, database, state / "outbox", chosen)
+    if chosen != wanted:
+        written = written.replace(
+            f"  port: {chosen}\n", f"  port: {chosen}  # {wanted} {TAKEN_MARK}\n"
+        )
+    path.write_text(written, encoding="utf-8")
     _state["config"] = path
     out.print(
         Panel.fit(
             f"Setting up a [bold]simulated[/bold] network of {size:,} connections "
             "(nobody in it is real).\n"
-            f"Configuration: {path}\nDatabase:      {database}",
+            f"Configuration: {escape(str(path))}\nDatabase:      {escape(str(database))}",
             title="lopper demo",
         )
     )
+    if aside is not None:
+        out.print(
+            f"The earlier demo's data is kept in {aside} (its database, network and "
+            "configuration); delete the folder when you no longer need it.",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    if chosen != wanted:
+        out.print(
+            f"Port {wanted} is taken; the review page uses port {chosen} (web.port in {path}).",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     with _app() as application:
         account = application.accounts()[0]
         with _sync_progress("sync") as tick:

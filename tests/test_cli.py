@@ -270,3 +270,44 @@ def test_typer_app_is_importable_without_platform_sdks():
     )
     assert result.stdout.strip() == "[]", result.stderr
     assert isinstance(app, typer.Typer)
+
+
+def test_running_the_demo_again_keeps_the_earlier_one_aside_and_says_so(home):
+    import socket
+
+    import yaml
+
+    first = lopper("demo", "--size", "200", "--no-run")
+    assert "kept in" not in first
+    config = home / "config" / "lopper" / "config.yaml"
+    state = home / "state" / "lopper"
+    with socket.socket() as probe:  # a port the person chose for the review page
+        probe.bind(("127.0.0.1", 0))
+        chosen = probe.getsockname()[1]
+    config.write_text(config.read_text().replace("port: 8470", f"port: {chosen}"))
+    before = pending()
+
+    second = " ".join(lopper("demo", "--size", "300", "--no-run").split())
+    kept = [p for p in state.iterdir() if p.name.startswith("demo-")]
+    assert len(kept) == 1
+    assert f"The earlier demo's data is kept in {kept[0]}" in second
+    assert {p.name for p in kept[0].iterdir()} >= {"demo.sqlite3", "sandbox", "config.yaml"}
+    assert yaml.safe_load(config.read_text())["web"]["port"] == chosen
+    # The new demo starts from an empty database: a larger network, its own suggestions.
+    assert "Synced 2" in second and pending() != before
+
+
+def test_the_demo_takes_another_port_when_its_own_is_taken(home):
+    import socket
+
+    import yaml
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        output = " ".join(lopper("demo", "--size", "100", "--no-run", "--port", str(port)).split())
+    config = yaml.safe_load((home / "config" / "lopper" / "config.yaml").read_text())
+    other = config["web"]["port"]
+    assert other != port
+    assert f"Port {port} is taken; the review page uses port {other}" in output
