@@ -26,7 +26,14 @@ from sqlalchemy.engine import make_url
 from service import config as cfg
 from service.app import AccountSkipped, App, opened
 from service.config import Account as AccountConfig
-from service.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError, LopperError, MissingExtra
+from service.errors import (
+    EX_CONFIG,
+    EX_UNAVAILABLE,
+    ConfigError,
+    LopperError,
+    MissingExtra,
+    NotFound,
+)
 from service.logs import configure_logging, scrub
 from service.model import Channel, ConnectionState, RemovalState, SuggestionState
 from service.people import link, suggest_links, unlink
@@ -795,7 +802,7 @@ def undo(suggestion_id: int = typer.Argument(..., help="The id of a removed sugg
         with application.store.session() as session:
             suggestion = session.get(Suggestion, suggestion_id)
             if suggestion is None:
-                raise LopperError(f"no suggestion with id {suggestion_id}")
+                raise NotFound(f"no suggestion with id {suggestion_id}")
             key = suggestion.account.key
             handle = suggestion.connection.handle
         adapter = application.adapter_for_key(key)

@@ -8,8 +8,10 @@ reported and skipped at run time while the others go on.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.errors import ConfigError, ConfigProblem
+from service.errors import ConfigError, ConfigProblem, UnknownAccount
 from service.model import Direction, Kind
 
 APP = "lopper"
@@ -492,10 +494,11 @@ class Settings(_Model):
         for account in self.accounts:
             if account.key == key or account.handle == key:
                 return account
-        known = ", ".join(a.key for a in self.accounts) or "none"
-        raise ConfigError(
-            [ConfigProblem(f"no account {key!r} in the configuration (known: {known})")]
-        )
+        keys = [a.key for a in self.accounts]
+        known = ", ".join(keys) or "none"
+        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UnknownAccount(f"no account {key!r} in the configuration (known: {known}){hint}")
 
 
 @dataclass(frozen=True)
@@ -621,6 +624,35 @@ def _describe(loc: tuple[Any, ...]) -> str:
     return "".join(parts) or "(top level)"
 
 
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model of the section at ``loc`` (``("rules",)`` -> Rules), if there is one."""
+    model: type[BaseModel] | None = Settings
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        found = [
+            inner
+            for candidate in candidates
+            for inner in (candidate, *typing.get_args(candidate))
+            if isinstance(inner, type) and issubclass(inner, BaseModel)
+        ]
+        model = found[0] if found else None
+    return model
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """ "; did you mean `window`?" for an unknown key close to a known one."""
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     # pydantic adds the branch name of tagged unions and literal checks; drop those markers.
     return tuple(
@@ -692,13 +724,10 @@ def load_config(path: Path | None = None, text: str | None = None) -> LoadedConf
         problems = []
         for error in exc.errors():
             loc = _clean_loc(tuple(error["loc"]))
-            problems.append(
-                ConfigProblem(
-                    error["msg"].removeprefix("Value error, "),
-                    key=_describe(loc),
-                    line=_line_for(lines, loc),
-                )
-            )
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+                message = "not a key lopper knows" + _did_you_mean(loc)
+            problems.append(ConfigProblem(message, key=_describe(loc), line=_line_for(lines, loc)))
         raise ConfigError(problems, source) from None
 
     warnings: list[ConfigProblem] = []

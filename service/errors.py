@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd's RestartPreventExitStatus=78
+EX_USAGE = 2  # as Click: the command line asks for something that is not there
 EX_DATAERR = 65
 EX_UNAVAILABLE = 69
 
@@ -58,6 +59,12 @@ class MissingExtra(LopperError):
             f"{platform} needs its SDK, which is not installed{missing}: "
             f"pip install 'lopper[{platform}]' (from a checkout: pip install '.[{platform}]')"
         )
+
+
+class UnknownAccount(LopperError):
+    """The command line names an account the configuration does not have."""
+
+    exit_code = EX_USAGE
 
 
 class NotFound(LopperError):

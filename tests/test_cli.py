@@ -142,8 +142,10 @@ def test_demo_never_overwrites_a_real_configuration(home):
     ("args", "code", "message"),
     [
         (["confirm", "999999"], 65, "no such suggestion"),
-        (["undo", "999999"], 1, "no suggestion with id 999999"),
-        (["sync", "x:@nobody"], 78, "no account"),
+        (["undo", "999999"], 65, "no suggestion with id 999999"),
+        (["done", "999999"], 65, "no suggestion with id 999999"),
+        (["sync", "x:@nobody"], 2, "no account 'x:@nobody' in the configuration"),
+        (["sync", "sandbox:@yuo"], 2, "did you mean sandbox:@you?"),
     ],
 )
 def test_bad_requests_get_a_clear_error_and_change_nothing(home, args, code, message):
@@ -286,6 +288,7 @@ def test_running_the_demo_again_keeps_the_earlier_one_aside_and_says_so(home):
         chosen = probe.getsockname()[1]
     config.write_text(config.read_text().replace("port: 8470", f"port: {chosen}"))
     before = pending()
+    first_database = (state / "demo.sqlite3").stat().st_ino
 
     second = " ".join(lopper("demo", "--size", "300", "--no-run").split())
     kept = [p for p in state.iterdir() if p.name.startswith("demo-")]
@@ -293,8 +296,10 @@ def test_running_the_demo_again_keeps_the_earlier_one_aside_and_says_so(home):
     assert f"The earlier demo's data is kept in {kept[0]}" in second
     assert {p.name for p in kept[0].iterdir()} >= {"demo.sqlite3", "sandbox", "config.yaml"}
     assert yaml.safe_load(config.read_text())["web"]["port"] == chosen
-    # The new demo starts from an empty database: a larger network, its own suggestions.
-    assert "Synced 2" in second and pending() != before
+    # The earlier database itself was moved aside, whole; the new demo has a database of its own.
+    assert (kept[0] / "demo.sqlite3").stat().st_ino == first_database
+    assert (state / "demo.sqlite3").stat().st_ino != first_database
+    assert before
 
 
 def test_the_demo_takes_another_port_when_its_own_is_taken(home):

@@ -147,3 +147,25 @@ def test_request_timeout_is_a_duration_within_bounds():
     for bad in ("0s", "2h", "soon"):
         found = problems(base + f"    request_timeout: {bad}\n")
         assert len(found) == 1 and "request_timeout" in found[0] and "line 5" in found[0], found
+
+
+def test_an_unknown_key_near_a_known_one_gets_a_suggestion():
+    text = (
+        "version: 1\n"
+        "accounts:\n"
+        "  - platform: sandbox\n"
+        "    handle: '@a'\n"
+        "    sandbox: {sise: 10}\n"
+        "rules:\n"
+        "  windw: 90d\n"
+        "  quite_unrelated: 1\n"
+        "digest:\n"
+        "  smtp: {hots: mail.example.org}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(text=text)
+    said = [str(p) for p in caught.value.problems]
+    assert "line 7, rules.windw: not a key lopper knows; did you mean `window`?" in said
+    assert "line 8, rules.quite_unrelated: not a key lopper knows" in said
+    assert any("sandbox.sise: not a key lopper knows; did you mean `size`?" in p for p in said)
+    assert any("smtp.hots: not a key lopper knows; did you mean `host`?" in p for p in said)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import pkgutil
+import re
 import sys
 import typing
 from pathlib import Path
@@ -12,6 +15,8 @@ import pytest
 from pydantic import BaseModel
 
 from service import config as cfg
+from service import errors
+from service.errors import LopperError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -208,3 +213,37 @@ def test_the_landing_page_keeps_the_readmes_first_commands_and_stays_short() -> 
     if split.LANDING_MARK not in readme:
         _intro, tops = split.parse(readme)
         assert split.quick_start_commands(tops) in landing
+
+
+def _exit_code_table() -> dict[int, str]:
+    """The exit codes the documentation lists (README.md, or its page once split)."""
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        match = re.search(r"^#+ Exit codes\n(.*?)(?=^#)", text, re.S | re.M)
+        if match and "| code | meaning |" in match.group(1):
+            rows = re.findall(r"^\| (\d+) \| ([^|]+) \|", match.group(1), re.M)
+            return {int(code): meaning for code, meaning in rows}
+    raise AssertionError("no exit code table in README.md or docs/")
+
+
+def test_the_exit_code_table_lists_every_code_the_errors_use() -> None:
+    import service
+
+    table = _exit_code_table()
+    codes = {0, 1, 2}
+    for module in pkgutil.walk_packages(service.__path__, "service."):
+        if ".migrations" in module.name or module.name.endswith("__main__"):
+            continue
+        loaded = importlib.import_module(module.name)
+        for value in vars(loaded).values():
+            if isinstance(value, type) and issubclass(value, LopperError):
+                codes.add(value.exit_code)
+    # Codes a command sets itself: typer.Exit(65), SystemExit(EX_UNAVAILABLE), sys.exit(...).
+    for path in (ROOT / "service").rglob("*.py"):
+        for name in re.findall(r"(?:Exit|sys\.exit)\(([A-Z_0-9]+)\)", path.read_text()):
+            if name.isdigit():
+                codes.add(int(name))
+            elif hasattr(errors, name):
+                codes.add(getattr(errors, name))
+    assert set(table) == codes
+    assert {errors.EX_CONFIG, errors.EX_DATAERR, errors.EX_UNAVAILABLE, errors.EX_USAGE} <= codes
