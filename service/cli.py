@@ -301,12 +301,12 @@ def demo(
     chosen = wanted if _port_free(wanted) else _free_port()
     aside = _keep_aside(state, database, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    written = _demo_config(size, seed, database, state / "outbox", chosen)
+    demo_config = _demo_config(size, seed, database, state / "outbox", chosen)
     if chosen != wanted:
-        written = written.replace(
+        demo_config = demo_config.replace(
             f"  port: {chosen}\n", f"  port: {chosen}  # {wanted} {TAKEN_MARK}\n"
         )
-    path.write_text(written, encoding="utf-8")
+    path.write_text(demo_config, encoding="utf-8")
     _state["config"] = path
     out.print(
         Panel.fit(

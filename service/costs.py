@@ -7,15 +7,15 @@ the sync records the estimate of each run (``cost_records``), and before a run c
 the month's estimate plus the next run's stays within the account's ``monthly_budget``.
 Removals are never held back by the budget: their cost is counted from the removals table.
 
-All amounts are kept in micro-dollars (integers) so that sums stay exact.
+All amounts are kept in micro-dollars (integers) so that sums stay exact. The meter itself
+lives with the adapters (``service.platforms.metering``): an adapter counts what it reads,
+and this module, above it, records and budgets what was counted.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -25,10 +25,12 @@ from sqlalchemy.orm import Session
 from service.config import XPrices
 from service.model import RemovalState
 from service.platforms.base import PlatformError
+from service.platforms.metering import MICROS, CostMeter, Usage
 from service.store import Store
 from service.store.models import Account, CostRecord, Removal
 
-MICROS = 1_000_000
+__all__ = ["MICROS", "CostMeter", "OverBudget", "Usage", "dollars", "meter_of"]
+
 _RECENT_RUNS = 5  # the next run is estimated from the dearest of this many recent ones
 
 
@@ -39,74 +41,6 @@ class OverBudget(PlatformError):
 def dollars(micros: int) -> str:
     cents = (Decimal(micros) / MICROS).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     return f"${cents:,}"
-
-
-@dataclass
-class Usage:
-    reads: Counter[str] = field(default_factory=Counter)
-    writes: Counter[str] = field(default_factory=Counter)
-    micros: int = 0
-    listing_micros: int = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.reads or self.writes)
-
-
-class CostMeter:
-    """Counts the resources an adapter's answers return, as the platform bills them."""
-
-    def __init__(
-        self,
-        prices: XPrices,
-        *,
-        owned_app: bool = False,
-        budget: float | None = None,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.prices = prices
-        self.owned_app = owned_app
-        self.budget = budget
-        self.clock = clock or (lambda: datetime.now(UTC))
-        self.usage = Usage()
-        self.writes: Counter[str] = Counter()
-        # What the next complete listing would cost, once the adapter knows the network's size.
-        self.listing_estimate_micros = 0
-        self._day: date | None = None
-        self._seen: dict[str, set[str]] = {}
-
-    def price(self, key: str) -> int:
-        return round(float(getattr(self.prices, key)) * MICROS)
-
-    def read(
-        self, key: str, ids: Iterable[str], *, owned: bool = False, listing: bool = False
-    ) -> int:
-        """Count resources read; one already read today (UTC) is not charged again."""
-        today = self.clock().astimezone(UTC).date()
-        if today != self._day:
-            self._day, self._seen = today, {}
-        key = "owned_read" if owned and self.owned_app else key
-        seen = self._seen.setdefault(key, set())
-        fresh = 0
-        for resource in ids:
-            if resource not in seen:
-                seen.add(resource)
-                fresh += 1
-        if fresh:
-            cost = fresh * self.price(key)
-            self.usage.reads[key] += fresh
-            self.usage.micros += cost
-            if listing:
-                self.usage.listing_micros += cost
-        return fresh
-
-    def write(self, key: str) -> None:
-        # Counted, not drained with a sync's usage: month_costs values writes from the
-        # removals table, whichever process made them.
-        self.writes[key] += 1
-
-    def drain(self) -> Usage:
-        usage, self.usage = self.usage, Usage()
-        return usage
 
 
 def meter_of(adapter: Any) -> CostMeter | None:

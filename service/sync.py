@@ -34,7 +34,7 @@ from service import costs
 from service.config import Account as AccountConfig
 from service.config import Rules
 from service.logs import scrub
-from service.model import ConnectionState, Unseen
+from service.model import CONNECTIONS, ConnectionState, Span, Unseen
 from service.platforms.base import (
     AuthError,
     Exchange,
@@ -42,16 +42,15 @@ from service.platforms.base import (
     Platform,
     PlatformError,
     RateLimited,
-    Span,
     Unsupported,
 )
+from service.removals import settle_manual_removals
 from service.store import Store
 from service.store.models import Account, Connection, Coverage, Interaction, SyncCursor, SyncRun
 from service.store.types import to_epoch
 
 log = structlog.get_logger("lopper.sync")
 
-CONNECTIONS = "connections"
 IMPORT_STREAM = "export"  # coverage streams of data-export imports start with this
 _ANALYZE_AFTER = 2000  # new connections in one sync before PostgreSQL's statistics are renewed
 _Page = TypeVar("_Page")
@@ -298,9 +297,6 @@ def _sync_connections(
         if not adapter.traits.partial_listing:
             close_listing(session, account_id, listing, rules, clock(), report)
         if report.brake is None:
-            # Imported here: removals imports suggestions, which imports this module.
-            from service.removals import settle_manual_removals
-
             settle_manual_removals(session, account_id, rules, clock(), "sync")
         _set_cursor(session, account_id, CONNECTIONS, None, clock(), None)
     report.streams[CONNECTIONS] = "complete"

@@ -59,14 +59,14 @@ def _natural(column: Column, rows: Sequence[Sequence[str]], index: int) -> int:
 
 def fitted_table(
     console: Console,
-    columns: Sequence[Column],
-    rows: Sequence[Sequence[str]],
+    given_columns: Sequence[Column],
+    given_rows: Sequence[Sequence[str]],
     **table_options: Any,
 ) -> tuple[Table, list[str]]:
     """The table at the console's width, and the headers of the columns left out."""
     width = console.width
-    columns = list(columns)
-    rows = [list(row) for row in rows]
+    columns = list(given_columns)
+    rows = [list(row) for row in given_rows]
     widths: dict[int, int] = {}
     dropped: list[str] = []
 
