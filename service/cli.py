@@ -28,6 +28,7 @@ from service.app import AccountSkipped, App, opened
 from service.config import Account as AccountConfig
 from service.errors import (
     EX_CONFIG,
+    EX_INTERRUPTED,
     EX_UNAVAILABLE,
     ConfigError,
     LopperError,
@@ -461,6 +462,10 @@ def sync(
             try:
                 with _sync_progress(acc.key) as tick:
                     report = application.sync(acc, progress=tick, full=full)
+            except KeyboardInterrupt as exc:
+                said = getattr(exc, "__notes__", None) or ["interrupted"]
+                err.print(f"{acc.key}: {said[-1]}", style="yellow", markup=False, highlight=False)
+                raise typer.Exit(EX_INTERRUPTED) from None
             except AccountSkipped as exc:
                 err.print(str(exc), style="red", markup=False, highlight=False)
                 failed = True
@@ -1149,15 +1154,29 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                 if row.brake_engaged_at:
                     entry["brake"] = f"{row.brake_vanished} of {row.brake_total} vanished at once"
                 report.append(entry)
+        from service.daemon.queue import service_running
         from service.digest import outbox_lines, outbox_summary
 
+        holder = service_running(application.store, application.database_url)
         if as_json:
-            document = {"accounts": report, "outbox": outbox_summary(application).as_json()}
+            document = {
+                "accounts": report,
+                "outbox": outbox_summary(application).as_json(),
+                "service": {"running": holder is not None, "by": holder},
+            }
             sys.stdout.write(json.dumps(document, indent=1) + "\n")
             return
         url = make_url(application.database_url).render_as_string(hide_password=True)
         out.print(f"config:   {application.loaded.path}", highlight=False)
         out.print(f"database: {url}", highlight=False)
+        out.print(
+            f"service:  running ({holder})"
+            if holder
+            else "service:  not running: nothing runs on its own until `lopper run` (or its "
+            "systemd unit) starts; what is due then runs at once",
+            highlight=False,
+            markup=False,
+        )
         for entry in report:
             title = entry["account"] + (
                 "  [dim](simulated network)[/dim]" if entry["simulated"] else ""
@@ -1196,7 +1215,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                             else ""
                         )
                     )
-            lines += _schedule_lines(entry, zone)
+            lines += _schedule_lines(entry, zone, now, running=holder is not None)
             for label in ("problem", "paused", "removals_blocked", "brake", "last_sync_detail"):
                 if entry.get(label):
                     lines.append(f"[yellow]{label.replace('_', ' ')}: {entry[label]}[/yellow]")
@@ -1222,12 +1241,20 @@ def _schedule_of(status: dict[str, Any], key: str) -> dict[str, Any]:
     }
 
 
-def _schedule_lines(entry: dict[str, Any], zone: Any) -> list[str]:
+def _next_run(at: str | None, zone: Any, now: datetime, running: bool) -> str:
+    """When a job runs next; one already due runs at the service's next look, or its start."""
+    if at is not None and datetime.fromisoformat(at) <= now + timedelta(seconds=1):
+        return "due now" if running else "due (when the service runs)"
+    return _when(at, zone, True)
+
+
+def _schedule_lines(entry: dict[str, Any], zone: Any, now: datetime, running: bool) -> list[str]:
     runs = entry.get("next_runs") or {}
-    nexts = ", ".join(f"{job} {_when(at, zone, True)}" for job, at in runs.items() if at)
-    lines = [
-        f"next runs:    {nexts or 'none'}, digest {_when(entry.get('next_digest'), zone, True)}"
-    ]
+    nexts = ", ".join(
+        f"{job} {_next_run(at, zone, now, running)}" for job, at in runs.items() if at
+    )
+    digest = _next_run(entry.get("next_digest"), zone, now, running)
+    lines = [f"next runs:    {nexts or 'none'}, digest {digest}"]
     last = entry.get("last_digest")
     lines.append(
         "last digest:  "

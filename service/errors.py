@@ -8,6 +8,7 @@ EX_CONFIG = 78  # sysexits.h: configuration error; systemd's RestartPreventExitS
 EX_USAGE = 2  # as Click: the command line asks for something that is not there
 EX_DATAERR = 65
 EX_UNAVAILABLE = 69
+EX_INTERRUPTED = 130  # as a shell says of a command stopped by Ctrl-C (128 + SIGINT)
 
 
 class LopperError(Exception):

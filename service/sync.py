@@ -86,6 +86,7 @@ class SyncReport:
     streams: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     unseen: list[Unseen] = field(default_factory=list)  # kinds the adapter cannot see
+    reading: str | None = None  # the stream being read, while the sync runs
 
 
 def ensure_account(session: Session, config: AccountConfig, now: datetime) -> Account:
@@ -182,6 +183,14 @@ def sync_account(
     except PlatformError as exc:
         report.outcome = "failed"
         report.problems.append(scrub(str(exc)))
+    except KeyboardInterrupt as exc:
+        # Ctrl-C: every page read so far is stored with its cursor; the next sync goes on.
+        report.outcome = "interrupted"
+        where = f" while reading {report.reading}" if report.reading else ""
+        said = f"interrupted{where}; the next sync resumes from there (every page read is kept)"
+        report.problems.append(said)
+        exc.add_note(said)
+        raise
     except BaseException as exc:
         # A crash: the committed pages stay, but the run must not be recorded as a good one.
         report.outcome = "failed"
@@ -262,6 +271,7 @@ def _sync_connections(
     report: SyncReport,
     progress: Progress | None,
 ) -> None:
+    report.reading = CONNECTIONS
     with store.session() as session:
         row = session.get(SyncCursor, (account_id, CONNECTIONS))
         listing = row.listing if row and row.listing else uuid.uuid4().hex[:12]
@@ -462,6 +472,7 @@ def _sync_stream(
     report: SyncReport,
     progress: Progress | None,
 ) -> None:
+    report.reading = stream
     with store.session() as session:
         row = session.get(SyncCursor, (account_id, stream))
         cursor = row.cursor if row else None

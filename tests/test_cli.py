@@ -316,3 +316,74 @@ def test_the_demo_takes_another_port_when_its_own_is_taken(home):
     other = config["web"]["port"]
     assert other != port
     assert f"Port {port} is taken; the review page uses port {other}" in output
+
+
+def test_ctrl_c_during_sync_says_where_the_next_sync_resumes(home, tmp_path):
+    import signal
+    import sqlite3
+    import time
+    from contextlib import closing
+
+    database = tmp_path / "big.sqlite3"
+    config = tmp_path / "big.yaml"
+    config.write_text(
+        "version: 1\naccounts:\n  - platform: sandbox\n    handle: '@big'\n"
+        f"    sandbox: {{size: 60000}}\nstorage: {{url: 'sqlite:///{database}'}}\n"
+    )
+    env = {**os.environ, "XDG_STATE_HOME": str(home / "state")}
+    sync = subprocess.Popen(
+        [sys.executable, "-m", "service", "--config", str(config), "sync"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+    def pages_stored() -> int:
+        try:
+            with closing(sqlite3.connect(database)) as db:
+                return int(db.execute("select count(*) from sync_cursors").fetchone()[0])
+        except sqlite3.Error:
+            return 0
+
+    try:
+        while not pages_stored() and sync.poll() is None:
+            time.sleep(0.2)  # waits for the first stored page; nothing is timed
+        sync.send_signal(signal.SIGINT)
+        _out, said = sync.communicate(timeout=60)
+    finally:
+        if sync.poll() is None:
+            sync.kill()
+    assert sync.returncode == 130, said
+    one_line = " ".join(said.split())
+    assert "sandbox:@big: interrupted while reading" in one_line, said
+    assert "the next sync resumes from there" in one_line, said
+    assert "Traceback" not in said
+    status = json.loads(lopper("--config", str(config), "status", "--json"))
+    assert status["accounts"][0]["last_sync_outcome"] == "interrupted"
+
+
+def test_status_says_whether_the_service_runs_and_what_is_due(home):
+    from service.daemon.queue import SqliteLock
+
+    lopper("demo", "--size", "100", "--no-run")
+    config = home / "config" / "lopper" / "config.yaml"
+    text = config.read_text()
+    config.write_text(
+        text.replace("accounts:\n", "accounts:\n  - {platform: sandbox, handle: '@new'}\n")
+    )
+    said = " ".join(lopper("status").split())
+    assert "service: not running: nothing runs on its own until `lopper run`" in said
+    assert "sync due (when the service runs)" in said  # @new was never synced
+    assert json.loads(lopper("status", "--json"))["service"] == {"running": False, "by": None}
+
+    database = home / "state" / "lopper" / "demo.sqlite3"
+    lock = SqliteLock(Path(f"{database}.lock"))  # as `lopper run` holds it
+    lock.acquire(str(database))
+    try:
+        said = " ".join(lopper("status").split())
+        assert f"service: running (pid {os.getpid()} on" in said
+        assert "sync due now" in said
+        assert json.loads(lopper("status", "--json"))["service"]["running"] is True
+    finally:
+        lock.release()
