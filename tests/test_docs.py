@@ -219,7 +219,7 @@ def _exit_code_table() -> dict[int, str]:
     """The exit codes the documentation lists (README.md, or its page once split)."""
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         text = page.read_text(encoding="utf-8")
-        match = re.search(r"^#+ Exit codes\n(.*?)(?=^#)", text, re.S | re.M)
+        match = re.search(r"^#+ Exit codes\n(.*?)(?=^#|\Z)", text, re.S | re.M)
         if match and "| code | meaning |" in match.group(1):
             rows = re.findall(r"^\| (\d+) \| ([^|]+) \|", match.group(1), re.M)
             return {int(code): meaning for code, meaning in rows}
