@@ -81,7 +81,17 @@ PAGES: tuple[Page, ...] = (
         "LinkedIn, Instagram and the data exports",
         ("## re:Facebook, LinkedIn and Instagram", "## re:(LinkedIn|Instagram|Data export)"),
     ),
-    Page("digest.md", "The digest and the review page", ("## The digest and the review page",)),
+    Page(
+        "digest.md",
+        "The digest and the review page",
+        ("## The digest and the review page",),
+        # Taken from the real pages by tools/capture_pages.py.
+        lead=(
+            '![The digest on a phone](images/digest-phone.jpg){ width="260" } '
+            '![The review page on a phone](images/review-phone.jpg){ width="260" }\n\n'
+            "![The review page on a desktop](images/review-desktop.jpg)"
+        ),
+    ),
     Page("service.md", "Running it as a service", ("## Running it as a service",)),
     Page("configuration.md", "Configuration", ("## Configuration",)),
     Page("reliability.md", "Reliability", ("## Reliability",)),
