@@ -18,8 +18,18 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
@@ -152,27 +162,65 @@ def _parse_percent(text: str) -> float | int:
     raise typer.BadParameter("expected a share such as 20% or a number of people such as 500")
 
 
+class _Counted(ProgressColumn):
+    """ "1,200 of 3,000" where the total is known, "1,200 items" where it is not."""
+
+    def render(self, task: Task) -> Text:
+        done = int(task.completed)
+        if task.total is None:
+            return Text(f"{done:,} items")
+        return Text(f"{done:,} of {int(task.total):,}")
+
+
 @contextmanager
-def _sync_progress(label: str) -> Iterator[Callable[[str, int], None]]:
-    """A progress line per stream while a sync pages through it (on a terminal only)."""
+def _sync_progress(
+    label: str, expected: dict[str, int] | None = None
+) -> Iterator[Callable[[str, int], None]]:
+    """A progress line per stream while a sync pages through it (on a terminal only).
+
+    Where the size of a stream is known beforehand (a listing of connections: as many as the
+    last one held), the line has a bar, a percentage and the time left.
+    """
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
-        TextColumn("{task.completed:,} items"),
+        BarColumn(bar_width=20),
+        _Counted(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=err,
         transient=True,
         disable=not err.is_terminal,
     )
     tasks: dict[str, Any] = {}
+    expected = expected or {}
 
     def tick(stream: str, count: int) -> None:
         if stream not in tasks:
-            tasks[stream] = progress.add_task(f"{label} {stream}", total=None)
+            tasks[stream] = progress.add_task(
+                escape(f"{label} {stream}"), total=expected.get(stream) or None
+            )
+        task = progress.tasks[tasks[stream]]
+        if task.total is not None and task.completed + count > task.total:
+            progress.update(tasks[stream], total=task.completed + count)  # the network grew
         progress.advance(tasks[stream], count)
 
     with progress:
         yield tick
+
+
+def _expected_sizes(application: App, account: AccountConfig) -> dict[str, int]:
+    """What a sync of the account will likely page through: its last listing's size."""
+    from service.model import CONNECTIONS
+
+    with application.store.session() as session:
+        listed = session.scalar(
+            select(func.count())
+            .select_from(Connection)
+            .join(Account, Connection.account_id == Account.id)
+            .where(Account.key == account.key, Connection.state == ConnectionState.ACTIVE)
+        )
+    return {CONNECTIONS: int(listed)} if listed else {}
 
 
 # --- demo ------------------------------------------------------------------------------
@@ -460,7 +508,7 @@ def sync(
     with _app() as application:
         for acc in application.accounts(account):
             try:
-                with _sync_progress(acc.key) as tick:
+                with _sync_progress(acc.key, _expected_sizes(application, acc)) as tick:
                     report = application.sync(acc, progress=tick, full=full)
             except KeyboardInterrupt as exc:
                 said = getattr(exc, "__notes__", None) or ["interrupted"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import re
@@ -106,3 +107,18 @@ def test_every_help_text_shows_whole_at_80_columns() -> None:
         for line, after in itertools.pairwise(description):
             if line.strip() and after.strip():
                 assert len(line.rstrip()) > 80 - 20, (path, line)
+
+
+def test_a_sync_on_a_terminal_shows_the_listings_total_once_it_is_known(
+    home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lopper("demo", "--size", "300", "--no-run")
+    connections = json.loads(lopper("status", "--json"))["accounts"][0]["connections"]
+    terminal = Console(
+        record=True, force_terminal=True, width=120, file=io.StringIO(), color_system=None
+    )
+    monkeypatch.setattr(cli, "err", terminal)
+    lopper("sync", "--full")  # lists every connection again: as many as the last listing
+    drawn = terminal.export_text()
+    assert f"of {connections:,}" in drawn
+    assert "sandbox:@you connections" in drawn
