@@ -209,6 +209,16 @@ def _sync_progress(
         yield tick
 
 
+@contextmanager
+def _working(what: str) -> Iterator[None]:
+    """A spinner with the elapsed time while a long step runs (on a terminal only)."""
+    if not err.is_terminal:
+        yield
+        return
+    with err.status(escape(f"{what} …")):
+        yield
+
+
 def _expected_sizes(application: App, account: AccountConfig) -> dict[str, int]:
     """What a sync of the account will likely page through: its last listing's size."""
     from service.model import CONNECTIONS
@@ -384,7 +394,8 @@ def demo(
         account = application.accounts()[0]
         with _sync_progress("sync") as tick:
             report = application.sync(account, progress=tick)
-        evaluation = application.evaluate(account)
+        with _working(f"evaluating {account.key}"):
+            evaluation = application.evaluate(account)
         out.print(
             f"Synced {report.connections_seen:,} connections and "
             f"{report.interactions_new:,} interactions."
@@ -543,7 +554,8 @@ def evaluate(account: str | None = typer.Argument(None, help="Only this account.
     """Judge every connection and queue removal suggestions (nothing is removed)."""
     with _app() as application:
         for acc in application.accounts(account):
-            report = application.evaluate(acc)
+            with _working(f"evaluating {acc.key}"):
+                report = application.evaluate(acc)
             out.print(
                 f"[bold]{acc.key}[/bold]: {report.queued} new suggestions, "
                 f"{report.expired} expired, {report.capped:,} held back by the per-digest cap"

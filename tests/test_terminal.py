@@ -122,3 +122,13 @@ def test_a_sync_on_a_terminal_shows_the_listings_total_once_it_is_known(
     drawn = terminal.export_text()
     assert f"of {connections:,}" in drawn
     assert "sandbox:@you connections" in drawn
+
+
+def test_evaluation_on_a_terminal_says_it_is_at_work(home, monkeypatch: pytest.MonkeyPatch) -> None:
+    lopper("demo", "--size", "100", "--no-run")
+    terminal = Console(
+        record=True, force_terminal=True, width=120, file=io.StringIO(), color_system=None
+    )
+    monkeypatch.setattr(cli, "err", terminal)
+    lopper("evaluate")
+    assert "evaluating sandbox:@you" in terminal.export_text()
