@@ -132,3 +132,21 @@ def test_evaluation_on_a_terminal_says_it_is_at_work(home, monkeypatch: pytest.M
     monkeypatch.setattr(cli, "err", terminal)
     lopper("evaluate")
     assert "evaluating sandbox:@you" in terminal.export_text()
+
+
+def test_log_lines_during_a_sync_print_above_the_progress_not_through_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+
+    from service.logs import configure_logging
+
+    terminal = Console(
+        record=True, force_terminal=True, width=100, file=io.StringIO(), color_system=None
+    )
+    monkeypatch.setattr(cli, "err", terminal)
+    configure_logging(json=False, level="WARNING")  # as every command does
+    with cli._sync_progress("sandbox:@you") as tick:
+        tick("connections", 10)
+        logging.getLogger("lopper.test").warning("a line logged mid-sync")
+    assert "a line logged mid-sync" in terminal.export_text()
