@@ -387,3 +387,27 @@ def test_status_says_whether_the_service_runs_and_what_is_due(home):
         assert json.loads(lopper("status", "--json"))["service"]["running"] is True
     finally:
         lock.release()
+
+
+def test_every_command_the_quick_start_lists_for_the_demo_runs_on_it(home):
+    """The README says these work on the demo's data: each one, in its order."""
+    import re
+    import shlex
+
+    root = Path(__file__).resolve().parent.parent
+    pages = [root / "README.md", root / "docs" / "getting-started.md"]
+    text = next(
+        p.read_text() for p in pages if "After the demo, every command works" in p.read_text()
+    )
+    block = re.search(r"After the demo, every command works.*?```sh\n(.*?)```", text, re.S)
+    assert block is not None
+    lopper("demo", "--size", "300", "--no-run")
+    ran = 0
+    for line in block.group(1).splitlines():
+        words = shlex.split(line.split("#")[0])
+        if not words or words[1] in ("run", "web"):  # they serve until stopped
+            continue
+        result = runner.invoke(app, words[1:], input="q\n")
+        assert result.exit_code == 0, (line, result.output)
+        ran += 1
+    assert ran >= 9
