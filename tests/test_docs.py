@@ -129,6 +129,10 @@ r
 
 table
 
+#### Hostile input
+
+more, see [the figures](#hostile-input)
+
 ## Performance
 
 p
@@ -171,6 +175,8 @@ def test_the_split_puts_each_section_on_its_page_and_points_links_at_it(
     assert "`config`" in decides and "(config.example.yaml)" not in decides
     security = (docs / "security.md").read_text(encoding="utf-8")
     assert "## Security review\n\ntable" in security
+    assert "\n### Hostile input\n" in security  # one level up, as its section
+    assert "[the figures](#hostile-input)" in security
     assert "Security review" not in (docs / "reliability.md").read_text(encoding="utf-8")
     x = (docs / "platforms" / "x.md").read_text(encoding="utf-8")
     assert x.startswith("# X\n\nx text\n\n## Signing in\n")

@@ -238,14 +238,34 @@ def render(tops: list[Section]) -> dict[str, str]:
                         github_slug(block.title), (page.path, mkdocs_slug(block.title))
                     )
                 else:
+                    heading_level = 1
                     anchors.setdefault(github_slug(block.title), (page.path, ""))
-                lines += block.body
+                lines += _deeper_headings(block.body, heading_level - level, page.path, anchors)
         if not entries and page.extract:
             lines += _extract(tops, page.extract)
     out: dict[str, str] = {}
     for path, lines in pages.items():
         text = "\n".join(_single_blank_lines(lines)).strip() + "\n"
         out[path] = _relink(text, path, anchors)
+    return out
+
+
+def _deeper_headings(
+    body: list[str], shift: int, path: str, anchors: dict[str, tuple[str, str]]
+) -> list[str]:
+    """A section's own "#### " headings, moved by as many levels as the section's heading."""
+    out: list[str] = []
+    fence = False
+    for line in body:
+        if line.startswith("```"):
+            fence = not fence
+        heading = None if fence else re.match(r"^(#{4,6}) (.+?)\s*$", line)
+        if heading:
+            title = heading.group(2)
+            level = max(2, min(6, len(heading.group(1)) + shift))
+            anchors.setdefault(github_slug(title), (path, mkdocs_slug(title)))
+            line = "#" * level + " " + title
+        out.append(line)
     return out
 
 
