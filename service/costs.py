@@ -15,8 +15,7 @@ and this module, above it, records and budgets what was counted.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -24,42 +23,35 @@ from sqlalchemy.orm import Session
 
 from service.config import XPrices
 from service.model import RemovalState
-from service.platforms.base import PlatformError
-from service.platforms.metering import MICROS, CostMeter, Usage
+from service.platforms.metering import (
+    MICROS,
+    CostMeter,
+    OverBudget,
+    Usage,
+    dollars,
+    month_start,
+    next_month,
+)
 from service.store import Store
 from service.store.models import Account, CostRecord, Removal
 
-__all__ = ["MICROS", "CostMeter", "OverBudget", "Usage", "dollars", "meter_of"]
+__all__ = [
+    "MICROS",
+    "CostMeter",
+    "OverBudget",
+    "Usage",
+    "dollars",
+    "meter_of",
+    "month_start",
+    "next_month",
+]
 
 _RECENT_RUNS = 5  # the next run is estimated from the dearest of this many recent ones
-
-
-class OverBudget(PlatformError):
-    """The next sync would take the month's estimated cost past the account's budget."""
-
-
-def dollars(micros: int) -> str:
-    cents = (Decimal(micros) / MICROS).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    return f"${cents:,}"
 
 
 def meter_of(adapter: Any) -> CostMeter | None:
     meter = getattr(adapter, "meter", None)
     return meter if isinstance(meter, CostMeter) else None
-
-
-def month_start(now: datetime) -> datetime:
-    now = now.astimezone(UTC)
-    return datetime(now.year, now.month, 1, tzinfo=UTC)
-
-
-def next_month(now: datetime) -> datetime:
-    start = month_start(now)
-    return (
-        start.replace(year=start.year + 1, month=1)
-        if start.month == 12
-        else start.replace(month=start.month + 1)
-    )
 
 
 def _removal_micros(session: Session, account_id: int, since: datetime, prices: XPrices) -> int:
