@@ -101,10 +101,10 @@ def _flags_without_placeholder() -> None:
     """A flag takes no value, so its help shows none (Typer would print ``<bool>``)."""
     from typer.core import TyperOption
 
-    shown = TyperOption.display_type_rich
+    typed = TyperOption.display_type_rich
 
     def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
-        return None if self.is_flag else shown(self, ctx)
+        return None if self.is_flag else typed(self, ctx)
 
     TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
 
@@ -661,9 +661,9 @@ def suggestions(
             e = r.evidence
             cells.append(
                 [str(r.id)]
-                + ([r.account.key] if several else [])
+                + ([escape(r.account.key)] if several else [])
                 + [
-                    r.connection.handle,
+                    escape(r.connection.handle),
                     r.state.value + ("" if r.reason.value == "quiet" else f" ({r.reason.value})"),
                     _when(e.get("last_exchange"), zone),
                     f"{e.get('inbound_in_window', 0)}/{e.get('outbound_in_window', 0)}",
@@ -935,8 +935,8 @@ def plan(
             listed = [
                 [
                     str(n),
-                    item.facts.handle,
-                    item.judgement.why,
+                    escape(item.facts.handle),
+                    escape(item.judgement.why),
                     _when(item.stats.last_exchange, zone),
                     f"{item.stats.value:.2f}",
                 ]

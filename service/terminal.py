@@ -4,6 +4,8 @@ Rich shrinks every column of a table that is too wide, so at 80 columns an id be
 and an id is what a person types next (`lopper confirm ID`). ``fitted_table`` measures the
 table first, then drops whole columns in the order of their ``drop`` rank, then narrows the
 columns that may be cut (down to their ``least``), and lets Rich wrap what may wrap; a column with ``keep=True`` is never cut.
+
+Cells are Rich markup, as in any Rich table: text from a platform must be escaped first.
 """
 
 from __future__ import annotations
@@ -49,12 +51,13 @@ def _build(
             min_width=_natural(column, rows, index) if column.keep else None,
         )
     for row in rows:
-        table.add_row(*(Text(str(row[index])) for index in range(len(columns))))
+        table.add_row(*(Text.from_markup(row[index]) for index in range(len(columns))))
     return table
 
 
 def _natural(column: Column, rows: Sequence[Sequence[str]], index: int) -> int:
-    return max([len(column.header), *(len(str(row[index])) for row in rows)])
+    """The width of the column's longest cell as it shows (markup is not shown)."""
+    return max([len(column.header), *(Text.from_markup(row[index]).cell_len for row in rows)])
 
 
 def fitted_table(

@@ -14,7 +14,7 @@ SERVICE = Path(__file__).resolve().parent.parent / "service"
 
 # Lowest first. A module is in the layer of its longest listed prefix.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("service.model", "service.errors", "service.logs"),
+    ("service.model", "service.errors", "service.logs", "service.text", "service.files"),
     ("service.config",),
     ("service.rules",),
     ("service.platforms", "service.imports.names", "service.store"),

@@ -150,3 +150,18 @@ def test_log_lines_during_a_sync_print_above_the_progress_not_through_it(
         tick("connections", 10)
         logging.getLogger("lopper.test").warning("a line logged mid-sync")
     assert "a line logged mid-sync" in terminal.export_text()
+
+
+def test_a_handle_with_markup_shows_as_written_at_80_columns(home, eighty) -> None:
+    import sqlite3
+
+    lopper("demo", "--size", "200", "--no-run")
+    database = home / "state" / "lopper" / "demo.sqlite3"
+    with sqlite3.connect(database) as db:
+        db.execute(
+            "UPDATE connections SET handle = '@ana[/]' WHERE id IN (SELECT connection_id FROM suggestions)"
+        )
+    db.close()
+    for args in (["suggestions"], ["plan", "--keep", "50%"]):
+        output = lopper(*args)
+        assert "@ana[/]" in output, args
