@@ -17,7 +17,7 @@ import structlog
 from service import config as cfg
 from service.config import Account as AccountConfig
 from service.config import LoadedConfig
-from service.errors import ConfigError, ConfigProblem, LopperError
+from service.errors import ConfigError, ConfigProblem, LopperError, MissingExtra
 from service.logs import bind_run, register_secrets
 from service.platforms import build_adapter
 from service.platforms.base import Platform
@@ -123,7 +123,11 @@ class App:
                 "or a file of that name in $CREDENTIALS_DIRECTORY)"
             )
         if account.key not in self._adapters:
-            self._adapters[account.key] = build_adapter(account, cfg.state_dir(), self.clock)
+            try:
+                built = build_adapter(account, cfg.state_dir(), self.clock)
+            except MissingExtra as exc:
+                raise AccountSkipped(f"{account.key} skipped: {exc}") from None
+            self._adapters[account.key] = built
         return self._adapters[account.key]
 
     def spacing(self, account: AccountConfig, adapter: Platform) -> tuple[float, float]:

@@ -19,15 +19,33 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from service import config as cfg
 from service.app import AccountSkipped, App, opened
 from service.config import Account as AccountConfig
-from service.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError, LopperError
+from service.errors import (
+    EX_CONFIG,
+    EX_INTERRUPTED,
+    EX_UNAVAILABLE,
+    ConfigError,
+    LopperError,
+    MissingExtra,
+    NotFound,
+)
 from service.files import open_private, readable_by_others
 from service.logs import configure_logging, scrub
 from service.model import Channel, ConnectionState, RemovalState, Span, SuggestionState, Unseen
@@ -45,6 +63,7 @@ from service.store.models import (
 )
 from service.store.queries import account_coverage, account_unseen
 from service.suggestions import decide, judge_account, pending_ids, queue_plan
+from service.terminal import Column, fitted_table
 from service.text import plain, shown, spreadsheet_cell
 
 S = SuggestionState
@@ -57,7 +76,7 @@ app = typer.Typer(
     "with, and remove them once you confirm.",
     no_args_is_help=True,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
 config_app = typer.Typer(help="Check the configuration file.", no_args_is_help=True)
@@ -80,12 +99,27 @@ app.add_typer(import_app, name="import")
 
 _state: dict[str, Any] = {"config": None}
 
+
+def _flags_without_placeholder() -> None:
+    """A flag takes no value, so its help shows none (Typer would print ``<bool>``)."""
+    from typer.core import TyperOption
+
+    typed = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else typed(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_placeholder()
+
 ConfigOption = typer.Option(
     None,
     "--config",
     "-c",
-    help="Configuration file (default: $CONFIGURATION_DIRECTORY/config.yaml, else the XDG "
-    "config directory).",
+    help="Configuration file. Default: config.yaml in $CONFIGURATION_DIRECTORY (systemd), "
+    "else in ~/.config/lopper/ (the XDG config directory).",
     envvar="LOPPER_CONFIG",
 )
 
@@ -131,27 +165,75 @@ def _parse_percent(text: str) -> float | int:
     raise typer.BadParameter("expected a share such as 20% or a number of people such as 500")
 
 
+class _Counted(ProgressColumn):
+    """ "1,200 of 3,000" where the total is known, "1,200 items" where it is not."""
+
+    def render(self, task: Task) -> Text:
+        done = int(task.completed)
+        if task.total is None:
+            return Text(f"{done:,} items")
+        return Text(f"{done:,} of {int(task.total):,}")
+
+
 @contextmanager
-def _sync_progress(label: str) -> Iterator[Callable[[str, int], None]]:
-    """A progress line per stream while a sync pages through it (on a terminal only)."""
+def _sync_progress(
+    label: str, expected: dict[str, int] | None = None
+) -> Iterator[Callable[[str, int], None]]:
+    """A progress line per stream while a sync pages through it (on a terminal only).
+
+    Where the size of a stream is known beforehand (a listing of connections: as many as the
+    last one held), the line has a bar, a percentage and the time left.
+    """
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
-        TextColumn("{task.completed:,} items"),
+        BarColumn(bar_width=20),
+        _Counted(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=err,
         transient=True,
         disable=not err.is_terminal,
     )
     tasks: dict[str, Any] = {}
+    expected = expected or {}
 
     def tick(stream: str, count: int) -> None:
         if stream not in tasks:
-            tasks[stream] = progress.add_task(f"{label} {stream}", total=None)
+            tasks[stream] = progress.add_task(
+                escape(f"{label} {stream}"), total=expected.get(stream) or None
+            )
+        task = progress.tasks[tasks[stream]]
+        if task.total is not None and task.completed + count > task.total:
+            progress.update(tasks[stream], total=task.completed + count)  # the network grew
         progress.advance(tasks[stream], count)
 
     with progress:
         yield tick
+
+
+@contextmanager
+def _working(what: str) -> Iterator[None]:
+    """A spinner with the elapsed time while a long step runs (on a terminal only)."""
+    if not err.is_terminal:
+        yield
+        return
+    with err.status(escape(f"{what} …")):
+        yield
+
+
+def _expected_sizes(application: App, account: AccountConfig) -> dict[str, int]:
+    """What a sync of the account will likely page through: its last listing's size."""
+    from service.model import CONNECTIONS
+
+    with application.store.session() as session:
+        listed = session.scalar(
+            select(func.count())
+            .select_from(Connection)
+            .join(Account, Connection.account_id == Account.id)
+            .where(Account.key == account.key, Connection.state == ConnectionState.ACTIVE)
+        )
+    return {CONNECTIONS: int(listed)} if listed else {}
 
 
 # --- demo ------------------------------------------------------------------------------
@@ -159,7 +241,7 @@ def _sync_progress(label: str) -> Iterator[Callable[[str, int], None]]:
 DEMO_MARK = "# lopper demo configuration"
 
 
-def _demo_config(size: int, seed: int, database: Path, outbox: Path) -> str:
+def _demo_config(size: int, seed: int, database: Path, outbox: Path, port: int) -> str:
     return f"""{DEMO_MARK} (written by `lopper demo`; safe to delete)
 version: 1
 accounts:
@@ -185,7 +267,65 @@ digest:
   folder: {outbox}
 storage:
   url: sqlite:///{database}
+web:
+  port: {port}
 """
+
+
+TAKEN_MARK = "was taken when the demo ran"
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _previous_demo_port(config: Path) -> int | None:
+    """The review page's port in an earlier demo configuration (the person may have set it)."""
+    import yaml
+
+    try:
+        text = config.read_text(encoding="utf-8")
+        port = (yaml.safe_load(text) or {})["web"]["port"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    if TAKEN_MARK in text:
+        return None  # the demo chose it, not the person
+    return port if isinstance(port, int) and 0 < port < 65536 else None
+
+
+def _keep_aside(state: Path, database: Path, config: Path) -> Path | None:
+    """Move an earlier demo's database, simulated network and configuration into a folder."""
+    earlier = [database, state / "sandbox"]
+    if not any(path.exists() for path in earlier):
+        return None
+    stamp = datetime.fromtimestamp(database.stat().st_mtime) if database.exists() else None
+    folder = state / f"demo-{(stamp or datetime.now()):%Y%m%d-%H%M%S}"
+    n = 1
+    while folder.exists():
+        n += 1
+        folder = folder.with_name(f"{folder.name.split('.')[0]}.{n}")
+    folder.mkdir(parents=True)
+    for path in [*earlier, Path(f"{database}-wal"), Path(f"{database}-shm")]:
+        if path.exists():
+            shutil.move(str(path), folder / path.name)
+    if config.exists():
+        shutil.copy2(config, folder / config.name)
+    return folder
 
 
 @app.command()
@@ -200,6 +340,14 @@ def demo(
         help="End by running the service on the simulated account until Ctrl-C (default: on a "
         "terminal).",
     ),
+    port: int | None = typer.Option(
+        None,
+        "--port",
+        min=1,
+        max=65535,
+        help="The review page's port (default: the earlier demo's, else 8470; another free "
+        "one when it is taken).",
+    ),
 ) -> None:
     """Try lopper on a simulated network: set it up, sync, evaluate, and say what to try next."""
     path = cfg.find_config(_state["config"])
@@ -211,25 +359,46 @@ def demo(
         raise typer.Exit(1)
     state = cfg.state_dir()
     database = state / "demo.sqlite3"
-    for stale in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
-        stale.unlink(missing_ok=True)
-    shutil.rmtree(state / "sandbox", ignore_errors=True)
+    wanted = port or (_previous_demo_port(path) if path.exists() else None) or 8470
+    chosen = wanted if _port_free(wanted) else _free_port()
+    aside = _keep_aside(state, database, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_demo_config(size, seed, database, state / "outbox"), encoding="utf-8")
+    demo_config = _demo_config(size, seed, database, state / "outbox", chosen)
+    if chosen != wanted:
+        demo_config = demo_config.replace(
+            f"  port: {chosen}\n", f"  port: {chosen}  # {wanted} {TAKEN_MARK}\n"
+        )
+    path.write_text(demo_config, encoding="utf-8")
     _state["config"] = path
     out.print(
         Panel.fit(
             f"Setting up a [bold]simulated[/bold] network of {size:,} connections "
             "(nobody in it is real).\n"
-            f"Configuration: {path}\nDatabase:      {database}",
+            f"Configuration: {escape(str(path))}\nDatabase:      {escape(str(database))}",
             title="lopper demo",
         )
     )
+    if aside is not None:
+        out.print(
+            f"The earlier demo's data is kept in {aside} (its database, network and "
+            "configuration); delete the folder when you no longer need it.",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    if chosen != wanted:
+        out.print(
+            f"Port {wanted} is taken; the review page uses port {chosen} (web.port in {path}).",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     with _app() as application:
         account = application.accounts()[0]
         with _sync_progress("sync") as tick:
             report = application.sync(account, progress=tick)
-        evaluation = application.evaluate(account)
+        with _working(f"evaluating {account.key}"):
+            evaluation = application.evaluate(account)
         out.print(
             f"Synced {report.connections_seen:,} connections and "
             f"{report.interactions_new:,} interactions."
@@ -345,6 +514,25 @@ def config_check(
         raise typer.Exit(EX_CONFIG) from None
     for warning in loaded.warnings:
         err.print(f"[yellow]warning[/yellow] {path}: {warning}", highlight=False)
+    from service.platforms import SDKS, missing_sdk
+
+    unusable = False
+    for acc in loaded.settings.accounts:
+        if acc.platform in SDKS and missing_sdk(acc.platform):
+            message = str(MissingExtra(acc.platform, missing_sdk(acc.platform)))
+            if acc.enabled:
+                err.print(
+                    f"{path}: {acc.key}: {message}", style="red", markup=False, highlight=False
+                )
+                unusable = True
+            else:
+                err.print(
+                    f"[yellow]warning[/yellow] {escape(f'{path}: {acc.key} (disabled): {message}')}",
+                    highlight=False,
+                )
+    if unusable:
+        err.print(f"{path}: valid, but not every enabled account can run here", highlight=False)
+        raise typer.Exit(EX_CONFIG)
     accounts = ", ".join(a.key for a in loaded.settings.accounts) or "no accounts"
     out.print(f"{path}: valid ({accounts})", highlight=False)
 
@@ -370,8 +558,12 @@ def sync(
     with _app() as application:
         for acc in application.accounts(account):
             try:
-                with _sync_progress(acc.key) as tick:
+                with _sync_progress(acc.key, _expected_sizes(application, acc)) as tick:
                     report = application.sync(acc, progress=tick, full=full)
+            except KeyboardInterrupt as exc:
+                said = getattr(exc, "__notes__", None) or ["interrupted"]
+                err.print(f"{acc.key}: {said[-1]}", style="yellow", markup=False, highlight=False)
+                raise typer.Exit(EX_INTERRUPTED) from None
             except AccountSkipped as exc:
                 err.print(f"[red]{shown(exc)}[/red]")
                 failed = True
@@ -412,7 +604,8 @@ def evaluate(account: str | None = typer.Argument(None, help="Only this account.
     """Judge every connection and queue removal suggestions (nothing is removed)."""
     with _app() as application:
         for acc in application.accounts(account):
-            report = application.evaluate(acc)
+            with _working(f"evaluating {acc.key}"):
+                report = application.evaluate(acc)
             out.print(
                 f"[bold]{acc.key}[/bold]: {report.queued} new suggestions, "
                 f"{report.expired} expired, {report.capped:,} held back by the per-digest cap"
@@ -543,23 +736,20 @@ def suggestions(
             return
         zone = _zone(application)
         several = len({r.account_id for r in rows}) > 1
-        table = Table(
-            box=box.SIMPLE_HEAD,
-            pad_edge=False,
-            caption="in/out: exchanges from them / from you in the window",
-        )
-        table.add_column("id", justify="right", no_wrap=True)
-        if several:
-            table.add_column("account", no_wrap=True)
-        table.add_column("who", no_wrap=True, overflow="ellipsis", max_width=26)
-        table.add_column("state", no_wrap=True)
-        table.add_column("last seen", no_wrap=True)
-        table.add_column("in/out", justify="right", no_wrap=True)
-        table.add_column("since", no_wrap=True)
-        table.add_column("value", justify="right", no_wrap=True)
+        columns = [
+            Column("id", justify="right", keep=True),
+            *([Column("account", drop=2, least=12)] if several else []),
+            Column("who", least=14),
+            Column("state", least=7),
+            Column("last seen", drop=3),
+            Column("in/out", justify="right", drop=4),
+            Column("since", drop=6),
+            Column("value", justify="right", drop=5),
+        ]
+        cells = []
         for r in rows:
             e = r.evidence
-            cells = (
+            cells.append(
                 [str(r.id)]
                 + ([shown(r.account.key)] if several else [])
                 + [
@@ -571,7 +761,9 @@ def suggestions(
                     f"{e.get('value', 0):.2f}",
                 ]
             )
-            table.add_row(*cells)
+        table, left_out = fitted_table(out, columns, cells, box=box.SIMPLE_HEAD, pad_edge=False)
+        if "in/out" not in left_out:
+            table.caption = "in/out: exchanges from them / from you in the window"
         out.print(table)
         if manual and rows:
             out.print("Remove each by hand at its profile link, then run `lopper done ID`.")
@@ -580,6 +772,11 @@ def suggestions(
                     f"  #{r.id} {shown(r.connection.handle)}: {shown(r.connection.profile_url)}"
                 )
         out.print(f"{len(rows)} suggestion(s)")
+        if left_out and rows:
+            out.print(
+                f"({', '.join(left_out)} left out at this width; `--json` has everything)",
+                highlight=False,
+            )
 
 
 def _ids_or_all(
@@ -763,7 +960,7 @@ def undo(suggestion_id: int = typer.Argument(..., help="The id of a removed sugg
         with application.store.session() as session:
             suggestion = session.get(Suggestion, suggestion_id)
             if suggestion is None:
-                raise LopperError(f"no suggestion with id {suggestion_id}")
+                raise NotFound(f"no suggestion with id {suggestion_id}")
             key = suggestion.account.key
             handle = suggestion.connection.handle
         adapter = application.adapter_for_key(key)
@@ -822,18 +1019,31 @@ def plan(
                     f"[yellow]the target is out of reach by {result.shortfall:,}: "
                     "protected and new connections are never planned[/yellow]"
                 )
-            table = Table()
-            for column in ("#", "who", "why", "last exchange", "value"):
-                table.add_column(column)
-            for n, item in enumerate(result.remove[:show], 1):
-                table.add_row(
+            columns = [
+                Column("#", justify="right", keep=True),
+                Column("who", least=14),
+                Column("why", wrap=True),
+                Column("last exchange", drop=1),
+                Column("value", justify="right", keep=True),
+            ]
+            listed = [
+                [
                     str(n),
                     shown(item.facts.handle),
                     shown(item.judgement.why),
                     _when(item.stats.last_exchange, zone),
                     f"{item.stats.value:.2f}",
-                )
+                ]
+                for n, item in enumerate(result.remove[:show], 1)
+            ]
+            table, _left_out = fitted_table(out, columns, listed)
             out.print(table)
+            if len(listed) < len(result.remove):
+                out.print(
+                    f"the first {len(listed):,} of {len(result.remove):,}; "
+                    "`--show N` lists more, `--queue` queues them all",
+                    highlight=False,
+                )
             if queue:
                 queued = queue_plan(application.store, acc.key, result.remove, application.clock())
                 out.print(f"queued {queued:,} pending suggestions; nothing goes until you confirm")
@@ -909,6 +1119,9 @@ def auth_mastodon(
     account: str | None = AuthAccount,
 ) -> None:
     """Let lopper read your Mastodon account and unfollow/follow for you (nothing else)."""
+    from service.platforms import require_sdk
+
+    require_sdk("mastodon")
     from service.platforms import mastodon
 
     with _app() as application:
@@ -928,6 +1141,9 @@ def auth_mastodon(
 @auth_app.command("bluesky")
 def auth_bluesky(account: str | None = AuthAccount) -> None:
     """Sign in to Bluesky with an app password (bsky.app → Settings → App passwords)."""
+    from service.platforms import require_sdk
+
+    require_sdk("bluesky")
     from service.platforms import bluesky
 
     with _app() as application:
@@ -1104,14 +1320,17 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                     coverage, unseen, acc, application.settings.rules, now
                 )
                 report.append(entry)
+        from service.daemon.queue import service_running
         from service.digest import outbox_lines, outbox_summary
 
         warnings = _state_warnings()
+        holder = service_running(application.store, application.database_url)
         if as_json:
             document = {
                 "accounts": report,
                 "outbox": outbox_summary(application).as_json(),
                 "warnings": warnings,
+                "service": {"running": holder is not None, "by": holder},
             }
             sys.stdout.write(json.dumps(document, indent=1) + "\n")
             return
@@ -1120,6 +1339,14 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
         out.print(f"database: {url}", highlight=False)
         for warning in warnings:
             err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+        out.print(
+            f"service:  running ({holder})"
+            if holder
+            else "service:  not running: nothing runs on its own until `lopper run` (or its "
+            "systemd unit) starts; what is due then runs at once",
+            highlight=False,
+            markup=False,
+        )
         for entry in report:
             title = entry["account"] + (
                 "  [dim](simulated network)[/dim]" if entry["simulated"] else ""
@@ -1158,7 +1385,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
                             else ""
                         )
                     )
-            lines += _schedule_lines(entry, zone)
+            lines += _schedule_lines(entry, zone, now, running=holder is not None)
             lines += [f"[yellow]{escape(line)}[/yellow]" for line in entry.get("waiting", ())]
             for label in ("problem", "paused", "removals_blocked", "brake", "last_sync_detail"):
                 if entry.get(label):
@@ -1198,12 +1425,20 @@ def _schedule_of(status: dict[str, Any], key: str) -> dict[str, Any]:
     }
 
 
-def _schedule_lines(entry: dict[str, Any], zone: Any) -> list[str]:
+def _next_run(at: str | None, zone: Any, now: datetime, running: bool) -> str:
+    """When a job runs next; one already due runs at the service's next look, or its start."""
+    if at is not None and datetime.fromisoformat(at) <= now + timedelta(seconds=1):
+        return "due now" if running else "due (when the service runs)"
+    return _when(at, zone, True)
+
+
+def _schedule_lines(entry: dict[str, Any], zone: Any, now: datetime, running: bool) -> list[str]:
     runs = entry.get("next_runs") or {}
-    nexts = ", ".join(f"{job} {_when(at, zone, True)}" for job, at in runs.items() if at)
-    lines = [
-        f"next runs:    {nexts or 'none'}, digest {_when(entry.get('next_digest'), zone, True)}"
-    ]
+    nexts = ", ".join(
+        f"{job} {_next_run(at, zone, now, running)}" for job, at in runs.items() if at
+    )
+    digest = _next_run(entry.get("next_digest"), zone, now, running)
+    lines = [f"next runs:    {nexts or 'none'}, digest {digest}"]
     last = entry.get("last_digest")
     lines.append(
         "last digest:  "

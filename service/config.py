@@ -8,8 +8,10 @@ reported and skipped at run time while the others go on.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.errors import ConfigError, ConfigProblem
+from service.errors import ConfigError, ConfigProblem, UnknownAccount
 from service.model import Direction, Kind
 
 APP = "lopper"
@@ -112,20 +114,26 @@ class _DurationModel(_Model):
 class SandboxOptions(_Model):
     """Parameters of the simulated network (``platform: sandbox``)."""
 
+    # The same seed always gives the same network.
     seed: int = 7
+    # Connections in the simulated network.
     size: int = Field(3000, ge=1, le=2_000_000)
     silent_share: float = Field(0.7, ge=0, le=1, description="people who never interact")
     quiet_share: float = Field(0.25, ge=0, le=1, description="active people who go quiet")
+    # Share of the connections who follow you back.
     mutual_share: float = Field(0.4, ge=0, le=1)
     gone_share: float = Field(0.01, ge=0, le=1, description="deleted or moved accounts")
     new_share: float = Field(0.03, ge=0, le=1, description="people followed in the last month")
+    # Days of simulated past exchanges.
     history_days: int = Field(400, ge=1, le=5000)
+    # Exchanges of an active person over the history, on average.
     events_per_active_person: float = Field(12.0, gt=0)
 
 
 class FacebookOptions(_DurationModel):
     """Where and how lopper talks to Facebook's Graph API (``platform: facebook``)."""
 
+    # Where Graph API requests go (a proxy, or a test server).
     graph_url: str = "https://graph.facebook.com/"
     # A current Graph API version; facebook-sdk's own list stops at v3.1 (see platforms/facebook.py).
     graph_version: str = Field("v25.0", pattern=r"^v\d+\.\d+$")
@@ -145,10 +153,14 @@ class XPrices(_Model):
     cost ``owned_read``.
     """
 
+    # A post read (mentions, your posts, likes, quotes).
     post_read: float = Field(0.005, ge=0)
+    # A user read (a profile looked up).
     user_read: float = Field(0.010, ge=0)
     follows_read: float = Field(0.010, ge=0)  # a person in a following/followers list
+    # A direct message event read.
     dm_event_read: float = Field(0.010, ge=0)
+    # Any read of your own data when `owned_app` is true.
     owned_read: float = Field(0.001, ge=0)
     follow: float = Field(0.015, ge=0)  # "User Interaction: Create"
     unfollow: float = Field(0.010, ge=0)  # "Interaction: Delete"
@@ -170,6 +182,7 @@ class XOptions(_DurationModel):
     monthly_budget: float | None = Field(None, ge=0)
     # The X app belongs to this same account: its own data is read at the owned-read price.
     owned_app: bool = False
+    # X's prices, to count what each sync costs; change them when X does.
     prices: XPrices = XPrices()
     # Requests go here instead of https://api.twitter.com (a proxy, or a test server).
     api_base_url: str | None = None
@@ -187,13 +200,23 @@ EXPORT_ONLY = frozenset({"linkedin", "instagram"})
 
 
 class Account(_Model):
+    # The platform of this account.
     platform: Literal["sandbox", "x", "facebook", "mastodon", "bluesky", "linkedin", "instagram"]
+    # Your handle there (`@you`, `@you@example.social`, `you.bsky.social`, `you.name`);
+    # `platform:handle` names the account on the command line.
     handle: str = Field(min_length=1)
+    # Secrets the platform needs, by name (`access_token`, `app_password`, the four OAuth 1.0a
+    # keys of X), each written `${NAME}`.
     credentials: dict[str, SecretStr] = Field(default_factory=dict)
+    # false: the account is skipped by every sync, evaluation and removal.
     enabled: bool = True
+    # Options of `platform: sandbox`.
     sandbox: SandboxOptions | None = None
+    # Options of `platform: facebook`.
     facebook: FacebookOptions | None = None
+    # Options of `platform: x`.
     x: XOptions | None = None
+    # The pause between two removals, drawn at random in [min, max] (default per platform).
     removal_spacing: tuple[timedelta, timedelta] | None = None
     # How long one request may wait for the platform's answer (None: the adapter's default).
     request_timeout: timedelta | None = None
@@ -263,29 +286,49 @@ _DEFAULT_WEIGHTS = {
 
 
 class Rules(_DurationModel):
+    # How far back exchanges count.
     window: timedelta = timedelta(days=180)
+    # New connections are exempt for this long (from when the connection began, or when lopper
+    # first saw it).
     grace: timedelta = timedelta(days=30)
+    # Which kinds of exchange count.
     count_kinds: frozenset[Kind] = frozenset(Kind)
+    # Which directions count: `inbound` (theirs to you), `outbound` (yours to them).
     count_directions: frozenset[Direction] = frozenset(Direction)
+    # A connection with fewer counted exchanges in the window is flagged.
     min_exchanges: int = Field(1, ge=1)
+    # Handles never suggested.
     protected: frozenset[str] = frozenset()
+    # Names of your platform lists whose members are never suggested.
     protected_lists: frozenset[str] = frozenset()
+    # Never suggest someone who follows you back.
     protect_mutuals: bool = False
+    # Suggestions queued per account and digest; the rest wait for later ones.
     per_digest_cap: int = Field(50, ge=1)
+    # Removals carried out per account and day.
     daily_removal_cap: int = Field(25, ge=0)
+    # The share of the network `lopper plan` keeps by default (e.g. 80%).
     target_keep: float | None = Field(None, gt=0, le=1)
+    # How fast an exchange's weight in the value score fades.
     half_life: timedelta = timedelta(days=90)
+    # The weight of each kind of exchange in the value score.
     weights: dict[Kind, float] = Field(default_factory=lambda: dict(_DEFAULT_WEIGHTS))
+    # The weight of their exchanges towards you in the value score.
     inbound_weight: float = Field(1.0, ge=0)
+    # The weight of your exchanges towards them in the value score.
     outbound_weight: float = Field(1.0, ge=0)
+    # Nobody is flagged once the account's last complete sync or import is older than this.
     stale_after: timedelta = timedelta(days=7)
     # Connections whose own last post is older than this join the "gone or moved" lane
     # (unless you exchanged in the window). None: no such rule.
     dormant_after: timedelta | None = None
     # An exchange with the same person on a linked account (`lopper link`) counts too.
     count_linked: bool = True
+    # The sanity brake: a sync that sees this share of the connections vanish at once ...
     brake_share: float = Field(0.1, gt=0, le=1)
+    # ... and at least this many, marks nobody gone and flags nobody until a later sync agrees.
     brake_min: int = Field(20, ge=1)
+    # A failed removal is tried this many times in all.
     max_attempts: int = Field(5, ge=1)
     # The pause after a removal's first failure; it doubles after each one.
     retry_after: timedelta = timedelta(minutes=10)
@@ -322,20 +365,26 @@ class Rules(_DurationModel):
 
 
 class Schedule(_DurationModel):
+    # Each account's sync.
     sync_every: timedelta = timedelta(hours=6)
+    # Up to this much is added to each sync's time, so that syncs do not line up.
     sync_jitter: timedelta = timedelta(minutes=30)
+    # Carrying out confirmed removals (within the daily cap).
     execute_every: timedelta = timedelta(minutes=15)
     # A complete listing of connections is fetched again only after this long.
     relist_every: timedelta = timedelta(hours=12)
+    # When the digest goes: a cron expression in `digest.timezone` (0 and 7 are Sunday, as in
+    # cron).
     digest: str = "0 8 * * mon"
-    # `lopper run`: how often an undelivered digest is tried again, how long a claimed job
-    # stays another daemon's without a sign of life, how often a daemon that does not lead
-    # looks for work (PostgreSQL replicas), and how many jobs run at once.
+    # How often `lopper run` looks for an undelivered digest to try again.
     deliver_every: timedelta = timedelta(minutes=5)
     # A job that failed (platform down, bad token) is tried again after this long.
     retry_after: timedelta = timedelta(minutes=15)
+    # How long a claimed job stays another daemon's without a sign of life.
     lease: timedelta = timedelta(minutes=2)
+    # How often a daemon that does not lead looks for work (PostgreSQL replicas).
     poll_every: timedelta = timedelta(seconds=15)
+    # How many jobs run at once.
     workers: int = Field(2, ge=1, le=32)
 
     # Fractions of a second are allowed: tests run the daemon fast.
@@ -371,19 +420,30 @@ class Schedule(_DurationModel):
 
 
 class Smtp(_Model):
+    # The SMTP server.
     host: str = "localhost"
+    # Its port (465 with `security: tls`).
     port: int = Field(587, ge=1, le=65535)
+    # `starttls`, `tls` (implicit TLS) or `none`.
     security: Literal["starttls", "tls", "none"] = "starttls"
+    # The login, if the server asks for one.
     username: str | None = None
+    # The password, written `${NAME}`.
     password: SecretStr | None = None
+    # The From: of the digest.
     sender: str = "lopper <lopper@localhost>"
 
 
 class Digest(_DurationModel):
+    # Who the digest goes to.
     recipients: list[str] = Field(default_factory=list)
+    # The IANA time zone of the schedule and of every time in the digest.
     timezone: str = "UTC"
+    # `smtp`, or `files`: `.eml` files in `folder`.
     delivery: Literal["files", "smtp"] = "files"
+    # Where `delivery: files` writes (default: `outbox/` in the state directory).
     folder: Path | None = None
+    # The mail server, for `delivery: smtp`.
     smtp: Smtp = Smtp()
     # The wait after a failed delivery; it doubles with each failure, up to 6 hours.
     retry_after: timedelta = timedelta(minutes=5)
@@ -407,6 +467,8 @@ class Digest(_DurationModel):
 
 
 class Storage(_Model):
+    # The database: `sqlite:///PATH` or `postgresql+psycopg://USER@HOST/NAME` (default: SQLite in
+    # the state directory).
     url: SecretStr | None = None
 
     @field_validator("url")
@@ -436,12 +498,16 @@ class Storage(_Model):
 class Web(_DurationModel):
     """The review page the digest links to."""
 
+    # `lopper run` serves the review page.
     enabled: bool = True
+    # The address it listens on (default: this machine only).
     host: str = "127.0.0.1"
+    # Its port.
     port: int = Field(8470, ge=0, le=65535)
     # What the links in the digest start with, when the page is reached through a proxy or
     # another name (e.g. https://lopper.example.net); default http://HOST:PORT.
     base_url: str | None = None
+    # How long a review link stays good.
     link_ttl: timedelta = timedelta(days=14)
     # The key that signs the links. Unset: a random key kept in `link-secret` (0600) in the
     # state directory, made on first use.
@@ -467,12 +533,19 @@ class Web(_DurationModel):
 
 
 class Settings(_Model):
+    # The format of the file: always 1 for now.
     version: Literal[1]
+    # Your own accounts, one entry each.
     accounts: list[Account] = Field(default_factory=list)
+    # How lopper decides.
     rules: Rules = Rules()
+    # When `lopper run` does what.
     schedule: Schedule = Schedule()
+    # The digest email.
     digest: Digest = Digest()
+    # Where the data lives.
     storage: Storage = Storage()
+    # The review page.
     web: Web = Web()
 
     @model_validator(mode="after")
@@ -488,10 +561,11 @@ class Settings(_Model):
         for account in self.accounts:
             if account.key == key or account.handle == key:
                 return account
-        known = ", ".join(a.key for a in self.accounts) or "none"
-        raise ConfigError(
-            [ConfigProblem(f"no account {key!r} in the configuration (known: {known})")]
-        )
+        keys = [a.key for a in self.accounts]
+        known = ", ".join(keys) or "none"
+        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UnknownAccount(f"no account {key!r} in the configuration (known: {known}){hint}")
 
 
 @dataclass(frozen=True)
@@ -682,6 +756,35 @@ def _describe(loc: tuple[Any, ...]) -> str:
     return "".join(parts) or "(top level)"
 
 
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model of the section at ``loc`` (``("rules",)`` -> Rules), if there is one."""
+    model: type[BaseModel] | None = Settings
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        found = [
+            inner
+            for candidate in candidates
+            for inner in (candidate, *typing.get_args(candidate))
+            if isinstance(inner, type) and issubclass(inner, BaseModel)
+        ]
+        model = found[0] if found else None
+    return model
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """ "; did you mean `window`?" for an unknown key close to a known one."""
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     # pydantic adds the branch name of tagged unions and literal checks; drop those markers.
     return tuple(
@@ -767,13 +870,10 @@ def load_config(path: Path | None = None, text: str | None = None) -> LoadedConf
         problems = []
         for error in exc.errors():
             loc = _clean_loc(tuple(error["loc"]))
-            problems.append(
-                ConfigProblem(
-                    error["msg"].removeprefix("Value error, "),
-                    key=_describe(loc),
-                    line=_line_for(lines, loc),
-                )
-            )
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+                message = "not a key lopper knows" + _did_you_mean(loc)
+            problems.append(ConfigProblem(message, key=_describe(loc), line=_line_for(lines, loc)))
         raise ConfigError(problems, source) from None
 
     warnings: list[ConfigProblem] = []

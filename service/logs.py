@@ -89,9 +89,29 @@ def _scrub_rendered(_logger: Any, _name: str, rendered: Any) -> Any:
     return scrub(rendered)
 
 
+class _StandardError(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a line is logged, not when logging began.
+
+    A progress display on the terminal stands in for standard error while it runs, and
+    prints each line above its bars instead of through them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def configure_logging(
     *, json: bool | None = None, level: str = "INFO", stream: TextIO | None = None
 ) -> None:
+    handler = logging.StreamHandler(stream) if stream is not None else _StandardError()
     stream = stream or sys.stderr
     if json is None:
         json = not stream.isatty()
@@ -123,7 +143,6 @@ def configure_logging(
             _scrub_rendered,
         ],
     )
-    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

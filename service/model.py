@@ -6,6 +6,9 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+# The stream under which a sync keeps the cursor of its listing of connections.
+CONNECTIONS = "connections"
+
 
 class Kind(enum.StrEnum):
     LIKE = "like"

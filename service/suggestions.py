@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.config import Rules
 from service.errors import InvalidTransition, NotFound
-from service.model import Channel, Kind, Reason, Span, SuggestionState, Unseen
+from service.model import CONNECTIONS, Channel, Kind, Reason, Span, SuggestionState, Unseen
 from service.people import with_linked
 from service.rules import (
     NO_EXCHANGES,
@@ -36,7 +36,6 @@ from service.store.queries import (
     connection_facts,
     exchange_stats,
 )
-from service.sync import CONNECTIONS
 
 log = structlog.get_logger("lopper.suggestions")
 

@@ -34,7 +34,7 @@ from service import costs
 from service.config import Account as AccountConfig
 from service.config import Rules
 from service.logs import scrub
-from service.model import ConnectionState, Span, Unseen
+from service.model import CONNECTIONS, ConnectionState, Span, Unseen
 from service.platforms.base import (
     AuthError,
     Exchange,
@@ -44,6 +44,7 @@ from service.platforms.base import (
     RateLimited,
     Unsupported,
 )
+from service.removals import settle_manual_removals
 from service.rules import newest_in_grace
 from service.store import Store
 from service.store.models import Account, Connection, Coverage, Interaction, SyncCursor, SyncRun
@@ -51,7 +52,6 @@ from service.store.types import to_epoch
 
 log = structlog.get_logger("lopper.sync")
 
-CONNECTIONS = "connections"
 IMPORT_STREAM = "export"  # coverage streams of data-export imports start with this
 _ANALYZE_AFTER = 2000  # new connections in one sync before PostgreSQL's statistics are renewed
 _Page = TypeVar("_Page")
@@ -88,6 +88,7 @@ class SyncReport:
     streams: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     unseen: list[Unseen] = field(default_factory=list)  # kinds the adapter cannot see
+    reading: str | None = None  # the stream being read, while the sync runs
 
 
 def ensure_account(session: Session, config: AccountConfig, now: datetime) -> Account:
@@ -184,6 +185,14 @@ def sync_account(
     except PlatformError as exc:
         report.outcome = "failed"
         report.problems.append(scrub(str(exc)))
+    except KeyboardInterrupt as exc:
+        # Ctrl-C: every page read so far is stored with its cursor; the next sync goes on.
+        report.outcome = "interrupted"
+        where = f" while reading {report.reading}" if report.reading else ""
+        said = f"interrupted{where}; the next sync resumes from there (every page read is kept)"
+        report.problems.append(said)
+        exc.add_note(said)
+        raise
     except BaseException as exc:
         # A crash: the committed pages stay, but the run must not be recorded as a good one.
         report.outcome = "failed"
@@ -264,6 +273,7 @@ def _sync_connections(
     report: SyncReport,
     progress: Progress | None,
 ) -> None:
+    report.reading = CONNECTIONS
     with store.session() as session:
         row = session.get(SyncCursor, (account_id, CONNECTIONS))
         listing = row.listing if row and row.listing else uuid.uuid4().hex[:12]
@@ -312,9 +322,6 @@ def _sync_connections(
             if follows is not None and adapter.traits.newest_first:
                 mark_established(session, account_id, follows)
         if report.brake is None:
-            # Imported here: removals imports suggestions, which imports this module.
-            from service.removals import settle_manual_removals
-
             settle_manual_removals(session, account_id, rules, clock(), "sync")
         _set_cursor(session, account_id, CONNECTIONS, None, clock(), None)
     report.streams[CONNECTIONS] = "complete"
@@ -504,6 +511,7 @@ def _sync_stream(
     report: SyncReport,
     progress: Progress | None,
 ) -> None:
+    report.reading = stream
     with store.session() as session:
         row = session.get(SyncCursor, (account_id, stream))
         cursor = row.cursor if row else None

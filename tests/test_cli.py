@@ -142,8 +142,10 @@ def test_demo_never_overwrites_a_real_configuration(home):
     ("args", "code", "message"),
     [
         (["confirm", "999999"], 65, "no such suggestion"),
-        (["undo", "999999"], 1, "no suggestion with id 999999"),
-        (["sync", "x:@nobody"], 78, "no account"),
+        (["undo", "999999"], 65, "no suggestion with id 999999"),
+        (["done", "999999"], 65, "no suggestion with id 999999"),
+        (["sync", "x:@nobody"], 2, "no account 'x:@nobody' in the configuration"),
+        (["sync", "sandbox:@yuo"], 2, "did you mean sandbox:@you?"),
     ],
 )
 def test_bad_requests_get_a_clear_error_and_change_nothing(home, args, code, message):
@@ -270,3 +272,146 @@ def test_typer_app_is_importable_without_platform_sdks():
     )
     assert result.stdout.strip() == "[]", result.stderr
     assert isinstance(app, typer.Typer)
+
+
+def test_running_the_demo_again_keeps_the_earlier_one_aside_and_says_so(home):
+    import socket
+
+    import yaml
+
+    first = lopper("demo", "--size", "200", "--no-run")
+    assert "kept in" not in first
+    config = home / "config" / "lopper" / "config.yaml"
+    state = home / "state" / "lopper"
+    with socket.socket() as probe:  # a port the person chose for the review page
+        probe.bind(("127.0.0.1", 0))
+        chosen = probe.getsockname()[1]
+    config.write_text(config.read_text().replace("port: 8470", f"port: {chosen}"))
+    before = pending()
+    first_database = (state / "demo.sqlite3").stat().st_ino
+
+    second = " ".join(lopper("demo", "--size", "300", "--no-run").split())
+    kept = [p for p in state.iterdir() if p.name.startswith("demo-")]
+    assert len(kept) == 1
+    assert f"The earlier demo's data is kept in {kept[0]}" in second
+    assert {p.name for p in kept[0].iterdir()} >= {"demo.sqlite3", "sandbox", "config.yaml"}
+    assert yaml.safe_load(config.read_text())["web"]["port"] == chosen
+    # The earlier database itself was moved aside, whole; the new demo has a database of its own.
+    assert (kept[0] / "demo.sqlite3").stat().st_ino == first_database
+    assert (state / "demo.sqlite3").stat().st_ino != first_database
+    assert before
+
+
+def test_the_demo_takes_another_port_when_its_own_is_taken(home):
+    import socket
+
+    import yaml
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        output = " ".join(lopper("demo", "--size", "100", "--no-run", "--port", str(port)).split())
+    config = yaml.safe_load((home / "config" / "lopper" / "config.yaml").read_text())
+    other = config["web"]["port"]
+    assert other != port
+    assert f"Port {port} is taken; the review page uses port {other}" in output
+
+
+def test_ctrl_c_during_sync_says_where_the_next_sync_resumes(home, tmp_path):
+    import signal
+    import sqlite3
+    import time
+    from contextlib import closing
+
+    database = tmp_path / "big.sqlite3"
+    config = tmp_path / "big.yaml"
+    config.write_text(
+        "version: 1\naccounts:\n  - platform: sandbox\n    handle: '@big'\n"
+        f"    sandbox: {{size: 60000}}\nstorage: {{url: 'sqlite:///{database}'}}\n"
+    )
+    env = {**os.environ, "XDG_STATE_HOME": str(home / "state")}
+    sync = subprocess.Popen(
+        [sys.executable, "-m", "service", "--config", str(config), "sync"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+    def pages_stored() -> int:
+        # Read only, and only once the sync has the database in WAL mode: a reader then never
+        # stands in the way of its writes.
+        if not Path(f"{database}-wal").exists():
+            return 0
+        try:
+            with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as db:
+                return int(db.execute("select count(*) from sync_cursors").fetchone()[0])
+        except sqlite3.Error:
+            return 0
+
+    try:
+        while not pages_stored() and sync.poll() is None:
+            time.sleep(0.2)  # waits for the first stored page; nothing is timed
+        sync.send_signal(signal.SIGINT)
+        _out, said = sync.communicate(timeout=60)
+    finally:
+        if sync.poll() is None:
+            sync.kill()
+    assert sync.returncode == 130, said
+    one_line = " ".join(said.split())
+    assert "sandbox:@big: interrupted while reading" in one_line, said
+    assert "the next sync resumes from there" in one_line, said
+    assert "Traceback" not in said
+    status = json.loads(lopper("--config", str(config), "status", "--json"))
+    assert status["accounts"][0]["last_sync_outcome"] == "interrupted"
+
+
+def test_status_says_whether_the_service_runs_and_what_is_due(home):
+    from service.daemon.queue import SqliteLock
+
+    lopper("demo", "--size", "100", "--no-run")
+    config = home / "config" / "lopper" / "config.yaml"
+    text = config.read_text()
+    config.write_text(
+        text.replace("accounts:\n", "accounts:\n  - {platform: sandbox, handle: '@new'}\n")
+    )
+    said = " ".join(lopper("status").split())
+    assert "service: not running: nothing runs on its own until `lopper run`" in said
+    assert "sync due (when the service runs)" in said  # @new was never synced
+    assert json.loads(lopper("status", "--json"))["service"] == {"running": False, "by": None}
+
+    database = home / "state" / "lopper" / "demo.sqlite3"
+    lock = SqliteLock(Path(f"{database}.lock"))  # as `lopper run` holds it
+    lock.acquire(str(database))
+    try:
+        said = " ".join(lopper("status").split())
+        assert f"service: running (pid {os.getpid()} on" in said
+        assert "sync due now" in said
+        assert json.loads(lopper("status", "--json"))["service"]["running"] is True
+    finally:
+        lock.release()
+
+
+def test_every_command_the_quick_start_lists_for_the_demo_runs_on_it(home):
+    """The README says these work on the demo's data: each one, in its order."""
+    import re
+    import shlex
+
+    root = Path(__file__).resolve().parent.parent
+    pages = [root / "README.md", root / "docs" / "getting-started.md"]
+    text = next(
+        p.read_text() for p in pages if "After the demo, every command works" in p.read_text()
+    )
+    block = re.search(r"After the demo, every command works.*?```sh\n(.*?)```", text, re.S)
+    assert block is not None
+    lopper("demo", "--size", "300", "--no-run")
+    ran = 0
+    for line in block.group(1).splitlines():
+        words = shlex.split(line.split("#")[0])
+        if not words or words[1] in ("run", "web"):  # they serve until stopped
+            continue
+        result = runner.invoke(app, words[1:], input="q\n")
+        assert result.exit_code == 0, (line, result.output)
+        ran += 1
+    assert ran >= 9

@@ -278,3 +278,25 @@ def test_a_key_given_twice_deeper_is_refused_naming_its_path():
 def test_merge_keys_are_not_duplicates():
     loaded = load_config(text="version: 1\nrules:\n  <<: {window: 90d}\n  <<: {grace: 1d}\n")
     assert loaded.settings.rules.window == timedelta(days=90)
+
+
+def test_an_unknown_key_near_a_known_one_gets_a_suggestion():
+    text = (
+        "version: 1\n"
+        "accounts:\n"
+        "  - platform: sandbox\n"
+        "    handle: '@a'\n"
+        "    sandbox: {sise: 10}\n"
+        "rules:\n"
+        "  windw: 90d\n"
+        "  quite_unrelated: 1\n"
+        "digest:\n"
+        "  smtp: {hots: mail.example.org}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(text=text)
+    said = [str(p) for p in caught.value.problems]
+    assert "line 7, rules.windw: not a key lopper knows; did you mean `window`?" in said
+    assert "line 8, rules.quite_unrelated: not a key lopper knows" in said
+    assert any("sandbox.sise: not a key lopper knows; did you mean `size`?" in p for p in said)
+    assert any("smtp.hots: not a key lopper knows; did you mean `host`?" in p for p in said)

@@ -19,6 +19,7 @@ from daemon_helpers import (
     wait_for,
     write_config,
 )
+from digest_site import free_port
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -277,7 +278,18 @@ def test_the_demo_ends_with_the_daemon_at_work_until_ctrl_c(tmp_path):
     env = environment(tmp_path)
     log = (tmp_path / "demo.log").open("wb")
     demo = subprocess.Popen(
-        [sys.executable, "-m", "service", "demo", "--size", "200", "--run"],
+        # A free port for the review page: 8470 may be in use on the machine.
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "demo",
+            "--size",
+            "200",
+            "--run",
+            "--port",
+            str(free_port()),
+        ],
         cwd=ROOT,
         env=env,
         stdout=log,

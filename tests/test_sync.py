@@ -524,3 +524,20 @@ def test_coverage_that_starts_where_the_last_ended_within_a_second_stays_one_spa
         ]
         coverage = account_coverage(session, session.get_one(Account, account_id))
         assert coverage is not None and coverage.start == start.replace(microsecond=0)
+
+
+def test_ctrl_c_is_recorded_as_interrupted_and_says_where_the_next_sync_resumes(
+    store: Store, clock: Clock
+) -> None:
+    platform = busy_network(clock)
+    platform.inject("interactions", KeyboardInterrupt(), skip=3)
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        sync(store, platform, clock)
+
+    said = "interrupted while reading activity; the next sync resumes from there"
+    assert said in caught.value.__notes__[-1]
+    with store.session() as session:
+        run = session.scalars(select(SyncRun)).one()
+        assert run.outcome == "interrupted"
+        assert said in (run.detail or "")

@@ -22,6 +22,9 @@ AccountOption = typer.Option(None, "--account", "-a", help="Which X account, if 
 @auth_app.command("x")
 def auth_x(account: str | None = AccountOption) -> None:
     """Let lopper read your X account and unfollow/follow for you (OAuth 2.0 with PKCE)."""
+    from service.platforms import require_sdk
+
+    require_sdk("x")
     from service.platforms import x
 
     with _app() as application:

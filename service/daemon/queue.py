@@ -23,6 +23,7 @@ from typing import IO
 
 import structlog
 from sqlalchemy import Connection, and_, exists, func, select, text, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased
 
@@ -366,3 +367,33 @@ class PostgresLeader(Leadership):
         except OperationalError:
             pass
         self._connection = None
+
+
+def service_running(store: Store, database_url: str) -> str | None:
+    """Who runs the service (``lopper run``) on this database now, or None when nobody does.
+
+    SQLite: whoever holds the lock file beside the database. PostgreSQL: whether a session
+    holds the leader's advisory lock (a replica that leads; replicas that do not are not seen).
+    """
+    if store.dialect == "sqlite":
+        database = make_url(database_url).database or ""
+        lock = Path(f"{database}.lock")
+        if not database or not lock.exists():
+            return None
+        with lock.open("r", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read().strip() or "another process"
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+    with store.engine.connect() as connection:
+        key = PostgresLeader(store)._lock_key(connection) & 0xFFFF_FFFF_FFFF_FFFF
+        held = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND classid::bigint = :high AND objid::bigint = :low AND objsubid = 1"
+            ),
+            {"high": key >> 32, "low": key & 0xFFFF_FFFF},
+        ).scalar_one()
+    return "a replica leads" if held else None

@@ -18,7 +18,7 @@ What is read, and from where (https://docs.x.com/x-api):
 ``likes``, ``messages`` and ``reactions`` read again what they read before, so they run once a
 UTC day; ``mentions`` and ``posts`` read only what is new. X bills every resource returned
 (https://docs.x.com/x-api/getting-started/pricing): the adapter counts them on its
-:class:`~service.costs.CostMeter`, and the sync records and budgets the estimate.
+:class:`~service.platforms.metering.CostMeter`, and the sync records and budgets the estimate.
 
 Rate limits come from the ``x-rate-limit-*`` headers of every answer; tweepy never waits
 (``wait_on_rate_limit=False``): a spent window raises ``RateLimited`` and the stream resumes
@@ -49,7 +49,6 @@ from requests.adapters import HTTPAdapter
 from requests_oauthlib import OAuth2Session
 
 from service.config import Account, XOptions
-from service.costs import CostMeter
 from service.errors import ConfigError, ConfigProblem
 from service.logs import register_secrets
 from service.model import Direction, Kind, Span, Unseen
@@ -70,6 +69,7 @@ from service.platforms.base import (
     Traits,
     Unsupported,
 )
+from service.platforms.metering import CostMeter
 from service.platforms.tokens import load_token, save_token, token_lock
 
 Clock = Callable[[], datetime]
