@@ -63,7 +63,7 @@ def synthetic(count: int) -> DigestData:
                 created_at=NOW,
             )
         )
-    rows = [(NOW - timedelta(days=(i * 7) % 800), i % 4 == 0) for i in range(20_000)]
+    rows = [(NOW - timedelta(days=(i * 7) % 800), i % 4 == 0, i % 4 == 1) for i in range(20_000)]
     account = AccountDigest(
         "mastodon:@me@example.social",
         connections=20_000,

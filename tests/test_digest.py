@@ -398,11 +398,17 @@ def test_render_alone_is_pure_and_fits_a_phone() -> None:
         created_at=NOW,
     )
     buckets = count_buckets(
-        [(NOW - timedelta(days=3), False), (NOW - timedelta(days=300), True), (None, False)], NOW
+        [
+            (NOW - timedelta(days=3), False, False),
+            (NOW - timedelta(days=300), True, False),
+            (NOW - timedelta(days=300), False, True),
+            (None, False, False),
+        ],
+        NOW,
     )
     assert [b for b in buckets if b.total] == [
         Bucket("under 1 month", 1, 0),
-        Bucket("6–12 months", 0, 1),
+        Bucket("6–12 months", 0, 1, 1),
         Bucket("never", 1, 0),
     ]
     data = DigestData(
@@ -701,3 +707,36 @@ def test_data_older_than_stale_after_is_said_to_judge_nobody(store) -> None:
     assert fresh.history_gap is None and fresh.too_early == 0
     assert stale.history_gap == "no complete sync since 2025-05-22"
     assert stale.too_early == 1
+
+
+def test_the_age_histogram_tells_flagged_people_waiting_behind_the_cap_from_kept_ones(
+    tmp_path: Path,
+) -> None:
+    """Ten quiet people, a cap of three suggestions a digest: seven wait, and are not "kept"."""
+    from helpers import ACCOUNT, Clock, make_rules, scripted
+
+    from service.digest.compose import gather
+    from service.store import open_store
+    from service.suggestions import evaluate_account
+    from service.sync import sync_account
+
+    clock = Clock(NOW)
+    store = open_store(f"sqlite:///{tmp_path / 'lopper.sqlite3'}")
+    rules = make_rules(per_digest_cap=3)
+    platform = scripted(clock, people=12)
+    platform.add_exchange("u1", NOW - timedelta(days=3))
+    platform.add_exchange("u2", NOW - timedelta(days=5))
+    sync_account(store, ACCOUNT, platform, rules, clock)
+    evaluate_account(store, ACCOUNT.key, rules, clock())
+
+    with store.session() as session:
+        data = gather(session, [ACCOUNT], rules, clock(), None, None)
+    buckets = data.accounts[0].buckets
+    assert sum(b.suggested for b in buckets) == 3
+    assert sum(b.waiting for b in buckets) == 7
+    assert sum(b.kept for b in buckets) == 2
+    rendered = render(data, UTC)
+    assert "waiting behind the per-digest cap" in rendered.text
+    assert "waiting behind the per-digest cap" in rendered.html
+    assert "0 / 3 / 7" in rendered.text
+    store.dispose()

@@ -107,12 +107,13 @@ class Person:
 @dataclass(frozen=True, slots=True)
 class Bucket:
     label: str
-    kept: int
-    suggested: int
+    kept: int  # judged worth keeping, protected, new, or not judgeable yet
+    suggested: int  # an open suggestion in the queue
+    waiting: int = 0  # flagged, but held back by the per-digest cap: suggested later
 
     @property
     def total(self) -> int:
-        return self.kept + self.suggested
+        return self.kept + self.suggested + self.waiting
 
 
 @dataclass
@@ -183,15 +184,22 @@ def bucket_of(last: datetime | None, now: datetime) -> str:
     return BUCKETS[-1][0]
 
 
-def count_buckets(rows: Iterable[tuple[datetime | None, bool]], now: datetime) -> list[Bucket]:
-    """Connections per age of their last exchange: (last exchange, has an open suggestion)."""
+def count_buckets(
+    rows: Iterable[tuple[datetime | None, bool, bool]], now: datetime
+) -> list[Bucket]:
+    """Connections per age of their last exchange.
+
+    Each row: (last exchange, has an open suggestion, flagged but not queued yet: the
+    per-digest cap holds it back).
+    """
     labels = [label for label, _ in BUCKETS] + [NEVER]
     kept = dict.fromkeys(labels, 0)
     suggested = dict.fromkeys(labels, 0)
-    for last, open_suggestion in rows:
-        target = suggested if open_suggestion else kept
+    waiting = dict.fromkeys(labels, 0)
+    for last, open_suggestion, flagged in rows:
+        target = suggested if open_suggestion else waiting if flagged else kept
         target[bucket_of(last, now)] += 1
-    return [Bucket(label, kept[label], suggested[label]) for label in labels]
+    return [Bucket(label, kept[label], suggested[label], waiting[label]) for label in labels]
 
 
 def unseen_notes(unseen: Sequence[Unseen], config: AccountConfig, rules: Rules) -> list[str]:
@@ -316,7 +324,9 @@ def gather_account(
         digest.cost_month = costs.get(config.key, 0.0)
         digest.budget = options.monthly_budget
 
-    evaluation = judge_account(session, account, rules, now, with_evidence=False)
+    evaluation = judge_account(
+        session, account, rules, now, with_evidence=False, accepted=config.accept_unseen
+    )
     open_ids = set(
         session.scalars(
             select(Suggestion.connection_id).where(
@@ -329,7 +339,8 @@ def gather_account(
         if item.judgement.verdict is Verdict.TOO_EARLY:
             digest.too_early += 1
         if item.facts.following:
-            rows.append((item.stats.last_exchange, item.facts.id in open_ids))
+            queued = item.facts.id in open_ids
+            rows.append((item.stats.last_exchange, queued, item.judgement.removable and not queued))
     digest.buckets = count_buckets(rows, now)
     return digest
 
