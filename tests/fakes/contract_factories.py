@@ -20,7 +20,7 @@ Made = tuple[Platform, Truth]
 FACTORIES: dict[str, Callable[[Path], Iterator[Made]]] = {}
 
 
-def _bluesky(tmp_path: Path) -> Iterator[Platform]:
+def _bluesky(tmp_path: Path) -> Iterator[Made]:
     with FakeBluesky(handle="contract.test", clock=lambda: datetime.now(UTC)) as fake:
         fake.populate(follows=120, followers=90, mutual=40, notifications=150, posts=30, likes=25)
         account = Account(
@@ -77,11 +77,13 @@ def _bluesky_truth(fake: FakeBluesky) -> Truth:
 FACTORIES["bluesky"] = _bluesky
 
 
-def _mastodon(tmp_path: Path) -> Iterator[Platform]:
+def _mastodon(tmp_path: Path, *, takahe: bool = False) -> Iterator[Made]:
     def clock() -> datetime:
         return datetime.now(UTC)
 
     with FakeMastodon(clock) as fake:
+        if takahe:
+            fake.behave_as_takahe()
         generate(fake, NetworkSize(120, 90, 40, 150, 30, 25), now=clock() - timedelta(minutes=1))
         account = Account(
             platform="mastodon",
@@ -115,3 +117,6 @@ def _mastodon_truth(fake: FakeMastodon) -> Truth:
 
 
 FACTORIES["mastodon"] = _mastodon
+# A server that leaves direct messages out of the owner's statuses and answers conversations
+# empty: the adapter must report them unseen rather than vouch for spans it could not read.
+FACTORIES["mastodon-takahe"] = lambda tmp_path: _mastodon(tmp_path, takahe=True)
