@@ -27,20 +27,25 @@ from service.platforms import build_adapter
 from service.platforms.base import Exchange, Platform
 from service.platforms.tokens import save_token
 
+SIZES = {
+    "a large network": NetworkSize(
+        1300, 900, 400, mentions=150, posts=30, likes=25, messages=20, reactions=60
+    ),
+    # More mentions than X keeps (the latest 800): the older ones are out of reach, and no
+    # span may vouch for them; reactions to older posts are declared unseen.
+    "a long history": NetworkSize(
+        200, 150, 50, mentions=850, posts=30, messages=5, reactions=20, older_reactions=20
+    ),
+}
 
-@pytest.fixture
-def adapter(tmp_path: Path) -> Iterator[Platform]:
+
+@pytest.fixture(params=sorted(SIZES))
+def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Platform]:
     def clock() -> datetime:
         return datetime.now(UTC)
 
     with FakeX(clock) as fake:
-        generate(
-            fake,
-            NetworkSize(
-                1300, 900, 400, mentions=150, posts=30, likes=25, messages=20, reactions=60
-            ),
-            now=clock(),
-        )
+        generate(fake, SIZES[request.param], now=clock())
         config = Account(
             platform="x",
             handle=f"@{USERNAME}",
