@@ -22,7 +22,8 @@ import shutil
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +42,8 @@ from test_imports import (
     IG,
     LI,
     ME,
+    connections,
+    exchanges,
     facebook_files,
     instagram_files,
     linkedin_2018,
@@ -59,10 +62,11 @@ from service.imports.export import ExportError
 from service.imports.facebook import FacebookReader
 from service.imports.instagram import InstagramReader
 from service.imports.linkedin import LinkedInReader
+from service.imports.names import name_key
 from service.imports.x_archive import import_archive
 from service.platforms.base import PlatformError
 from service.store import Store
-from service.store.models import Base
+from service.store.models import Base, Connection, Coverage, Interaction
 from service.web.review import CSRF_COOKIE, ReviewApp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -339,11 +343,59 @@ def spoil_zip(data: st.DataObject, path: Path, how: str) -> None:
     path.write_bytes(bytes(blob))
 
 
+@dataclass(frozen=True)
+class Held:
+    """What an import left in the store, to hold it to what the export holds."""
+
+    connections: int
+    exchanges: int
+    coverage: int
+    nameless: list[tuple[Any, ...]]  # connections or exchanges with no one named
+    times: tuple[datetime, datetime] | None  # the earliest and latest exchange
+    spans: tuple[datetime, datetime] | None  # the widest span the coverage vouches for
+
+
+def held(store: Store) -> Held:
+    with store.session() as session:
+        exchanges = session.execute(
+            select(Interaction.event_id, Interaction.counterpart_id, Interaction.occurred_at)
+        ).all()
+        people = session.execute(select(Connection.platform_user_id, Connection.handle)).all()
+        spans = session.execute(select(Coverage.covered_from, Coverage.covered_to)).all()
+    times = [at for _, _, at in exchanges]
+    return Held(
+        connections=len(people),
+        exchanges=len(exchanges),
+        coverage=len(spans),
+        nameless=[tuple(e) for e in exchanges if not e[1].strip()]
+        + [tuple(p) for p in people if not p[0].strip() or not p[1].strip()],
+        times=(min(times), max(times)) if times else None,
+        spans=(min(f for f, _ in spans), max(t for _, t in spans)) if spans else None,
+    )
+
+
+BASELINES: dict[str, Held] = {}  # what each undamaged export imports as, by its files
+
+
 class Exports:
-    """One store per test, reused across its examples; each example gets its own folder."""
+    """One store per test, emptied for each example (so what an import left is all there is);
+    each example gets its own folder."""
 
     def __init__(self, store: Store, tmp_path: Path) -> None:
         self.store, self.tmp_path, self.count = store, tmp_path, 0
+
+    def empty(self) -> None:
+        with self.store.session() as session:
+            for table in reversed(Base.metadata.sorted_tables):
+                session.execute(table.delete())
+
+    def baseline(self, files: dict[str, Any], importer: Callable[[Path], Any]) -> Held:
+        key = json.dumps(files, sort_keys=True, default=str)
+        if key not in BASELINES:
+            self.empty()
+            importer(write(self.tmp_path / f"whole{len(BASELINES)}" / "export", files, False))
+            BASELINES[key] = held(self.store)
+        return BASELINES[key]
 
     def run(
         self,
@@ -353,6 +405,8 @@ class Exports:
         importer: Callable[[Path], Any],
     ) -> None:
         self.count += 1
+        whole = self.baseline(files, importer)
+        self.empty()
         root = self.tmp_path / f"e{self.count}" / "export"
         root.parent.mkdir()
         damaged, zip_damage = damage(data, files)
@@ -362,7 +416,7 @@ class Exports:
             spoil_zip(data, path, zip_damage)
         before = dump(self.store)
         try:
-            importer(path)
+            report = importer(path)
         except ExportError as exc:
             message = str(exc)
             assert str(path) in message, f"the error names the export: {message}"
@@ -370,6 +424,21 @@ class Exports:
             tried(test, "refused")
             return
         tried(test, "imported")
+        got = held(self.store)
+        assert not got.nameless, f"rows for no one: {got.nameless}"
+        # One damage changes one place: it may add one entry, or part one person in two.
+        assert got.connections <= whole.connections + 1, (got, whole)
+        read = getattr(report, "exchanges_read", None)
+        if read is not None:
+            assert got.exchanges <= read, f"{got.exchanges} stored of {read} read"
+        if got.times is not None:
+            # What an export holds is no later than it was made, and vouched for by its spans.
+            assert got.spans is not None, f"exchanges from {got.times} under no coverage"
+            assert got.spans[0] <= got.times[0] and got.times[1] <= got.spans[1], got
+        if got.spans is not None:
+            assert got.spans[1] <= NOW, f"coverage into the future: {got.spans}"
+        importer(path)
+        assert held(self.store) == got, "importing the same export again changed the store"
 
 
 @pytest.fixture
@@ -434,15 +503,27 @@ def test_a_linkedin_row_cut_before_its_date_names_the_line(store: Store, tmp_pat
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_a_facebook_profile_whose_name_is_a_list_is_read_or_refused(
-    store: Store, tmp_path: Path
+    store: Store, make_store: Callable[[], Store], tmp_path: Path
 ) -> None:
     files = facebook_files("2024")
+    whole = make_store()
+    run_import(
+        whole, FB, FacebookReader(), write_export(tmp_path / "whole", files, False), _rules(), NOW
+    )
     files["profile_information/profile_information.json"] = {"profile_v2": {"name": [ME]}}
     path = write_export(tmp_path / "fb", files, as_zip=False)
     try:
         run_import(store, FB, FacebookReader(), path, _rules(), NOW)
     except ExportError as exc:
         assert "profile_information.json" in str(exc)
+        assert exchanges(store) == []
+        return
+    # Read: the owner is still known (by the name in the list, or from the messages), so the
+    # export reads as it does with the name in its usual form, and the owner is nobody's
+    # counterpart.
+    assert exchanges(store) == exchanges(whole) != []
+    assert name_key(ME) not in {who for who, _, _ in exchanges(store)}
+    assert connections(store) == connections(whole)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
