@@ -52,7 +52,7 @@ from service.model import Channel, ConnectionState, RemovalState, Span, Suggesti
 from service.people import link, suggest_links, unlink
 from service.platforms.base import PlatformError
 from service.removals import manual_done, removals_today, restore
-from service.rules import counted_unseen, coverage_gap, plan_reduction
+from service.rules import counted_unseen, coverage_gap, plan_reduction, unseen_todo
 from service.store.models import (
     Account,
     Connection,
@@ -472,12 +472,9 @@ def _unseen_lines(unseen: list[Unseen], acc: AccountConfig, rules: cfg.Rules) ->
                 f"unseen (accepted): {item.describe()}: {item.reason}; each suggestion says so"
             )
             continue
-        todo = f"accept it with `accept_unseen: [{item.kind.value}]` under the account"
-        if item.remedy and "accept_unseen" not in item.remedy:
-            todo += f", or {item.remedy}"
         lines.append(
             f"unseen: {item.describe()}: {item.reason}; nobody on this account is flagged "
-            f"until you {todo}"
+            f"until you {unseen_todo(item)}"
         )
     return lines
 

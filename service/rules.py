@@ -235,6 +235,14 @@ def counted_unseen(unseen: Sequence[Unseen], rules: Rules) -> list[Unseen]:
     ]
 
 
+def unseen_todo(item: Unseen) -> str:
+    """What the person can do about one unseen kind: accept it, or the adapter's remedy."""
+    todo = f"accept it with accept_unseen: [{item.kind.value}] under the account"
+    if item.remedy and "accept_unseen" not in item.remedy:
+        todo += f", or {item.remedy}"
+    return todo
+
+
 def unseen_gap(
     unseen: Sequence[Unseen], rules: Rules, accepted: frozenset[Kind] = frozenset()
 ) -> str | None:

@@ -19,7 +19,7 @@ from service.config import Account as AccountConfig
 from service.config import Rules, XOptions
 from service.costs import month_costs
 from service.model import ConnectionState, RemovalState, SuggestionState, Unseen
-from service.rules import Verdict, counted_unseen, coverage_gap, verdict_time
+from service.rules import Verdict, counted_unseen, coverage_gap, unseen_todo, verdict_time
 from service.store.models import Account, Connection, Removal, Suggestion, SyncRun
 from service.store.queries import account_coverage, account_unseen
 from service.suggestions import OPEN, judge_account, stale_gap
@@ -212,12 +212,9 @@ def unseen_notes(unseen: Sequence[Unseen], config: AccountConfig, rules: Rules) 
                 "each suggestion says so"
             )
             continue
-        todo = f"accept it with accept_unseen: [{item.kind.value}] under the account"
-        if item.remedy and "accept_unseen" not in item.remedy:
-            todo += f", or {item.remedy}"
         notes.append(
             f"{item.describe()} cannot be seen ({item.reason}); nobody on this account is "
-            f"suggested until you {todo}"
+            f"suggested until you {unseen_todo(item)}"
         )
     return notes
 
