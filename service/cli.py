@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import importlib
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -306,6 +304,8 @@ def _previous_demo_port(config: Path) -> int | None:
 
 def _keep_aside(state: Path, database: Path, config: Path) -> Path | None:
     """Move an earlier demo's database, simulated network and configuration into a folder."""
+    import shutil
+
     earlier = [database, state / "sandbox"]
     if not any(path.exists() for path in earlier):
         return None
@@ -1240,6 +1240,8 @@ def export_removed(
     ),
 ) -> None:
     """Everyone lopper removed, so you can always find them again."""
+    import csv
+
     from sqlalchemy import select
 
     from service.store.models import Removal, Suggestion

@@ -85,3 +85,43 @@ def test_help_loads_no_heavy_module(home: Path, args: list[str]) -> None:
 def test_the_probe_sees_a_heavy_import() -> None:
     # The check above can fail: a module that imports the models is seen.
     assert "sqlalchemy.orm" in loaded_after("import service.store.models")
+
+
+def test_the_review_page_loads_its_templates_when_it_first_serves() -> None:
+    # An idle daemon serves the page; Jinja2 comes with the first page served.
+    found = loaded_after("import service.web, service.web.review")
+    assert "jinja2" not in found
+
+
+def test_an_idle_sqlite_store_closes_its_pooled_connections(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from service.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'lopper.sqlite3'}")
+    try:
+        with store.session() as session:
+            session.execute(text("SELECT 1"))
+        assert store.engine.pool.checkedin() == 1  # kept, with its page cache
+        store.release_idle()
+        assert store.engine.pool.checkedin() == 0
+        with store.session() as session:  # and the next unit of work opens another
+            assert session.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        store.dispose()
+
+
+def test_an_in_memory_store_is_left_open(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from service.store import open_store
+
+    store = open_store("sqlite://")
+    try:
+        with store.session() as session:
+            session.execute(text("CREATE TABLE kept (x INTEGER)"))
+        store.release_idle()
+        with store.session() as session:  # closing it would have dropped the database
+            assert session.execute(text("SELECT count(*) FROM kept")).scalar() == 0
+    finally:
+        store.dispose()
