@@ -10,6 +10,10 @@ median of `import typer`:
     lopper confirm --help
     lopper confirm ID         (a real confirmation: each run confirms another pending one)
 
+It also times, in this tree, the imports a command that reads the store cannot do without
+(Typer, structlog, the configuration's pydantic models, SQLAlchemy's ORM with the store's
+models): the floor under `status` and `confirm`.
+
 Each tree gets its own demo store in a temporary folder (XDG_CONFIG_HOME, XDG_STATE_HOME), so
 a tree with other migrations does not meet the other's database. Byte code is cached in a
 temporary folder (PYTHONPYCACHEPREFIX), outside both trees, and one warm-up run of each command
@@ -92,9 +96,15 @@ class Tree:
         return time.perf_counter() - started
 
 
-def typer_import(env: dict[str, str]) -> float:
+# What a command that reads the store cannot start without, whatever the command line
+# does: Typer, structlog, the configuration's models (pydantic) and the store's (SQLAlchemy's
+# ORM). Timed in this tree as a reference for `status` and `confirm`.
+FLOOR = "import typer, structlog, service.config, service.store.models"
+
+
+def python(code: str, env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import typer"], env=env, check=True, cwd="/")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd="/")
     return time.perf_counter() - started
 
 
@@ -128,13 +138,15 @@ def main() -> None:
                     tree.run(command(tree))
             tree.run(COMMANDS["lopper confirm ID"](tree))
         base_env = {**trees[-1].env}
-        typer_import(base_env)
-        times: dict[str, list[float]] = {"import typer": []}
+        python("import typer", base_env)
+        python(FLOOR, base_env)
+        times: dict[str, list[float]] = {"import typer": [], "floor": []}
         for tree in trees:
             for name in COMMANDS:
                 times[f"{tree.label}: {name}"] = []
         for _ in range(args.runs):
-            times["import typer"].append(typer_import(base_env))
+            times["import typer"].append(python("import typer", base_env))
+            times["floor"].append(python(FLOOR, base_env))
             for name, command in COMMANDS.items():
                 for tree in trees:
                     times[f"{tree.label}: {name}"].append(tree.timed(command(tree)))
@@ -153,6 +165,8 @@ def main() -> None:
             median = statistics.median(times[f"{label}: {name}"])
             cells.append(f"{median:.3f} | {median / typer:.1f}×")
         print(f"| `{name}` | {' | '.join(cells)} |")
+    floor = statistics.median(times["floor"])
+    print(f"python -c '{FLOOR}' (this tree): {floor:.3f} s = {floor / typer:.1f}× typer")
     if args.before:
         print(f"(before: {args.before.resolve()}; after: {ROOT})")
 

@@ -125,3 +125,29 @@ def test_an_in_memory_store_is_left_open(tmp_path: Path) -> None:
             assert session.execute(text("SELECT count(*) FROM kept")).scalar() == 0
     finally:
         store.dispose()
+
+
+def test_a_platform_error_still_ends_the_command_with_its_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The command line names PlatformError without importing the platforms up front.
+    from service import cli
+    from service.errors import EX_UNAVAILABLE
+    from service.platforms.base import PlatformError
+
+    def failing() -> None:
+        raise PlatformError("the server said 503")
+
+    monkeypatch.setattr(os, "umask", lambda mask: 0o022)  # main() sets the process's own
+    monkeypatch.setattr(cli, "app", failing)
+    with pytest.raises(SystemExit) as ended:
+        cli.main()
+    assert ended.value.code == EX_UNAVAILABLE
+    assert "the platform answered: the server said 503" in capsys.readouterr().err
+
+    def other() -> None:
+        raise RuntimeError("not a platform's")
+
+    monkeypatch.setattr(cli, "app", other)
+    with pytest.raises(RuntimeError):
+        cli.main()
