@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -19,12 +20,15 @@ from service.config import Account as AccountConfig
 from service.config import LoadedConfig
 from service.errors import ConfigError, ConfigProblem, LopperError, MissingExtra
 from service.logs import bind_run, register_secrets
-from service.platforms import build_adapter
-from service.platforms.base import Platform
-from service.removals import ExecutionReport, execute_account
-from service.store import Store, open_store
-from service.suggestions import EvaluationReport, evaluate_account
-from service.sync import Progress, SyncReport, sync_account
+
+if TYPE_CHECKING:
+    # Imported where they are used: a command that only reads the store does not load the
+    # sync, the executor or the platforms' adapters.
+    from service.platforms.base import Platform
+    from service.removals import ExecutionReport
+    from service.store import Store
+    from service.suggestions import EvaluationReport
+    from service.sync import Progress, SyncReport
 
 log = structlog.get_logger("lopper")
 
@@ -101,6 +105,8 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
+            from service.store import open_store
+
             self._store = open_store(self.database_url)
         return self._store
 
@@ -123,6 +129,8 @@ class App:
                 "or a file of that name in $CREDENTIALS_DIRECTORY)"
             )
         if account.key not in self._adapters:
+            from service.platforms import build_adapter
+
             try:
                 built = build_adapter(account, cfg.state_dir(), self.clock)
             except MissingExtra as exc:
@@ -146,6 +154,8 @@ class App:
         full: bool = False,
         run_id: str | None = None,
     ) -> SyncReport:
+        from service.sync import sync_account
+
         run_id = run_id or uuid.uuid4().hex[:12]
         bind_run(run_id, account=account.key, job="sync")
         adapter = self.adapter(account)
@@ -171,6 +181,8 @@ class App:
         return report
 
     def evaluate(self, account: AccountConfig, *, run_id: str | None = None) -> EvaluationReport:
+        from service.suggestions import evaluate_account
+
         bind_run(run_id or uuid.uuid4().hex[:12], account=account.key, job="evaluate")
         return evaluate_account(
             self.store,
@@ -188,6 +200,8 @@ class App:
         run_id: str | None = None,
     ) -> ExecutionReport:
         import time
+
+        from service.removals import execute_account
 
         bind_run(run_id or uuid.uuid4().hex[:12], account=account.key, job="execute")
         adapter = self.adapter(account)

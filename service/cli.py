@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 import importlib
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.panel import Panel
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
-from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
-from service import config as cfg
-from service.app import AccountSkipped, App, opened
-from service.config import Account as AccountConfig
 from service.errors import (
     EX_CONFIG,
     EX_INTERRUPTED,
@@ -47,24 +26,18 @@ from service.errors import (
     NotFound,
 )
 from service.files import open_private, readable_by_others
-from service.logs import configure_logging, scrub
 from service.model import Channel, ConnectionState, RemovalState, Span, SuggestionState, Unseen
-from service.people import link, suggest_links, unlink
-from service.platforms.base import PlatformError
-from service.removals import manual_done, removals_today, restore
-from service.rules import counted_unseen, coverage_gap, plan_reduction, unseen_todo
-from service.store.models import (
-    Account,
-    Connection,
-    Interaction,
-    Removal,
-    Suggestion,
-    SyncRun,
-)
-from service.store.queries import account_coverage, account_unseen
-from service.suggestions import decide, judge_account, pending_ids, queue_plan
-from service.terminal import Column, fitted_table
 from service.text import plain, shown, spreadsheet_cell
+
+if TYPE_CHECKING:
+    from service import config as cfg
+    from service.app import App
+    from service.config import Account as AccountConfig
+    from service.store.models import Suggestion
+
+# What a command needs is imported when it runs: `lopper --help` and the light commands do
+# not load the store's models, the digest's templates, the daemon or a platform's SDK
+# (tests/test_startup.py holds the line; bench/startup.py measures it).
 
 S = SuggestionState
 out = Console()
@@ -132,12 +105,16 @@ def _main(
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail."),
 ) -> None:
+    from service.logs import configure_logging
+
     _state["config"] = config
     _state["json_logs"], _state["verbose"] = json_logs, verbose  # `lopper run` logs at INFO
     configure_logging(json=json_logs, level="DEBUG" if verbose else "WARNING")
 
 
 def _app() -> AbstractContextManager[App]:
+    from service.app import opened
+
     return opened(_state["config"])
 
 
@@ -165,14 +142,19 @@ def _parse_percent(text: str) -> float | int:
     raise typer.BadParameter("expected a share such as 20% or a number of people such as 500")
 
 
-class _Counted(ProgressColumn):
-    """ "1,200 of 3,000" where the total is known, "1,200 items" where it is not."""
+def _counted() -> Any:
+    """A progress column: "1,200 of 3,000" where the total is known, "1,200 items" where not."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
 
-    def render(self, task: Task) -> Text:
-        done = int(task.completed)
-        if task.total is None:
-            return Text(f"{done:,} items")
-        return Text(f"{done:,} of {int(task.total):,}")
+    class Counted(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            done = int(task.completed)
+            if task.total is None:
+                return Text(f"{done:,} items")
+            return Text(f"{done:,} of {int(task.total):,}")
+
+    return Counted()
 
 
 @contextmanager
@@ -184,11 +166,20 @@ def _sync_progress(
     Where the size of a stream is known beforehand (a listing of connections: as many as the
     last one held), the line has a bar, a percentage and the time left.
     """
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
         BarColumn(bar_width=20),
-        _Counted(),
+        _counted(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err,
@@ -224,7 +215,10 @@ def _working(what: str) -> Iterator[None]:
 
 def _expected_sizes(application: App, account: AccountConfig) -> dict[str, int]:
     """What a sync of the account will likely page through: its last listing's size."""
+    from sqlalchemy import func, select
+
     from service.model import CONNECTIONS
+    from service.store.models import Account, Connection
 
     with application.store.session() as session:
         listed = session.scalar(
@@ -310,6 +304,8 @@ def _previous_demo_port(config: Path) -> int | None:
 
 def _keep_aside(state: Path, database: Path, config: Path) -> Path | None:
     """Move an earlier demo's database, simulated network and configuration into a folder."""
+    import shutil
+
     earlier = [database, state / "sandbox"]
     if not any(path.exists() for path in earlier):
         return None
@@ -350,6 +346,12 @@ def demo(
     ),
 ) -> None:
     """Try lopper on a simulated network: set it up, sync, evaluate, and say what to try next."""
+    from rich.panel import Panel
+
+    from service import config as cfg
+    from service.app import App
+    from service.logs import configure_logging
+
     path = cfg.find_config(_state["config"])
     if path.exists() and not path.read_text(encoding="utf-8").startswith(DEMO_MARK):
         err.print(
@@ -441,6 +443,8 @@ def demo(
 
 
 def _print_verdicts(verdicts: dict[str, int]) -> None:
+    from rich.table import Table
+
     labels = {
         "flag": "too few exchanges in the window",
         "gone": "gone or moved",
@@ -465,6 +469,8 @@ _IMPORTABLE = frozenset({"x", "facebook", "linkedin", "instagram"})
 
 def _unseen_lines(unseen: list[Unseen], acc: AccountConfig, rules: cfg.Rules) -> list[str]:
     """Each counted kind lopper cannot see on the account: why, and what the person can do."""
+    from service.rules import counted_unseen, unseen_todo
+
     lines = []
     for item in counted_unseen(unseen, rules):
         if item.kind in acc.accept_unseen:
@@ -483,6 +489,8 @@ def _waiting_lines(
     coverage: Any, unseen: list[Unseen], acc: AccountConfig, rules: cfg.Rules, now: datetime
 ) -> list[str]:
     """Why the account's connections cannot be judged yet, and what to do about it."""
+    from service.rules import coverage_gap
+
     lines = []
     gap = coverage_gap(coverage, rules, now)
     if gap:
@@ -501,6 +509,8 @@ def config_check(
     file: Path | None = typer.Argument(None, help="The file to check (default: the one in use)."),
 ) -> None:
     """Validate a configuration file; every problem is named with its key and line."""
+    from service import config as cfg
+
     path = file or cfg.find_config(_state["config"])
     try:
         loaded = cfg.load_config(path)
@@ -551,6 +561,12 @@ def sync(
     full: bool = typer.Option(False, "--full", help="List every connection again, however fresh."),
 ) -> None:
     """Fetch connections and interactions from each account's platform."""
+    from sqlalchemy import select
+
+    from service.app import AccountSkipped
+    from service.store.models import Account
+    from service.store.queries import account_coverage
+
     failed = False
     with _app() as application:
         for acc in application.accounts(account):
@@ -599,6 +615,11 @@ def sync(
 @app.command()
 def evaluate(account: str | None = typer.Argument(None, help="Only this account.")) -> None:
     """Judge every connection and queue removal suggestions (nothing is removed)."""
+    from sqlalchemy import select
+
+    from service.store.models import Account
+    from service.store.queries import account_unseen
+
     with _app() as application:
         for acc in application.accounts(account):
             with _working(f"evaluating {acc.key}"):
@@ -625,6 +646,11 @@ def evaluate(account: str | None = typer.Argument(None, help="Only this account.
 @app.command()
 def execute(account: str | None = typer.Argument(None, help="Only this account.")) -> None:
     """Carry out confirmed removals, within the daily cap and the platform's limits."""
+    from sqlalchemy import func, select
+
+    from service.app import AccountSkipped
+    from service.store.models import Account, Suggestion
+
     with _app() as application:
         for acc in application.accounts(account):
             with application.store.session() as session:
@@ -680,6 +706,10 @@ def _spacing_pause(application: App, due: int) -> Callable[[float], None]:
 
 
 def _rows(application: App, account: str | None, states: list[S]) -> list[Suggestion]:
+    from sqlalchemy import select
+
+    from service.store.models import Account, Suggestion
+
     with application.store.session() as session:
         query = select(Suggestion).join(Suggestion.connection).join(Suggestion.account)
         if account:
@@ -723,6 +753,10 @@ def suggestions(
     limit: int = typer.Option(0, "--limit", "-n", min=0, help="At most this many (0: all)."),
 ) -> None:
     """List suggestions with their evidence (pending ones unless told otherwise)."""
+    from rich import box
+
+    from service.terminal import Column, fitted_table
+
     states = [S.MANUAL] if manual else state or ([] if all_states else [S.PENDING])
     with _app() as application:
         rows = _rows(application, account, states)
@@ -779,6 +813,11 @@ def suggestions(
 def _ids_or_all(
     application: App, ids: list[int], all_pending: bool, account: str | None, verb: str, yes: bool
 ) -> list[int]:
+    from sqlalchemy import select
+
+    from service.store.models import Account
+    from service.suggestions import pending_ids
+
     if all_pending:
         account_id = None
         if account:
@@ -821,6 +860,8 @@ def _decide_from_cli(
     question: str,
     until: Callable[[App], datetime] | None = None,
 ) -> None:
+    from service.suggestions import decide
+
     with _app() as application:
         chosen = _ids_or_all(application, ids or [], all_pending, account, question, yes)
         when = until(application) if until else None
@@ -853,6 +894,8 @@ def keep(
 
 
 def _until(for_: str | None, until: str | None, application: App) -> datetime:
+    from service import config as cfg
+
     now = application.clock()
     if until:
         try:
@@ -899,6 +942,10 @@ def review(
     account: str | None = typer.Option(None, "--account", "-a", help="Only this account."),
 ) -> None:
     """Go through pending suggestions one by one: [r]emove, [k]eep, [s]nooze, [n]ext, [q]uit."""
+    from rich.panel import Panel
+
+    from service.suggestions import decide
+
     with _app() as application:
         zone = _zone(application)
         rows = _rows(application, account, [S.PENDING])
@@ -953,6 +1000,9 @@ def review(
 @app.command()
 def undo(suggestion_id: int = typer.Argument(..., help="The id of a removed suggestion.")) -> None:
     """Follow someone again that lopper removed (where the platform allows it)."""
+    from service.removals import restore
+    from service.store.models import Suggestion
+
     with _app() as application:
         with application.store.session() as session:
             suggestion = session.get(Suggestion, suggestion_id)
@@ -973,6 +1023,8 @@ def done(
     ids: list[int] = typer.Argument(..., help="Ids of manual removals you carried out."),
 ) -> None:
     """Record that you removed these connections by hand."""
+    from service.removals import manual_done
+
     with _app() as application:
         for suggestion_id in ids:
             manual_done(application.store, suggestion_id, via=Channel.CLI, now=application.clock())
@@ -987,6 +1039,13 @@ def plan(
     show: int = typer.Option(20, "--show", min=0, help="How many of the plan to list."),
 ) -> None:
     """Who would go first to bring the network down to a target, lowest value first."""
+    from sqlalchemy import select
+
+    from service.rules import plan_reduction
+    from service.store.models import Account
+    from service.suggestions import judge_account, queue_plan
+    from service.terminal import Column, fitted_table
+
     target = _parse_percent(keep_)
     with _app() as application:
         zone = _zone(application)
@@ -1052,6 +1111,8 @@ def link_people(
     suggest: bool = typer.Option(False, "--suggest", help="List likely links (same user name)."),
 ) -> None:
     """Link one person's connections on several platforms: an exchange on one keeps all."""
+    from service.people import link, suggest_links
+
     with _app() as application:
         if suggest or not refs:
             found = suggest_links(application.store)
@@ -1066,6 +1127,8 @@ def link_people(
 @app.command("unlink")
 def unlink_person(ref: str = typer.Argument(..., help="A connection as PLATFORM:HANDLE.")) -> None:
     """Undo a link made with `lopper link`."""
+    from service.people import unlink
+
     with _app() as application:
         unlink(application.store, ref, now=application.clock())
         out.print(f"{ref} is no longer linked", highlight=False)
@@ -1074,6 +1137,10 @@ def unlink_person(ref: str = typer.Argument(..., help="A connection as PLATFORM:
 @app.command()
 def resume(account: str = typer.Argument(..., help="The account, e.g. x:@you.")) -> None:
     """Let removals run again on an account they were stopped on (after you looked)."""
+    from sqlalchemy import select
+
+    from service.store.models import Account
+
     with _app() as application:
         key = application.settings.account(account).key
         with application.store.session() as session:
@@ -1116,6 +1183,7 @@ def auth_mastodon(
     account: str | None = AuthAccount,
 ) -> None:
     """Let lopper read your Mastodon account and unfollow/follow for you (nothing else)."""
+    from service import config as cfg
     from service.platforms import require_sdk
 
     require_sdk("mastodon")
@@ -1138,6 +1206,7 @@ def auth_mastodon(
 @auth_app.command("bluesky")
 def auth_bluesky(account: str | None = AuthAccount) -> None:
     """Sign in to Bluesky with an app password (bsky.app → Settings → App passwords)."""
+    from service import config as cfg
     from service.platforms import require_sdk
 
     require_sdk("bluesky")
@@ -1171,6 +1240,12 @@ def export_removed(
     ),
 ) -> None:
     """Everyone lopper removed, so you can always find them again."""
+    import csv
+
+    from sqlalchemy import select
+
+    from service.store.models import Removal, Suggestion
+
     with _app() as application:
         with application.store.session() as session:
             rows = session.execute(
@@ -1225,6 +1300,16 @@ def export_removed(
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """The state of each account: network, history, queue, removals, problems."""
+    from rich.panel import Panel
+    from sqlalchemy import func, select
+    from sqlalchemy.engine import make_url
+
+    from service import config as cfg
+    from service.removals import removals_today
+    from service.rules import counted_unseen
+    from service.store.models import Account, Connection, Interaction, Suggestion, SyncRun
+    from service.store.queries import account_coverage, account_unseen
+
     with _app() as application:
         now = application.clock()
         zone = _zone(application)
@@ -1396,6 +1481,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON for sc
 
 def _state_warnings() -> list[str]:
     """What `lopper status` warns of in the state folder itself."""
+    from service import config as cfg
+
     state = cfg.state_dir()
     if readable_by_others(state):
         return [
@@ -1477,7 +1564,13 @@ def main() -> None:
     except LopperError as exc:
         err.print(f"lopper: {plain(exc)}", highlight=False, markup=False)
         sys.exit(exc.exit_code)
-    except PlatformError as exc:
+    except Exception as exc:
+        # A platform's error can only come from a platform's module, imported by then.
+        base = sys.modules.get("service.platforms.base")
+        if base is None or not isinstance(exc, base.PlatformError):
+            raise
+        from service.logs import scrub
+
         err.print(
             f"lopper: the platform answered: {plain(scrub(str(exc)))}",
             highlight=False,

@@ -123,3 +123,62 @@ def test_rules_know_no_platform_and_platforms_know_no_flow() -> None:
     for name, targets in edges.items():
         if name.startswith("service.platforms"):
             assert not [t for t in targets if t.startswith((*flow, "service.store"))], name
+
+
+# What the command line may import when it is imported (before any command runs): the
+# vocabulary, and its own modules. Everything else is imported inside the command that uses
+# it, so `lopper --help` and the light commands start without the store, the digest, the
+# daemon or a platform (tests/test_startup.py checks the same at run time).
+EAGER_FOR_CLI = {"service.errors", "service.files", "service.model", "service.text", "service.cli"}
+
+
+def eager_imports(path: Path) -> set[str]:
+    """The modules of the package imported when the file is imported: its top-level
+    statements, not the bodies of its functions nor its `if TYPE_CHECKING:` blocks."""
+    known = modules()
+    found: set[str] = set()
+
+    def resolve(target: str) -> str | None:
+        while target and target not in known:
+            target = target.rpartition(".")[0]
+        return target or None
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, ast.If):
+                if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                for block in (node.body, node.orelse, node.finalbody):
+                    visit(block)
+                for handler in node.handlers:
+                    visit(handler.body)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                if node.module.split(".")[0] == "service":
+                    for alias in node.names:
+                        target = resolve(f"{node.module}.{alias.name}")
+                        if target:
+                            found.add(target)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] == "service":
+                        target = resolve(alias.name)
+                        if target:
+                            found.add(target)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    return found
+
+
+def test_the_command_line_imports_what_a_command_uses_when_it_runs() -> None:
+    eager = {
+        name: sorted(
+            target
+            for target in eager_imports(path)
+            if target not in EAGER_FOR_CLI and not target.startswith("service.commands")
+        )
+        for name, path in modules().items()
+        if name == "service.cli" or name.startswith("service.commands")
+    }
+    assert {name: targets for name, targets in eager.items() if targets} == {}

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 
-from service.app import App
 from service.cli import _state, app, err
-from service.daemon.runner import run as run_daemon
 from service.errors import EX_UNAVAILABLE, StoreError
-from service.logs import configure_logging
 
 
 @app.command("run")
@@ -18,6 +15,10 @@ def run() -> None:
     Stays in the foreground (systemd: Type=notify). SIGTERM or Ctrl-C stops it after the
     current page; SIGHUP reloads the configuration. Exits 78 on a bad configuration.
     """
+    from service.app import App
+    from service.daemon.runner import run as run_daemon
+    from service.logs import configure_logging
+
     json_logs = _state.get("json_logs")
     if json_logs is None and os.environ.get("JOURNAL_STREAM"):
         json_logs = True  # journald reads JSON lines into fields

@@ -8,7 +8,6 @@ import typer
 
 from service.cli import _app, err, out
 from service.cli import app as cli_app
-from service.digest import deliver_outbox, outbox_summary, preview_digest, queue_digest
 from service.text import shown
 
 
@@ -25,6 +24,8 @@ def digest(
     """Send the digest email now, or preview it (the daemon sends it on its schedule)."""
     if send == preview:
         raise typer.BadParameter("choose one of --send or --preview")
+    from service.digest import deliver_outbox, outbox_summary, preview_digest, queue_digest
+
     with _app() as application:
         if preview:
             written = preview_digest(application, output)

@@ -9,22 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from service.cli import _app, err, import_app, out
-from service.config import Account as AccountConfig
 from service.errors import LopperError
-from service.imports.common import ImportReport, Reader, run_import
 from service.text import shown
+
+if TYPE_CHECKING:
+    from service.config import Account as AccountConfig
+    from service.imports.common import ImportReport, Reader
 
 PathArgument = typer.Argument(
     ..., help="The export: the zip file as downloaded, or the folder it was unpacked into."
@@ -58,6 +53,15 @@ def _account(accounts: list[AccountConfig], platform: str, wanted: str | None) -
 
 @contextmanager
 def _bar(label: str) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     progress = Progress(
         TextColumn(label),
         BarColumn(),
@@ -117,6 +121,8 @@ def _print(report: ImportReport) -> None:
 
 
 def _import(platform: str, reader: Reader, path: Path, account: str | None, me: str | None) -> None:
+    from service.imports.common import run_import
+
     with _app() as application:
         chosen = _account(application.settings.accounts, platform, account)
         with _bar(f"{platform} export") as (start, tick):

@@ -6,14 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from service import config as cfg
-from service.app import AccountSkipped
 from service.cli import _account_on, _app, auth_app, err, import_app, out
-from service.costs import OverBudget, dollars, meter_of, spend_allowed
-from service.imports.x_archive import check_archive, import_archive, record_lookup_cost
-from service.sync import ensure_account
 from service.text import shown
 
 AccountOption = typer.Option(None, "--account", "-a", help="Which X account, if there are several.")
@@ -22,6 +16,7 @@ AccountOption = typer.Option(None, "--account", "-a", help="Which X account, if 
 @auth_app.command("x")
 def auth_x(account: str | None = AccountOption) -> None:
     """Let lopper read your X account and unfollow/follow for you (OAuth 2.0 with PKCE)."""
+    from service import config as cfg
     from service.platforms import require_sdk
 
     require_sdk("x")
@@ -59,6 +54,19 @@ def import_x_archive(
     ),
 ) -> None:
     """Read your X archive: follows, your posts, messages and likes, with their dates."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from service.app import AccountSkipped
+    from service.costs import OverBudget, dollars, meter_of, spend_allowed
+    from service.imports.x_archive import check_archive, import_archive, record_lookup_cost
+    from service.sync import ensure_account
+
     with _app() as application:
         chosen = _account_on(application, "x", account)
         now = application.clock()

@@ -488,6 +488,7 @@ class Daemon:
             idle = not self._running
             self._idle.notify_all()
         if idle:
+            self.app.store.release_idle()
             _give_back_memory()
         self._kick()
 

@@ -17,8 +17,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import config as cfg
-from service.digest.compose import DigestData, gather
-from service.digest.links import Signer, issue_link, signing_key
 from service.digest.outbox import (
     OutboxSummary,
     deliver_due,
@@ -26,11 +24,11 @@ from service.digest.outbox import (
     summarize,
     write_atomically,
 )
-from service.digest.render import build_message, recipients_of, render
 from service.store.models import Digest, DigestState
 
 if TYPE_CHECKING:
     from service.app import App
+    from service.digest.compose import DigestData
 
 __all__ = [
     "Preview",
@@ -56,6 +54,12 @@ def _compose(
     session: Session, app: App, now: datetime, slot: datetime | None
 ) -> tuple[Digest, DigestData, str]:
     """Gather, render and store one digest (in the caller's transaction)."""
+    # Imported here: the templates (Jinja2, the CSS inliner) and the evaluation's queries
+    # are needed when a digest is made, not by `lopper status` nor by an idle daemon.
+    from service.digest.compose import gather
+    from service.digest.links import Signer, issue_link, signing_key
+    from service.digest.render import build_message, recipients_of, render
+
     settings = app.settings
     earlier = select(Digest).where(Digest.preview.is_(False))
     if slot is not None:

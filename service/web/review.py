@@ -18,11 +18,11 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import structlog
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -40,6 +40,7 @@ from service.text import href
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from jinja2 import Environment
 
     from service.app import App
 
@@ -102,22 +103,30 @@ class ReviewApp:
             ]
         # No merging of slashes: werkzeug would answer a 308 redirect to the merged path.
         self.urls = Map(rules, strict_slashes=False, merge_slashes=False)
-        self.templates = Environment(
+        self.css_url = f"{self.prefix}/static/review.css"
+
+    @cached_property
+    def templates(self) -> Environment:
+        """The page's templates, loaded at the first page served: a daemon whose page nobody
+        opens does not hold Jinja2 (about 2 MiB)."""
+        from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+        templates = Environment(
             loader=PackageLoader("service.web", "templates"),
             autoescape=select_autoescape(["html"]),
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        zone = app.settings.digest.zone
-        self.templates.filters["href"] = href  # a link from elsewhere: http(s) only
-        self.templates.filters["day"] = lambda v: (
+        zone = self.app.settings.digest.zone
+        templates.filters["href"] = href  # a link from elsewhere: http(s) only
+        templates.filters["day"] = lambda v: (
             v.astimezone(zone).strftime("%Y-%m-%d") if v else "never"
         )
-        self.templates.filters["moment"] = lambda v: (
+        templates.filters["moment"] = lambda v: (
             v.astimezone(zone).strftime("%Y-%m-%d %H:%M") if v else "never"
         )
-        self.css_url = f"{self.prefix}/static/review.css"
+        return templates
 
     # -- WSGI ---------------------------------------------------------------------------
 
