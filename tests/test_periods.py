@@ -161,6 +161,7 @@ def _linked(store: Store, rules: Rules, now: datetime, account_id: int, read: An
     now=nows,
     asked=st.none() | st.lists(st.sampled_from([*WHO, "nobody"]), unique=True),
     link=st.booleans(),
+    edges=st.lists(st.tuples(st.sampled_from(list(Kind)), st.integers(-1, 1)), max_size=4),
 )
 def test_exchange_stats_equal_the_full_aggregate(
     store: Store,
@@ -172,9 +173,14 @@ def test_exchange_stats_equal_the_full_aggregate(
     now: datetime,
     asked: list[str] | None,
     link: bool,
+    edges: list[tuple[Kind, int]],
 ) -> None:
     first, second = _accounts(store)
     exchanges = [_exchange(n, item) for n, item in enumerate(synced)]
+    # Exchanges on the second the window starts and the second of ``now``, or next to them.
+    for n, (kind, step) in enumerate(edges):
+        at = (now - rules.window if n % 2 else now) + timedelta(seconds=step)
+        exchanges.append(Exchange(f"edge{n}", "e", kind, list(Direction)[n // 2 % 2], at))
     # Split over the two accounts; the threads' messages come by import instead.
     _sync(store, first, [e for n, e in enumerate(exchanges) if n % 3], pages)
     _sync(store, second, [e for n, e in enumerate(exchanges) if not n % 3], pages)

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, bindparam, text
+from sqlalchemy import String, bindparam, delete, text
 from sqlalchemy.engine import Result
 from sqlalchemy.orm import Session
 
@@ -60,10 +60,6 @@ _COLUMNS = (
     "inbound_decayed",
     "outbound_decayed",
 )
-
-
-def period_of(at: int) -> int:
-    return at // PERIOD_SECONDS
 
 
 def serves(rules: Rules) -> bool:
@@ -144,7 +140,6 @@ def recompute(session: Session, account_id: int, counterparts: Iterable[str]) ->
     """Write the summaries of these persons again from their interactions (after a delete:
     exact, where subtracting the deleted exchanges' floats would not be)."""
     people = sorted(set(counterparts))
-    table = ExchangePeriod.__table__
     source = (
         "(SELECT counterpart_id, kind, direction, occurred_at FROM interactions "
         "WHERE account_id = :account AND counterpart_id IN :counterparts) AS chosen"
@@ -155,8 +150,8 @@ def recompute(session: Session, account_id: int, counterparts: Iterable[str]) ->
     for i in range(0, len(people), 500):
         chunk = people[i : i + 500]
         session.execute(
-            table.delete().where(
-                table.c.account_id == account_id, table.c.counterpart_id.in_(chunk)
+            delete(ExchangePeriod).where(
+                ExchangePeriod.account_id == account_id, ExchangePeriod.counterpart_id.in_(chunk)
             )
         )
         session.execute(statement, {"account": account_id, "counterparts": chunk, **WRITE_PARAMS})
