@@ -165,14 +165,21 @@ def statement(
 ) -> tuple[Any, dict[str, Any]]:
     """The evaluation's aggregate over the summaries and the interactions of two periods.
 
-    One statement: a UNION ALL of the summaries and of the raw interactions that the
-    summaries cannot answer for, grouped by person. A summary is complete at ``now`` when
-    none of its exchanges is later (every one of a period before ``now``'s; in ``now``'s own
-    period, normally every one as well). From the summaries: the last times and the value of
-    the complete ones, and the counts of those wholly inside the window. From the
-    interactions: the counts in the period the window starts in, from the window's start on;
-    everything of a summary of ``now``'s period that is not complete; and, for a window that
-    starts in ``now``'s period, everything of that period.
+    A summary is complete at ``now`` when none of its exchanges is later: every one of a
+    period before ``now``'s, and in ``now``'s own period normally every one as well. One
+    statement:
+
+    - ``summed``: the summaries grouped by person: the counts of the complete ones wholly inside the window (past the period it starts in),
+      their last times and value; and whether the person has exchanges in the period the
+      window starts in (``edge``), or a summary in ``now``'s period that is not complete
+      (``open``);
+    - for those persons only, the interactions: the counts in the window's first period from
+      its start on; everything of an open summary up to ``now``. One seek of the (account,
+      person, time) index each;
+    - a UNION ALL of both, grouped by person again (one row or a few per person).
+
+    A window that starts in ``now``'s own period reads that whole period from the
+    interactions.
     """
     now_s = to_epoch(now)
     since = to_epoch(now - rules.window)
@@ -199,85 +206,94 @@ def statement(
     count_in = Direction.INBOUND in rules.count_directions
     count_out = Direction.OUTBOUND in rules.count_directions
     weights = " ".join(f"WHEN '{kind.value}' THEN :w_{kind.value}" for kind in rules.weights)
-    only = " AND counterpart_id IN :counterparts" if counterparts is not None else ""
     splits = since_p < now_p  # the window starts in a period before now's
-    complete = (
-        "(last_inbound_at IS NULL OR last_inbound_at <= :now) "
-        "AND (last_outbound_at IS NULL OR last_outbound_at <= :now)"
-    )
+    if splits:
+        # Complete: every one of its exchanges at or before now.
+        closed = (
+            "(period < :now_p OR ((last_inbound_at IS NULL OR last_inbound_at <= :now) "
+            "AND (last_outbound_at IS NULL OR last_outbound_at <= :now)))"
+        )
+    else:
+        closed = "period < :now_p"
 
-    # The summaries: counts inside the window past its first period, last times, value.
     weight = f"(CASE kind {weights} ELSE :w_other END)" if weights else ":w_other"
-    kind_counted = "" if all_kinds else f" AND kind IN ({kinds})"
-    summary_in = f"CASE WHEN period > :since_p{kind_counted} THEN inbound ELSE 0 END"
-    summary_out = f"CASE WHEN period > :since_p{kind_counted} THEN outbound ELSE 0 END"
+    counted = f"{closed} AND period > :since_p"
+    if not all_kinds:
+        counted += f" AND kind IN ({kinds})"
     start = "(period * CAST(:span AS BIGINT) - :now) * :k"
-    closed = f"period < :now_p OR (period = :now_p AND {complete})" if splits else "period < :now_p"
     if counterparts is None:
         source = "exchange_periods WHERE account_id = :account"
+        periods = ""
     else:
         # A few persons: one seek of the key per period and person.
         source = (
             "periods JOIN exchange_periods ON account_id = :account AND period = periods.p"
             " AND counterpart_id IN :counterparts WHERE 1 = 1"
         )
-    summary = f"""
+        periods = """RECURSIVE periods (p) AS (
+            SELECT (SELECT MIN(period) FROM exchange_periods WHERE account_id = :account)
+            UNION ALL
+            SELECT p + 1 FROM periods WHERE p < :now_p
+        ), """
+    summed = f"""summed AS (
         SELECT counterpart_id AS cp,
-               {summary_in if count_in else "0"} AS n_in,
-               {summary_out if count_out else "0"} AS n_out,
-               last_inbound_at AS last_in,
-               last_outbound_at AS last_out,
-               {weight} * (:w_in * inbound_decayed + :w_out * outbound_decayed)
-                 * CASE WHEN {start} < :underflow THEN :zero ELSE EXP({start}) END AS v
-          FROM {source} AND ({closed})"""
+               {f"SUM(CASE WHEN {counted} THEN inbound ELSE 0 END)" if count_in else "0"} AS n_in,
+               {f"SUM(CASE WHEN {counted} THEN outbound ELSE 0 END)" if count_out else "0"} AS n_out,
+               MAX(CASE WHEN {closed} THEN last_inbound_at END) AS last_in,
+               MAX(CASE WHEN {closed} THEN last_outbound_at END) AS last_out,
+               SUM(CASE WHEN {closed} AND {start} >= :underflow
+                        THEN {weight} * (:w_in * inbound_decayed + :w_out * outbound_decayed)
+                             * EXP({start})
+                        ELSE :zero END) AS v,
+               MAX(CASE WHEN {closed} THEN 1 ELSE 0 END) AS seen,
+               MAX(CASE WHEN period = :since_p THEN 1 ELSE 0 END) AS edge,
+               MAX(CASE WHEN {closed} THEN 0 ELSE 1 END) AS open
+          FROM {source} AND period <= :now_p
+         GROUP BY counterpart_id
+    )"""
 
-    # The interactions: one seek of the (account, person, time) index per person (and kind)
-    # with exchanges in the period, the persons read from the summaries.
     inbound = f"i.direction = '{_INBOUND}'"
-    counted = "i.occurred_at >= :since"
+    raw_counted = "i.occurred_at >= :since"
     if not all_kinds:
-        counted += f" AND i.kind IN ({kinds})"
-    raw_in = f"CASE WHEN {counted} AND {inbound} THEN 1 ELSE 0 END" if count_in else "0"
-    raw_out = f"CASE WHEN {counted} AND NOT {inbound} THEN 1 ELSE 0 END" if count_out else "0"
+        raw_counted += f" AND i.kind IN ({kinds})"
+    raw_in = f"CASE WHEN {raw_counted} AND {inbound} THEN 1 ELSE 0 END" if count_in else "0"
+    raw_out = f"CASE WHEN {raw_counted} AND NOT {inbound} THEN 1 ELSE 0 END" if count_out else "0"
     raw_weight = f"(CASE i.kind {weights} ELSE :w_other END)" if weights else ":w_other"
     exponent = "(i.occurred_at - :now) * :k"
-    join = (
-        "JOIN interactions AS i ON i.account_id = :account AND i.counterpart_id = d.counterpart_id"
-    )
+    person = "i.account_id = :account AND i.counterpart_id = summed.cp"
     everything = f"""
         SELECT i.counterpart_id, {raw_in}, {raw_out},
                CASE WHEN {inbound} THEN i.occurred_at END,
                CASE WHEN NOT {inbound} THEN i.occurred_at END,
                {raw_weight} * (CASE WHEN {inbound} THEN :w_in ELSE :w_out END)
-                 * CASE WHEN {exponent} < :underflow THEN :zero ELSE EXP({exponent}) END"""
+                 * CASE WHEN {exponent} < :underflow THEN :zero ELSE EXP({exponent}) END,
+               1"""
     now_range = "i.occurred_at >= :now_start AND i.occurred_at <= :now"
-    parts = [summary]
+    parts = ["SELECT cp, n_in, n_out, last_in, last_out, v, seen FROM summed"]
     if splits:
         parts.append(f"""
-        SELECT i.counterpart_id, {raw_in}, {raw_out}, NULL, NULL, :zero
-          FROM (SELECT DISTINCT counterpart_id FROM exchange_periods
-                 WHERE account_id = :account AND period = :since_p{only}) AS d
-          {join} AND i.occurred_at >= :since AND i.occurred_at < :since_end""")
+        SELECT i.counterpart_id, {raw_in}, {raw_out}, NULL, NULL, :zero, 1
+          FROM summed JOIN interactions AS i ON {person}
+               AND i.occurred_at >= :since AND i.occurred_at < :since_end
+         WHERE summed.edge = 1""")
+        # The kinds whose summary of now's period is open (normally none).
         parts.append(f"""{everything}
-          FROM (SELECT counterpart_id, kind FROM exchange_periods
-                 WHERE account_id = :account AND period = :now_p{only} AND NOT ({complete})) AS d
-          {join} AND i.kind = d.kind AND {now_range}""")
+          FROM summed
+          JOIN exchange_periods AS e ON e.account_id = :account AND e.counterpart_id = summed.cp
+               AND e.period = :now_p
+               AND ((e.last_inbound_at IS NOT NULL AND e.last_inbound_at > :now)
+                    OR (e.last_outbound_at IS NOT NULL AND e.last_outbound_at > :now))
+          JOIN interactions AS i ON {person} AND i.kind = e.kind AND {now_range}
+         WHERE summed.open = 1""")
     else:
         parts.append(f"""{everything}
-          FROM (SELECT DISTINCT counterpart_id FROM exchange_periods
-                 WHERE account_id = :account AND period = :now_p{only}) AS d
-          {join} AND {now_range}""")
-    periods = ""
-    if counterparts is not None:
-        periods = """WITH RECURSIVE periods (p) AS (
-            SELECT (SELECT MIN(period) FROM exchange_periods WHERE account_id = :account)
-            UNION ALL
-            SELECT p + 1 FROM periods WHERE p < :now_p
-        ) """
-    sql = f"""{periods}
+          FROM summed JOIN interactions AS i ON {person} AND {now_range}
+         WHERE summed.open = 1""")
+    sql = f"""WITH {periods}{summed}
         SELECT cp, SUM(n_in), SUM(n_out), MAX(last_in), MAX(last_out), SUM(v)
           FROM ({" UNION ALL ".join(parts)}) AS parts
-         GROUP BY cp"""
+         GROUP BY cp
+        HAVING MAX(seen) = 1"""
     query = text(sql)
     if counterparts is not None:
         query = query.bindparams(bindparam("counterparts", expanding=True, type_=String))
