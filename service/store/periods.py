@@ -2,26 +2,29 @@
 
 The evaluation needs, per person: the counted exchanges of the window, the last exchange each
 way, and the decayed value. Read from every interaction the account ever had, that is one pass
-over its whole history. Here it is read from the summaries of the periods that have closed,
-and from the interactions of two periods only:
+over its whole history. Here it is read from the summaries, and from the interactions of two
+periods only:
 
-- a period wholly before ``now`` gives its last times and its value (its decayed sums, stored
-  rebased to the period's start, times ``exp((period_start - now) * K)``), and its counts when
-  it lies wholly inside the window;
+- a summary none of whose exchanges is later than ``now`` (every one of a period before
+  ``now``'s; normally those of ``now``'s own period too) gives its last times and its value
+  (its decayed sums, stored rebased to the period's start, times
+  ``exp((period_start - now) * K)``), and its counts when its period lies wholly inside the
+  window;
 - the period the window starts in gives its counts from the interactions at or after the
   window's start;
-- the period holding ``now`` gives everything, from its interactions at or before ``now``.
+- a summary of ``now``'s period with a later exchange gives everything from its interactions
+  at or before ``now`` (and a window that starts in ``now``'s period reads that period so).
 
-The raw reads seek the (account, person, time) index once per person with exchanges in that
-period (the persons come from the summaries), so no index on time alone is needed, which
+The raw reads seek the (account, person, time) index once per person that has exchanges in
+that period (the persons come from the summaries), so no index on time alone is needed, which
 would slow every insert. The result equals ``queries.exchange_statement`` (the reference,
 kept): counts and times exactly, the value to rounding. The sums are stored for one
 half-life (``PERIOD_HALF_LIFE``, the default of ``Rules.half_life``); rules with another one
 are read by the reference.
 
-The summaries are written in the same transaction as the interactions: ``add`` with what a
-sync inserted, ``recompute`` from the interactions after a delete.
-"""
+The summaries are written in the same transaction as the interactions: by
+``service.sync.save_exchanges`` (``INSERT``, ``UPSERT``, ``each``, ``summarize``) with what a
+page inserted, and by ``recompute`` from the interactions after a delete."""
 
 from __future__ import annotations
 
