@@ -254,9 +254,13 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 {"a": account_id},
             ).scalar_one()
+            summaries = session.execute(
+                text("SELECT count(*) FROM exchange_periods WHERE account_id = :a"),
+                {"a": account_id},
+            ).scalar_one()
         print(
             f"interactions: {n(stored)} stored, {n(counterparts)} counterparts, "
-            f"{n(report.connections_seen)} connections"
+            f"{n(report.connections_seen)} connections; {n(summaries)} period summaries"
         )
         if stored != ingested:
             print(

@@ -309,7 +309,9 @@ class Rules(_DurationModel):
     daily_removal_cap: int = Field(25, ge=0)
     # The share of the network `lopper plan` keeps by default (e.g. 80%).
     target_keep: float | None = Field(None, gt=0, le=1)
-    # How fast an exchange's weight in the value score fades.
+    # How fast an exchange's weight in the value score fades. At 90 days the evaluation reads
+    # sums the store keeps per person and 30 days; any other half-life gives the same figures
+    # read from every exchange stored, which is slower (`docs/performance.md`).
     half_life: timedelta = timedelta(days=90)
     # The weight of each kind of exchange in the value score.
     weights: dict[Kind, float] = Field(default_factory=lambda: dict(_DEFAULT_WEIGHTS))

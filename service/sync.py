@@ -16,18 +16,14 @@ from typing import Any, TypeVar, cast
 
 import structlog
 from sqlalchemy import (
-    BigInteger,
-    String,
     Table,
     bindparam,
     func,
     insert,
-    literal,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from service import costs
@@ -46,8 +42,8 @@ from service.platforms.base import (
 )
 from service.removals import settle_manual_removals
 from service.rules import newest_in_grace
-from service.store import Store
-from service.store.models import Account, Connection, Coverage, Interaction, SyncCursor, SyncRun
+from service.store import Store, periods
+from service.store.models import Account, Connection, Coverage, SyncCursor, SyncRun
 from service.store.types import to_epoch
 
 log = structlog.get_logger("lopper.sync")
@@ -72,6 +68,38 @@ _SQLITE_INSERT_EXCHANGE = (
     f"INSERT INTO interactions ({', '.join(_INTERACTION_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (account_id, event_id) DO NOTHING"
 )
+# The rows a page inserted are those past the largest id before it: SQLite gives a new row
+# the largest id plus one, and no other writer can come between (one writer at a time, and a
+# transaction whose snapshot another has since written past cannot write at all).
+_SQLITE_NEWEST_ID = "SELECT COALESCE(MAX(id), 0) FROM interactions"
+_SQLITE_SUMMARIES = (
+    f"{periods.INSERT} "
+    + periods.each(
+        "(SELECT counterpart_id, kind, direction, occurred_at FROM interactions "
+        "WHERE id > :after) AS inserted"
+    )
+    + f" {periods.UPSERT}"
+)
+# PostgreSQL: one statement per page. The rows come as one array per column (an executemany
+# sends one multi-row VALUES statement per thousand rows, which the driver parses again each
+# time: three times slower); the rows inserted (RETURNING: not those already stored) are
+# summed into the period summaries by a second INSERT in the same statement.
+_POSTGRESQL_SAVE = f"""
+    WITH page AS (
+        SELECT * FROM unnest(CAST(:event_ids AS TEXT[]), CAST(:counterparts AS TEXT[]),
+                             CAST(:kinds AS TEXT[]), CAST(:directions AS TEXT[]),
+                             CAST(:times AS BIGINT[]))
+                   AS page(event_id, counterpart_id, kind, direction, occurred_at)
+    ), inserted AS (
+        INSERT INTO interactions ({", ".join(_INTERACTION_COLUMNS)})
+        SELECT :account, event_id, counterpart_id, kind, direction, occurred_at FROM page
+        ON CONFLICT (account_id, event_id) DO NOTHING
+        RETURNING counterpart_id, kind, direction, occurred_at
+    ), summed AS (
+        {periods.INSERT} {periods.summarize("inserted")} {periods.UPSERT}
+    )
+    SELECT count(*) FROM inserted
+"""
 
 
 @dataclass
@@ -533,12 +561,23 @@ def _sync_stream(
 
 
 def save_exchanges(session: Session, account_id: int, exchanges: Sequence[Exchange]) -> int:
-    """Insert exchanges, ignoring any already stored (same platform event id)."""
+    """Insert exchanges, ignoring any already stored (same platform event id), and add those
+    inserted to the account's period summaries (``service.store.periods``). Returns how many
+    were inserted."""
     if not exchanges:
         return 0
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        return _save_exchanges_postgresql(session, account_id, exchanges)
+        params = {
+            "account": account_id,
+            "event_ids": [e.event_id for e in exchanges],
+            "counterparts": [e.counterpart_id for e in exchanges],
+            "kinds": [e.kind.value for e in exchanges],
+            "directions": [e.direction.value for e in exchanges],
+            "times": [to_epoch(e.occurred_at) for e in exchanges],
+            **periods.WRITE_PARAMS,
+        }
+        return int(connection.execute(text(_POSTGRESQL_SAVE), params).scalar_one())
     rows = [
         (
             account_id,
@@ -550,42 +589,14 @@ def save_exchanges(session: Session, account_id: int, exchanges: Sequence[Exchan
         )
         for e in exchanges
     ]
+    after = connection.exec_driver_sql(_SQLITE_NEWEST_ID).scalar_one()
     # executemany: sqlite3 sums the rows each statement inserted.
-    result = connection.exec_driver_sql(_SQLITE_INSERT_EXCHANGE, rows)
-    return max(0, result.rowcount or 0)
-
-
-def _save_exchanges_postgresql(
-    session: Session, account_id: int, exchanges: Sequence[Exchange]
-) -> int:
-    """One INSERT ... SELECT FROM unnest(arrays) per page.
-
-    An executemany there sends one multi-row VALUES statement per thousand rows, which the
-    driver parses again each time: three times slower than handing over one array per column.
-    """
-    texts, numbers = postgresql.ARRAY(String), postgresql.ARRAY(BigInteger)
-    values = (
-        func.unnest(
-            literal([e.event_id for e in exchanges], texts),
-            literal([e.counterpart_id for e in exchanges], texts),
-            literal([e.kind.value for e in exchanges], texts),
-            literal([e.direction.value for e in exchanges], texts),
-            literal([to_epoch(e.occurred_at) for e in exchanges], numbers),
+    inserted = max(0, connection.exec_driver_sql(_SQLITE_INSERT_EXCHANGE, rows).rowcount or 0)
+    if inserted:
+        connection.execute(
+            text(_SQLITE_SUMMARIES), {"account": account_id, "after": after, **periods.WRITE_PARAMS}
         )
-        .table_valued(*_INTERACTION_COLUMNS[1:])
-        .render_derived()
-    )
-    statement = (
-        postgresql.insert(Interaction)
-        .from_select(
-            list(_INTERACTION_COLUMNS),
-            select(literal(account_id), *values.c),
-        )
-        .on_conflict_do_nothing(index_elements=["account_id", "event_id"])
-    )
-    # An INSERT's rowcount is dropped with its cursor unless asked for.
-    result = session.connection().execution_options(preserve_rowcount=True).execute(statement)
-    return max(0, result.rowcount or 0)
+    return inserted
 
 
 def extend_coverage(

@@ -28,7 +28,7 @@ from service.rules import (
 )
 from service.store import Store
 from service.store.models import Account, Interaction
-from service.store.queries import exchange_stats
+from service.store.queries import reference_exchange_stats as exchange_stats
 
 FULL = Span(NOW - timedelta(days=400), NOW)
 

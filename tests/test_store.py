@@ -54,9 +54,8 @@ def test_a_store_at_head_opens_without_alembic_and_an_older_one_is_migrated(
     assert opened() == "no alembic"
     store = open_store(url, migrate=False)
     with store.engine.begin() as connection:
-        connection.execute(text("UPDATE alembic_version SET version_num = '0007'"))
-        connection.execute(text("ALTER TABLE accounts DROP COLUMN first_listing_at"))
-        connection.execute(text("ALTER TABLE connections DROP COLUMN established"))
+        connection.execute(text("UPDATE alembic_version SET version_num = '0008'"))
+        connection.execute(text("DROP TABLE exchange_periods"))
     store.dispose()
     assert opened() == HEAD
 

@@ -48,7 +48,7 @@ from service.imports.names import clean_name, homonym_key, name_key
 from service.model import Direction, Kind, Span
 from service.platforms.base import Exchange, Person
 from service.removals import settle_manual_removals
-from service.store import Store
+from service.store import Store, periods
 from service.store.models import Account, Connection, Interaction, SyncCursor, SyncRun
 from service.sync import (
     IMPORT_STREAM,
@@ -487,25 +487,34 @@ def _replace_parts(
     again (normally none); which of them belong to a part of this export is decided here."""
     kinds = sorted({part.partition(":")[0] for part in parts})
     stale: list[int] = []
+    touched: set[str] = set()
     if kinds:
         rows = session.connection().execute(
-            select(Interaction.id, Interaction.event_id, Interaction.occurred_at).where(
+            select(
+                Interaction.id,
+                Interaction.event_id,
+                Interaction.occurred_at,
+                Interaction.counterpart_id,
+            ).where(
                 Interaction.account_id == account_id,
                 or_(*(Interaction.event_id.startswith(k + ":") for k in kinds)),
                 ~exists().where(_SAID.c.event_id == Interaction.event_id),
             )
         )
-        for row_id, event_id, at in rows:
+        for row_id, event_id, at, counterpart in rows:
             part = _part_of(event_id)
             span = parts.get(part) if part is not None else None
             if span is not None and span[0] <= at <= span[1]:
                 stale.append(row_id)
+                touched.add(counterpart)
     for i in range(0, len(stale), 1000):
         session.execute(
             delete(Interaction)
             .where(Interaction.id.in_(stale[i : i + 1000]))
             .execution_options(synchronize_session=False)
         )
+    # The summaries of the persons whose exchanges went, from what remains.
+    periods.recompute(session, account_id, touched)
     session.execute(delete(_SAID))
     return len(stale)
 

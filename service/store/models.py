@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -154,6 +155,39 @@ class Interaction(Base):
     kind: Mapped[Kind] = mapped_column(_enum(Kind, "interaction_kind"))
     direction: Mapped[Direction] = mapped_column(_enum(Direction, "interaction_direction"))
     occurred_at: Mapped[datetime] = mapped_column(UTCTime)
+
+
+class ExchangePeriod(Base):
+    """A summary of the account's exchanges with one person, of one kind, in one period.
+
+    A period is ``PERIOD_SECONDS`` (30 days) of epoch time: ``period = occurred_at //
+    PERIOD_SECONDS``. The decayed sums are rebased to the period's start, so that a period that
+    has closed is worth ``sum * exp((period_start - now) * ln 2 / PERIOD_HALF_LIFE)`` at any
+    later ``now``. Written in the same transaction as the interactions it sums
+    (``service.sync.save_exchanges``; ``service.imports.common`` recomputes what it deletes);
+    read by ``service.store.periods``. The kind is part of the key, so that the weights and the
+    counted kinds and directions stay the reader's choice.
+    """
+
+    __tablename__ = "exchange_periods"
+    # SQLite: the key is the table's own order, not a second B-tree beside it.
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    # The period leads the key, and there is no other index: a sync writes into the latest
+    # period mostly, a few pages of the table; the evaluation finds the persons of one period
+    # by a range of the key, and a few persons (``counterparts``) by one seek per period.
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    period: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    counterpart_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[Kind] = mapped_column(_enum(Kind, "interaction_kind"), primary_key=True)
+    inbound: Mapped[int] = mapped_column(Integer, default=0)
+    outbound: Mapped[int] = mapped_column(Integer, default=0)
+    last_inbound_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    last_outbound_at: Mapped[datetime | None] = mapped_column(UTCTime)
+    inbound_decayed: Mapped[float] = mapped_column(Float, default=0.0)
+    outbound_decayed: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class SyncCursor(Base):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Float, and_, case, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 from service.config import Rules
 from service.model import ConnectionState, Direction, Kind, Span, Unseen
 from service.rules import ConnectionFacts, ExchangeStats
+from service.store import periods
 from service.store.models import Account, Connection, Coverage, Interaction
 from service.store.types import to_epoch
 
@@ -25,7 +27,11 @@ def _aware(value: int | datetime | None) -> datetime | None:
 def exchange_statement(  # type: ignore[no-untyped-def]
     account_id: int, rules: Rules, now: datetime, counterparts: Sequence[str] | None = None
 ):
-    """One aggregate over the account's interactions, grouped by the other person."""
+    """One aggregate over the account's interactions, grouped by the other person.
+
+    The reference: ``exchange_stats`` reads the same figures from the period summaries
+    (``service.store.periods``) when the rules' half-life is the one they are stored for.
+    """
     now_s = to_epoch(now)
     since = to_epoch(now - rules.window)
     i = Interaction.__table__.c
@@ -77,7 +83,28 @@ def exchange_stats(
     now: datetime,
     counterparts: Sequence[str] | None = None,
 ) -> dict[str, ExchangeStats]:
-    result = session.execute(exchange_statement(account_id, rules, now, counterparts))
+    """Per person: counted exchanges in the window, last exchange each way, decayed value.
+
+    From the period summaries when they serve the rules; else (another half-life) from the
+    whole history, as ``reference_exchange_stats``: the same figures, slower.
+    """
+    if not periods.serves(rules):
+        return reference_exchange_stats(session, account_id, rules, now, counterparts)
+    return _stats(periods.read(session, account_id, rules, now, counterparts))
+
+
+def reference_exchange_stats(
+    session: Session,
+    account_id: int,
+    rules: Rules,
+    now: datetime,
+    counterparts: Sequence[str] | None = None,
+) -> dict[str, ExchangeStats]:
+    """``exchange_stats`` read by one aggregate over every interaction of the account."""
+    return _stats(session.execute(exchange_statement(account_id, rules, now, counterparts)))
+
+
+def _stats(result: Iterable[Any]) -> dict[str, ExchangeStats]:
     return {
         row[0]: ExchangeStats(
             int(row[1] or 0), int(row[2] or 0), _aware(row[3]), _aware(row[4]), float(row[5] or 0.0)
