@@ -7,8 +7,11 @@ Exchanges are keyed by the platform's own id: fetching a page twice changes no c
 
 from __future__ import annotations
 
+import signal
+import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -242,6 +245,31 @@ def sync_account(
     return report
 
 
+@contextmanager
+def _interrupt_held() -> Iterator[None]:
+    """Ctrl-C during a page's write takes effect once the write is committed.
+
+    An interrupt that lands inside the database driver or the session's commit can leave the
+    transaction open, and SQLite's write lock with it: the run's own record then waits for a
+    lock nobody releases. Held here, a page is stored whole and the sync stops between pages.
+    Only the main thread receives signals; elsewhere this does nothing.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def _fetch_page(report: SyncReport, stream: str, fetch: Callable[[], _Page]) -> _Page | None:
     """One page, or None when this stream must stop for now; its cursor stays where it was.
 
@@ -316,7 +344,7 @@ def _sync_connections(
         page = _fetch_page(report, CONNECTIONS, partial(adapter.connections, cursor))
         if page is None:
             return
-        with store.session() as session:
+        with _interrupt_held(), store.session() as session:
             report.connections_new += save_people(
                 session, account_id, page.people, listing, clock()
             )
@@ -547,7 +575,7 @@ def _sync_stream(
         page = _fetch_page(report, stream, partial(adapter.interactions, stream, cursor))
         if page is None:
             return
-        with store.session() as session:
+        with _interrupt_held(), store.session() as session:
             report.interactions_new += save_exchanges(session, account_id, page.exchanges)
             if page.covers is not None:
                 extend_coverage(session, account_id, stream, "sync", page.covers)

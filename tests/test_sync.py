@@ -541,3 +541,36 @@ def test_ctrl_c_is_recorded_as_interrupted_and_says_where_the_next_sync_resumes(
         run = session.scalars(select(SyncRun)).one()
         assert run.outcome == "interrupted"
         assert said in (run.detail or "")
+
+
+def test_ctrl_c_while_a_page_is_written_stops_after_that_page_is_stored(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C that lands inside a page's write waits for its commit: the page is kept whole,
+    no transaction is left open, and the run is recorded as interrupted."""
+    import os
+    import signal
+
+    from service import sync as sync_module
+
+    platform = busy_network(clock)
+    real_save = sync_module.save_exchanges
+    pages: list[int] = []
+
+    def interrupted_save(session, account_id, exchanges):  # type: ignore[no-untyped-def]
+        os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the write
+        stored = real_save(session, account_id, exchanges)
+        pages.append(stored)
+        return stored
+
+    monkeypatch.setattr(sync_module, "save_exchanges", interrupted_save)
+
+    with pytest.raises(KeyboardInterrupt):
+        sync(store, platform, clock)
+
+    assert len(pages) == 1  # the write went on to its end, and no further page was read
+    assert snapshot(store)["interactions"] == pages[0] > 0
+    with store.session() as session:  # the write lock was let go: a new write goes through
+        runs = session.scalars(select(SyncRun)).all()
+        assert [run.outcome for run in runs] == ["interrupted"]
+        session.add(SyncCursor(account_id=runs[0].account_id, stream="probe", updated_at=NOW))
