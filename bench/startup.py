@@ -20,7 +20,7 @@ temporary folder (PYTHONPYCACHEPREFIX), outside both trees, and one warm-up run 
 fills it: the figures are those of an installed lopper, whose modules are compiled once.
 
     python bench/startup.py                           # this tree
-    python bench/startup.py --before /work/main       # another checkout beside this one
+    python bench/startup.py --before ../lopper-before  # another checkout beside this one
     python bench/startup.py --runs 21 --size 500
 """
 

@@ -258,6 +258,30 @@ def unseen_gap(
     )
 
 
+# The last account-wide gap worked out, as one tuple (read and replaced atomically, so
+# threads judging other accounts never see half of another's): (rules, key, gap).
+_last_gap: tuple[Rules, tuple[Any, ...], str | None] | None = None
+
+
+def _account_gap(
+    coverage: Span | None,
+    rules: Rules,
+    now: datetime,
+    unseen: Sequence[Unseen],
+    accepted: frozenset[Kind],
+) -> str | None:
+    """``coverage_gap`` or else ``unseen_gap``: the same for every connection of an account,
+    so an evaluation of tens of thousands works it out once, not once a connection."""
+    global _last_gap
+    key = (coverage, now, tuple(unseen), accepted)
+    last = _last_gap
+    if last is not None and last[0] is rules and last[1] == key:
+        return last[2]
+    gap = coverage_gap(coverage, rules, now) or unseen_gap(unseen, rules, accepted)
+    _last_gap = (rules, key, gap)
+    return gap
+
+
 def judge(
     facts: ConnectionFacts,
     stats: ExchangeStats,
@@ -292,7 +316,7 @@ def judge(
         return Judgement(Verdict.GONE, f"account gone or moved{where}", evidence)
     if facts.since > now - rules.grace and not facts.established:
         return Judgement(Verdict.NEW, f"connected since {facts.since:%Y-%m-%d}, in grace", evidence)
-    gap = coverage_gap(coverage, rules, now) or unseen_gap(unseen, rules, accepted)
+    gap = _account_gap(coverage, rules, now, unseen, accepted)
     if gap:
         return Judgement(Verdict.TOO_EARLY, f"not enough history yet: {gap}", evidence)
     counted = stats.inbound + stats.outbound

@@ -7,7 +7,19 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, and_, case, func, literal, select, type_coerce
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    select,
+    type_coerce,
+)
 from sqlalchemy.orm import Session
 
 from service.config import Rules
@@ -157,6 +169,12 @@ def connection_facts(
 ) -> list[ConnectionFacts]:
     """The active connections of the account (only those of ``connection_ids`` if given)."""
     c = Connection.__table__.c
+
+    def epoch(column: Any) -> Any:  # whole seconds as stored: converted once, below
+        return type_coerce(column, BigInteger)
+
+    # Most connections are on no list: their "[]" is not parsed as JSON one row at a time.
+    lists = case((cast(c.lists, String).in_(["[]", "null"]), null()), else_=c.lists)
     statement = select(
         c.id,
         c.platform_user_id,
@@ -165,18 +183,28 @@ def connection_facts(
         c.profile_url,
         c.following,
         c.followed_by,
-        c.connected_since,
-        c.first_seen_at,
+        epoch(c.connected_since),
+        epoch(c.first_seen_at),
         c.gone,
         c.moved_to,
-        c.lists,
+        lists,
         c.protected,
-        c.last_active_at,
+        epoch(c.last_active_at),
         c.established,
     ).where(c.account_id == account_id, c.state == ConnectionState.ACTIVE.value)
     if connection_ids is not None:
         statement = statement.where(c.id.in_(list(connection_ids)))
     rows = session.execute(statement)
+    # Many connections share a time (the sync that first saw them): each is converted once.
+    times: dict[int | None, datetime | None] = {None: None}
+
+    def aware(value: int | None) -> datetime | None:
+        try:
+            return times[value]
+        except KeyError:
+            found = times[value] = _aware(value)
+            return found
+
     return [
         ConnectionFacts(
             id=r[0],
@@ -186,13 +214,13 @@ def connection_facts(
             profile_url=r[4],
             following=bool(r[5]),
             followed_by=bool(r[6]),
-            connected_since=_aware(r[7]),
-            first_seen_at=_aware(r[8]) or datetime.fromtimestamp(0, tz=UTC),
+            connected_since=aware(r[7]),
+            first_seen_at=aware(r[8]) or datetime.fromtimestamp(0, tz=UTC),
             gone=bool(r[9]),
             moved_to=r[10],
             lists=tuple(r[11] or ()),
             kept=bool(r[12]),
-            last_active_at=_aware(r[13]),
+            last_active_at=aware(r[13]),
             established=bool(r[14]),
         )
         for r in rows
