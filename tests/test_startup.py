@@ -151,3 +151,26 @@ def test_a_platform_error_still_ends_the_command_with_its_message(
     monkeypatch.setattr(cli, "app", other)
     with pytest.raises(RuntimeError):
         cli.main()
+
+
+def test_a_sqlite_daemon_does_not_load_the_postgresql_dialect(tmp_path: Path) -> None:
+    """The daemon's modules and a SQLite store at the head leave SQLAlchemy's PostgreSQL
+    dialect out (about 2 MiB of an idle service that never speaks to PostgreSQL). Only a
+    migration, run once when the store is behind, loads it."""
+    from service.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'lopper.sqlite3'}"
+    open_store(url).dispose()  # migrated here: the daemon finds it at the head
+    code = (
+        "import json, sys\n"
+        "import service.daemon.runner, service.sync, service.imports.common, service.app\n"
+        "import service.web.review, service.store.models, service.suggestions, service.removals\n"
+        "from service.store import open_store\n"
+        f"open_store({url!r}).dispose()\n"
+        "print(json.dumps([m for m in sys.modules if m.startswith('sqlalchemy.dialects.postgresql')]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

@@ -38,7 +38,6 @@ from typing import NamedTuple, Protocol
 
 import structlog
 from sqlalchemy import Column, MetaData, String, Table, delete, exists, or_, select, text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from service.config import Account as AccountConfig
@@ -469,6 +468,8 @@ def _note_parts(
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         rows = [{"event_id": e} for e in said]
+        from sqlalchemy.dialects import postgresql  # not loaded by a SQLite store
+
         session.execute(postgresql.insert(_SAID).on_conflict_do_nothing(), rows)
     else:  # the driver's own executemany: a third of the time of the ORM's
         connection.exec_driver_sql(

@@ -379,6 +379,10 @@ class JobRun(Base):
     """
 
     __tablename__ = "job_runs"
+    # The two partial unique indexes carry the same WHERE on PostgreSQL (migration 0005, which
+    # creates them there). Only SQLite's is named here: a `postgresql_where` would load the
+    # PostgreSQL dialect (about 2 MiB) into every process, SQLite daemons included; the
+    # schema is only ever built by the migrations.
     __table_args__ = (
         Index(
             "uq_job_runs_active",
@@ -386,7 +390,6 @@ class JobRun(Base):
             "account",
             unique=True,
             sqlite_where=text("state IN ('queued', 'running')"),
-            postgresql_where=text("state IN ('queued', 'running')"),
         ),
         # One job at a time per account: its adapter and its rows are not shared.
         Index(
@@ -394,7 +397,6 @@ class JobRun(Base):
             "account",
             unique=True,
             sqlite_where=text("state = 'running' AND account <> ''"),
-            postgresql_where=text("state = 'running' AND account <> ''"),
         ),
         Index("ix_job_runs_job_account", "job", "account", "id"),
         Index("ix_job_runs_state", "state"),
