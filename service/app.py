@@ -13,13 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import structlog
-
 from service import config as cfg
 from service.config import Account as AccountConfig
 from service.config import LoadedConfig
 from service.errors import ConfigError, ConfigProblem, LopperError, MissingExtra
-from service.logs import bind_run, register_secrets
+from service.logs import bind_run, get_logger, register_secrets
 
 if TYPE_CHECKING:
     # Imported where they are used: a command that only reads the store does not load the
@@ -30,7 +28,7 @@ if TYPE_CHECKING:
     from service.suggestions import EvaluationReport
     from service.sync import Progress, SyncReport
 
-log = structlog.get_logger("lopper")
+log = get_logger("lopper")
 
 
 class AccountSkipped(LopperError):

@@ -16,7 +16,34 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus
 
-import structlog
+
+def _import_structlog() -> Any:
+    """structlog, imported as if Rich's traceback and pretty-printing modules were absent.
+
+    When Rich is installed, structlog's console renderer and its dict tracebacks import
+    them at structlog's own import, and Pygments with them: about 2.7 MiB that the
+    long-running service would hold for nothing, since lopper formats exceptions as plain
+    text before any renderer sees them (``format_exc_info`` below) and Typer's Rich
+    tracebacks are off. They stay importable for anything else afterwards.
+    """
+    if "structlog" in sys.modules:
+        return sys.modules["structlog"]
+    hidden = ("rich.traceback", "rich.pretty")
+    before = {name: sys.modules[name] for name in hidden if name in sys.modules}
+    for name in hidden:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # "import" raises ImportError
+    try:
+        import structlog
+    finally:
+        for name in hidden:
+            if name in before:
+                sys.modules[name] = before[name]
+            else:
+                sys.modules.pop(name, None)
+    return structlog
+
+
+structlog = _import_structlog()
 
 MASK = "****"
 _PERCENT = re.compile(r"%[0-9A-F]{2}")
@@ -149,6 +176,16 @@ def configure_logging(
     root.setLevel(level)
     for noisy in ("alembic", "sqlalchemy.engine"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger; every module logs through this one import of structlog."""
+    return structlog.get_logger(name)
+
+
+def clear_context() -> None:
+    """Forget what ``bind_run`` bound: the lines that follow belong to no run."""
+    structlog.contextvars.clear_contextvars()
 
 
 def bind_run(run_id: str, **values: Any) -> None:

@@ -14,14 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.config import Account as AccountConfig
 from service.config import Rules
 from service.errors import InvalidTransition, LopperError, NotFound
-from service.logs import scrub
+from service.logs import get_logger, scrub
 from service.model import (
     Channel,
     ConnectionState,
@@ -51,7 +50,7 @@ from service.suggestions import (
     transition,
 )
 
-log = structlog.get_logger("lopper.removals")
+log = get_logger("lopper.removals")
 S = SuggestionState
 
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.config import Rules
 from service.errors import InvalidTransition, NotFound
+from service.logs import get_logger
 from service.model import CONNECTIONS, Channel, Kind, Reason, Span, SuggestionState, Unseen
 from service.people import with_linked
 from service.rules import (
@@ -37,7 +37,7 @@ from service.store.queries import (
     exchange_stats,
 )
 
-log = structlog.get_logger("lopper.suggestions")
+log = get_logger("lopper.suggestions")
 
 S = SuggestionState
 ALLOWED: dict[SuggestionState, frozenset[SuggestionState]] = {

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar, cast
 
-import structlog
 from sqlalchemy import (
     Table,
     bindparam,
@@ -32,7 +31,7 @@ from sqlalchemy.orm import Session
 from service import costs
 from service.config import Account as AccountConfig
 from service.config import Rules
-from service.logs import scrub
+from service.logs import get_logger, scrub
 from service.model import CONNECTIONS, ConnectionState, Span, Unseen
 from service.platforms.base import (
     AuthError,
@@ -49,7 +48,7 @@ from service.store import Store, periods
 from service.store.models import Account, Connection, Coverage, SyncCursor, SyncRun
 from service.store.types import to_epoch
 
-log = structlog.get_logger("lopper.sync")
+log = get_logger("lopper.sync")
 
 IMPORT_STREAM = "export"  # coverage streams of data-export imports start with this
 _ANALYZE_AFTER = 2000  # new connections in one sync before PostgreSQL's statistics are renewed

@@ -174,3 +174,23 @@ def test_a_sqlite_daemon_does_not_load_the_postgresql_dialect(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_daemon_leaves_out_rich_tracebacks_and_pygments() -> None:
+    """structlog imports Rich's traceback and pretty-printing modules, and Pygments with them,
+    when Rich is installed (about 2.7 MiB of an idle service); lopper formats exceptions as
+    plain text, so its one import of structlog hides them, and only while it runs."""
+    code = (
+        "import json, sys\n"
+        "import service.daemon.runner, service.sync, service.imports.common, service.app\n"
+        "import service.web.review, service.suggestions, service.removals, service.logs\n"
+        "left_out = [m for m in sys.modules if m.startswith(('pygments', 'rich.traceback', "
+        "'rich.pretty'))]\n"
+        "import rich.traceback\n"  # still importable for anything that asks afterwards
+        "print(json.dumps([left_out, rich.traceback.Traceback.__name__]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [[], "Traceback"]

@@ -12,9 +12,9 @@ import socket
 import threading
 from datetime import timedelta
 
-import structlog
+from service.logs import get_logger
 
-log = structlog.get_logger("lopper.daemon")
+log = get_logger("lopper.daemon")
 
 
 class Notifier:

@@ -21,18 +21,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
 
-import structlog
 from sqlalchemy import Connection, and_, exists, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased
 
 from service.errors import LopperError
-from service.logs import scrub
+from service.logs import get_logger, scrub
 from service.store import Store
 from service.store.models import DaemonFact, JobRun, JobState
 
-log = structlog.get_logger("lopper.daemon")
+log = get_logger("lopper.daemon")
 
 FINISHED = (JobState.DONE, JobState.FAILED, JobState.INTERRUPTED)
 FIRST_START = "first_start"

@@ -35,7 +35,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import make_url
@@ -47,13 +46,13 @@ from service.daemon.notify import Notifier, watchdog_interval
 from service.digest import deliver_outbox, queue_digest
 from service.digest.outbox import prune_sent, release_claims
 from service.errors import ConfigError, LopperError
-from service.logs import bind_run, scrub
+from service.logs import bind_run, clear_context, get_logger, scrub
 from service.store.models import JobState
 
 if TYPE_CHECKING:
     from service.web import ReviewServer
 
-log = structlog.get_logger("lopper.daemon")
+log = get_logger("lopper.daemon")
 
 STOP_TIMEOUT = 8.0  # seconds a job has to stop after SIGTERM (systemd waits TimeoutStopSec)
 PRUNE_AFTER = timedelta(days=30)
@@ -157,7 +156,7 @@ class Daemon:
         """Open the store, take the lock or join the replicas, load the schedule."""
         # What ran before in this thread (the demo's own sync and evaluation) bound its run
         # to the log context; the daemon's own lines belong to no run.
-        structlog.contextvars.clear_contextvars()
+        clear_context()
         # APScheduler logs every run of every job at INFO; the job lines below replace that.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         logging.getLogger("apscheduler.scheduler").addFilter(_quiet_tick_overlap)

@@ -20,18 +20,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import structlog
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service import config as cfg
 from service.config import Settings
 from service.files import write_private
-from service.logs import scrub
+from service.logs import get_logger, scrub
 from service.store import Store
 from service.store.models import Digest, DigestState
 
-log = structlog.get_logger("lopper.digest")
+log = get_logger("lopper.digest")
 
 BACKOFF_BASE = timedelta(minutes=5)
 BACKOFF_CAP = timedelta(hours=6)

@@ -36,7 +36,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-import structlog
 from sqlalchemy import Column, MetaData, String, Table, delete, exists, or_, select, text
 from sqlalchemy.orm import Session
 
@@ -44,6 +43,7 @@ from service.config import Account as AccountConfig
 from service.config import Rules
 from service.imports.export import Export, ExportError, open_export
 from service.imports.names import clean_name, homonym_key, name_key
+from service.logs import get_logger
 from service.model import Direction, Kind, Span
 from service.platforms.base import Exchange, Person
 from service.removals import settle_manual_removals
@@ -59,7 +59,7 @@ from service.sync import (
     save_people,
 )
 
-log = structlog.get_logger("lopper.imports")
+log = get_logger("lopper.imports")
 Tick = Callable[[int], None]  # bytes of the export read since the last call
 BATCH = 5000
 

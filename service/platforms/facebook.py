@@ -35,12 +35,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import facebook  # facebook-sdk
 import requests
-import structlog
 
 from service.config import Account, FacebookOptions
 from service.errors import ConfigError, ConfigProblem
 from service.imports.names import ANONYMOUS, clean_name, facebook_search_link, name_key
-from service.logs import register_secrets, scrub
+from service.logs import get_logger, register_secrets, scrub
 from service.model import Direction, Kind, Span, Unseen
 from service.platforms.base import (
     AuthError,
@@ -58,7 +57,7 @@ from service.platforms.base import (
     Unsupported,
 )
 
-log = structlog.get_logger("lopper.facebook")
+log = get_logger("lopper.facebook")
 Clock = Callable[[], datetime]
 
 POSTS = "posts"

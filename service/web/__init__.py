@@ -13,16 +13,16 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from service.errors import EX_UNAVAILABLE, LopperError
+from service.logs import get_logger
 from service.web.review import ReviewApp
 
 if TYPE_CHECKING:
     from service.app import App
 
-log = structlog.get_logger("lopper.web")
+log = get_logger("lopper.web")
 
 __all__ = ["ReviewApp", "ReviewServer", "WebUnavailable", "serve", "start"]
 

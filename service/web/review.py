@@ -22,7 +22,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -32,6 +31,7 @@ from werkzeug.wrappers import Request, Response
 from service.digest.compose import Person, unseen_notes
 from service.digest.links import LinkInvalid, Signer, claim_link, find_link, signing_key
 from service.errors import ConfigError
+from service.logs import get_logger
 from service.model import Channel, SuggestionState
 from service.store.models import Account, Digest, ReviewLink, Suggestion
 from service.store.queries import account_unseen
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from service.app import App
 
-log = structlog.get_logger("lopper.web")
+log = get_logger("lopper.web")
 S = SuggestionState
 CSRF_COOKIE = "lopper_csrf"
 CHOICES = {"remove": S.CONFIRMED, "keep": S.KEPT, "snooze": S.SNOOZED}
