@@ -172,14 +172,16 @@ def statement(
     period before ``now``'s, and in ``now``'s own period normally every one as well. One
     statement:
 
-    - ``summed``: the summaries grouped by person: the counts of the complete ones wholly inside the window (past the period it starts in),
-      their last times and value; and whether the person has exchanges in the period the
-      window starts in (``edge``), or a summary in ``now``'s period that is not complete
-      (``open``);
-    - for those persons only, the interactions: the counts in the window's first period from
-      its start on; everything of an open summary up to ``now``. One seek of the (account,
-      person, time) index each;
-    - a UNION ALL of both, grouped by person again (one row or a few per person).
+    - ``summed``: the complete summaries grouped by person: their counts (of the periods the
+      window holds, its first one included), last times and value; and whether the person
+      has exchanges in the period the window starts in (``edge``);
+    - for the ``edge`` persons, the interactions of that period on its shorter side, one row
+      per person: subtracted from the period's start up to the window's, or added from the
+      window's start on;
+    - for each summary of ``now``'s period that is not complete (found by the primary key),
+      its interactions up to ``now``. Both raw reads are one seek of the (account, person,
+      time) index per person;
+    - a UNION ALL of these, grouped by person again (one row or a few per person).
 
     A window that starts in ``now``'s own period reads that whole period from the
     interactions.
@@ -245,22 +247,31 @@ def statement(
             UNION ALL
             SELECT p + 1 FROM periods WHERE p < :now_p
         ), """
+    # The complete summaries, grouped by person, with whether the person has exchanges in
+    # the period the window starts in (``edge``). The others (normally none: a summary of
+    # now's period with an exchange later than now) are left out by the WHERE, which tests
+    # each summary once, and read below from their interactions, found by the key
+    # (account, period, ...) of now's period.
+    edge = ",\n               MAX(CASE WHEN period = :since_p THEN 1 ELSE 0 END) AS edge"
+    edge = edge if splits else ""
     summed = f"""summed AS (
         SELECT counterpart_id AS cp,
                {f"SUM(CASE WHEN {counted} THEN inbound ELSE 0 END)" if count_in else "0"} AS n_in,
                {f"SUM(CASE WHEN {counted} THEN outbound ELSE 0 END)" if count_out else "0"} AS n_out,
-               MAX(CASE WHEN {closed} THEN last_inbound_at END) AS last_in,
-               MAX(CASE WHEN {closed} THEN last_outbound_at END) AS last_out,
-               SUM(CASE WHEN {closed} AND {start} >= :underflow
+               MAX(last_inbound_at) AS last_in,
+               MAX(last_outbound_at) AS last_out,
+               SUM(CASE WHEN {start} >= :underflow
                         THEN {weight} * (:w_in * inbound_decayed + :w_out * outbound_decayed)
                              * EXP({start})
-                        ELSE :zero END) AS v,
-               MAX(CASE WHEN {closed} THEN 1 ELSE 0 END) AS seen,
-               MAX(CASE WHEN period = :since_p THEN 1 ELSE 0 END) AS edge,
-               MAX(CASE WHEN {closed} THEN 0 ELSE 1 END) AS open
-          FROM {source} AND period <= :now_p
+                        ELSE :zero END) AS v{edge}
+          FROM {source} AND period <= :now_p AND {closed}
          GROUP BY counterpart_id
     )"""
+    chosen = "" if counterparts is None else " AND {}counterpart_id IN :counterparts"
+
+    # The persons with a summary in now's period (a range of the primary key).
+    in_now = f"""(SELECT DISTINCT counterpart_id AS cp FROM exchange_periods
+                   WHERE account_id = :account AND period = :now_p{chosen.format("")}) AS p"""
 
     inbound = f"i.direction = '{_INBOUND}'"
     raw_counted = "i.occurred_at >= :since"
@@ -270,16 +281,14 @@ def statement(
     raw_out = f"CASE WHEN {raw_counted} AND NOT {inbound} THEN 1 ELSE 0 END" if count_out else "0"
     raw_weight = f"(CASE i.kind {weights} ELSE :w_other END)" if weights else ":w_other"
     exponent = "(i.occurred_at - :now) * :k"
-    person = "i.account_id = :account AND i.counterpart_id = summed.cp"
     everything = f"""
         SELECT i.counterpart_id, {raw_in}, {raw_out},
                CASE WHEN {inbound} THEN i.occurred_at END,
                CASE WHEN NOT {inbound} THEN i.occurred_at END,
                {raw_weight} * (CASE WHEN {inbound} THEN :w_in ELSE :w_out END)
-                 * CASE WHEN {exponent} < :underflow THEN :zero ELSE EXP({exponent}) END,
-               1"""
+                 * CASE WHEN {exponent} < :underflow THEN :zero ELSE EXP({exponent}) END"""
     now_range = "i.occurred_at >= :now_start AND i.occurred_at <= :now"
-    parts = ["SELECT cp, n_in, n_out, last_in, last_out, v, seen FROM summed"]
+    parts = ["SELECT cp, n_in, n_out, last_in, last_out, v FROM summed"]
     if splits:
         if subtract:
             edge_range = "i.occurred_at >= :since_start AND i.occurred_at < :since"
@@ -293,28 +302,29 @@ def statement(
         # One row per person: the outer grouping then meets a few rows per person, not one
         # per exchange.
         parts.append(f"""
-        SELECT i.counterpart_id, {edge_in}, {edge_out}, NULL, NULL, :zero, 1
-          FROM summed JOIN interactions AS i ON {person} AND {edge_range}{edge_kinds}
+        SELECT i.counterpart_id, {edge_in}, {edge_out}, NULL, NULL, :zero
+          FROM summed
+          JOIN interactions AS i ON i.account_id = :account AND i.counterpart_id = summed.cp
+               AND {edge_range}{edge_kinds}
          WHERE summed.edge = 1
          GROUP BY i.counterpart_id""")
-        # The kinds whose summary of now's period is open (normally none).
+        # The summaries of now's period that are not complete (normally none), by kind.
         parts.append(f"""{everything}
-          FROM summed
-          JOIN exchange_periods AS e ON e.account_id = :account AND e.counterpart_id = summed.cp
-               AND e.period = :now_p
-               AND ((e.last_inbound_at IS NOT NULL AND e.last_inbound_at > :now)
-                    OR (e.last_outbound_at IS NOT NULL AND e.last_outbound_at > :now))
-          JOIN interactions AS i ON {person} AND i.kind = e.kind AND {now_range}
-         WHERE summed.open = 1""")
+          FROM exchange_periods AS e
+          JOIN interactions AS i ON i.account_id = :account
+               AND i.counterpart_id = e.counterpart_id AND i.kind = e.kind AND {now_range}
+         WHERE e.account_id = :account AND e.period = :now_p{chosen.format("e.")}
+           AND ((e.last_inbound_at IS NOT NULL AND e.last_inbound_at > :now)
+                OR (e.last_outbound_at IS NOT NULL AND e.last_outbound_at > :now))""")
     else:
         parts.append(f"""{everything}
-          FROM summed JOIN interactions AS i ON {person} AND {now_range}
-         WHERE summed.open = 1""")
+          FROM {in_now}
+          JOIN interactions AS i ON i.account_id = :account AND i.counterpart_id = p.cp
+               AND {now_range}""")
     sql = f"""WITH {periods}{summed}
         SELECT cp, SUM(n_in), SUM(n_out), MAX(last_in), MAX(last_out), SUM(v)
           FROM ({" UNION ALL ".join(parts)}) AS parts
-         GROUP BY cp
-        HAVING MAX(seen) = 1"""
+         GROUP BY cp"""
     query = text(sql)
     if counterparts is not None:
         query = query.bindparams(bindparam("counterparts", expanding=True, type_=String))
