@@ -1063,6 +1063,7 @@ def plan(
                     application.settings.rules,
                     application.clock(),
                     with_evidence=queue,
+                    read_apart=True,
                 )
             result = plan_reduction(evaluation.items, target)
             out.print(

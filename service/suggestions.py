@@ -6,12 +6,14 @@ does not allow and writes an audit row (who, what, when, through which channel).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from service.config import Rules
@@ -56,6 +58,8 @@ PERSON = "person"
 # A suggestion's state and its last change (None: not known, the state alone is checked).
 Version = tuple[SuggestionState, datetime | None]
 LOPPER = "lopper"
+
+T = TypeVar("T")
 
 
 def transition(
@@ -238,12 +242,15 @@ def judge_account(
     with_evidence: bool = True,
     accepted: frozenset[Kind] = frozenset(),
     connection_ids: Sequence[int] | None = None,
+    read_apart: bool = False,
 ) -> Evaluation:
     """Every active connection of the account with its judgement (no writes).
 
     ``accepted`` holds the unseen kinds the person accepted for the account (``accept_unseen``);
     ``connection_ids`` limits the judgement to those connections (the executor's re-check),
-    judged exactly as a whole evaluation judges them.
+    judged exactly as a whole evaluation judges them. ``read_apart``: on PostgreSQL, the
+    exchanges are summed on a connection of their own while ``session`` reads the
+    connections (``_alongside``); only for a session that has written nothing uncommitted.
 
     A verdict speaks of the moment the account's complete data ends (``verdict_time``): the
     window ending there must be covered, and every exchange stored since still counts. Data
@@ -254,9 +261,16 @@ def judge_account(
     brake = account.brake_engaged_at is not None
     at = verdict_time(coverage, now)
     counting = counting_rules(rules, at, now)
-    people = connection_facts(session, account.id, connection_ids)
-    counterparts = None if connection_ids is None else [f.user_id for f in people]
-    stats = exchange_stats(session, account.id, counting, now, counterparts)
+    if connection_ids is None:
+        with _alongside(
+            session, lambda s: exchange_stats(s, account.id, counting, now), apart=read_apart
+        ) as sums:
+            people = connection_facts(session, account.id)
+        stats = sums()
+    else:
+        people = connection_facts(session, account.id, connection_ids)
+        counterparts = [f.user_id for f in people]
+        stats = exchange_stats(session, account.id, counting, now, counterparts)
     if rules.count_linked:
         stats = with_linked(session, account.id, stats, counting, now)
     old = stale_gap(coverage, rules, now)
@@ -281,6 +295,33 @@ def judge_account(
         items.append(PlanItem(facts, s, judgement))
     span = (coverage.start, coverage.end) if coverage else None
     return Evaluation(account, items, span, brake, unseen, accepted, at)
+
+
+@contextmanager
+def _alongside(
+    session: Session, read: Callable[[Session], T], *, apart: bool
+) -> Iterator[Callable[[], T]]:
+    """Run ``read`` while the body runs: with ``apart`` on a PostgreSQL engine, in a thread on
+    a session of its own, so that the server works on one statement while this process reads
+    the other; else (SQLite, whose reads are this process's own work) in ``session``, after
+    the body. Yields what gives ``read``'s result once the body has run.
+
+    Under PostgreSQL's READ COMMITTED every statement reads its own snapshot, in one session
+    or in two, so the two reads agree as well as they did one after the other; the other
+    session cannot see what ``session`` has written and not committed, hence ``apart``.
+    """
+    bind = session.get_bind()
+    if not (apart and isinstance(bind, Engine) and bind.dialect.name == "postgresql"):
+        yield lambda: read(session)
+        return
+
+    def own() -> T:
+        with Session(bind) as other:
+            return read(other)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lopper-read") as pool:
+        future = pool.submit(own)
+        yield future.result
 
 
 def stale_gap(coverage: Span | None, rules: Rules, now: datetime) -> str | None:
@@ -316,7 +357,7 @@ def evaluate_account(
         # Evidence only for the suggestions written below: for every connection it was a third
         # of the time spent outside the aggregate query.
         evaluation = judge_account(
-            session, account, rules, now, with_evidence=False, accepted=accepted
+            session, account, rules, now, with_evidence=False, accepted=accepted, read_apart=True
         )
         coverage = Span(*evaluation.coverage) if evaluation.coverage else None
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from fakes.scripted import ScriptedPlatform
@@ -17,7 +19,9 @@ from helpers import (
     suggestion_ids,
 )
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+import service.suggestions as suggestions
 from service.config import Rules
 from service.errors import NotFound
 from service.model import Channel, Direction, Kind, SuggestionState, Unseen
@@ -87,6 +91,40 @@ def test_only_quiet_unprotected_followed_people_are_flagged(store: Store, clock:
     }
     assert report.queued == 3
     assert states(store) == {"silent": "pending", "long-ago": "pending", "deleted": "pending"}
+
+
+def test_sums_read_apart_are_the_sums_read_in_the_session(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL ``read_apart`` sums the exchanges on a session and thread of their own
+    while the connections are read; the judgement is the same as read in one session."""
+    rules = protective_rules()
+    sync_account(store, ACCOUNT, mixed_network(clock), rules, clock)
+    callers: list[Session] = []
+    seen: list[tuple[bool, bool]] = []  # (the caller's session, the caller's thread)
+    real = suggestions.exchange_stats
+
+    def recording(session: Session, *args: Any, **kwargs: Any) -> Any:
+        on_main = threading.current_thread() is threading.main_thread()
+        seen.append((session is callers[-1], on_main))
+        return real(session, *args, **kwargs)
+
+    monkeypatch.setattr(suggestions, "exchange_stats", recording)
+
+    def judged(apart: bool) -> list[tuple[str, str, object]]:
+        with store.session() as session:
+            account = session.scalars(select(Account)).one()
+            callers.append(session)
+            items = judge_account(session, account, rules, clock(), read_apart=apart).items
+            return [(i.facts.user_id, i.judgement.verdict.value, i.stats) for i in items]
+
+    in_session = judged(False)
+    apart = judged(True)
+
+    assert apart == in_session
+    assert {user: verdict for user, verdict, _ in apart}["talks"] == "keep"
+    assert seen[0] == (True, True)
+    assert seen[1] == ((True, True) if store.dialect == "sqlite" else (False, False))
 
 
 def test_an_exchange_exactly_at_the_window_edge_still_counts(store: Store, clock: Clock) -> None:

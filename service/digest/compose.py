@@ -322,7 +322,13 @@ def gather_account(
         digest.budget = options.monthly_budget
 
     evaluation = judge_account(
-        session, account, rules, now, with_evidence=False, accepted=config.accept_unseen
+        session,
+        account,
+        rules,
+        now,
+        with_evidence=False,
+        accepted=config.accept_unseen,
+        read_apart=True,
     )
     open_ids = set(
         session.scalars(
