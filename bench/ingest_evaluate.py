@@ -49,6 +49,7 @@ HANDLE = "@bench"
 def median_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, list[float], Any]:
     times, result = [], None
     for _ in range(repeat):
+        result = None  # one result alive at a time: the peak memory is that of one run
         seconds, result = timed(fn)
         times.append(seconds)
     return statistics.median(times), times, result
