@@ -175,6 +175,7 @@ def connection_facts(
 
     # Most connections are on no list: their "[]" is not parsed as JSON one row at a time.
     lists = case((cast(c.lists, String).in_(["[]", "null"]), null()), else_=c.lists)
+    # In the order of ConnectionFacts' fields: the rows are built positionally, below.
     statement = select(
         c.id,
         c.platform_user_id,
@@ -205,23 +206,40 @@ def connection_facts(
             found = times[value] = _aware(value)
             return found
 
+    epoch = datetime.fromtimestamp(0, tz=UTC)
     return [
         ConnectionFacts(
-            id=r[0],
-            user_id=r[1],
-            handle=r[2],
-            display_name=r[3],
-            profile_url=r[4],
-            following=bool(r[5]),
-            followed_by=bool(r[6]),
-            connected_since=aware(r[7]),
-            first_seen_at=aware(r[8]) or datetime.fromtimestamp(0, tz=UTC),
-            gone=bool(r[9]),
-            moved_to=r[10],
-            lists=tuple(r[11] or ()),
-            kept=bool(r[12]),
-            last_active_at=aware(r[13]),
-            established=bool(r[14]),
+            id_,
+            user_id,
+            handle,
+            name,
+            url,
+            bool(following),
+            bool(followed_by),
+            aware(since),
+            aware(first_seen) or epoch,
+            bool(gone),
+            moved_to,
+            tuple(lists) if lists else (),
+            bool(kept),
+            aware(last_active),
+            bool(established),
         )
-        for r in rows
+        for (
+            id_,
+            user_id,
+            handle,
+            name,
+            url,
+            following,
+            followed_by,
+            since,
+            first_seen,
+            gone,
+            moved_to,
+            lists,
+            kept,
+            last_active,
+            established,
+        ) in rows
     ]
