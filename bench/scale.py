@@ -55,7 +55,7 @@ from service.rules import plan_reduction
 from service.store import open_store
 from service.store.models import Account as AccountRow
 from service.store.models import Base
-from service.suggestions import evaluate_account, judge_account
+from service.suggestions import collector_paused, evaluate_account, judge_account
 from service.sync import sync_account
 
 HANDLE = "@scale"
@@ -129,13 +129,13 @@ def measure(stage: str, url: str, now_ts: int, repeat: int) -> dict[str, Any]:
         # `lopper plan` judges without evidence; `--queue` builds it, to store with the plan.
         evidence = stage == "plan-queue"
 
-        def plan() -> Any:
-            with store.session() as session:
+        def plan() -> Any:  # as `lopper plan` does it
+            with collector_paused(), store.session() as session:
                 row = session.get_one(AccountRow, account_id)
                 evaluation = judge_account(
                     session, row, rules, now, with_evidence=evidence, read_apart=True
                 )
-            return plan_reduction(evaluation.items, KEEP)
+                return plan_reduction(evaluation.items, KEEP)
 
         seconds, times, chosen = median_of(repeat, plan)
         result["plan"] = {

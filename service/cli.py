@@ -1043,11 +1043,12 @@ def plan(
 
     from service.rules import plan_reduction
     from service.store.models import Account
-    from service.suggestions import judge_account, queue_plan
+    from service.suggestions import collector_paused, judge_account, queue_plan
     from service.terminal import Column, fitted_table
 
     target = _parse_percent(keep_)
-    with _app() as application:
+    # A short-lived process holding every connection's judgement: no cyclic collection.
+    with _app() as application, collector_paused():
         zone = _zone(application)
         for acc in application.accounts(account):
             with application.store.session() as session:

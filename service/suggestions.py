@@ -6,6 +6,8 @@ does not allow and writes an audit row (who, what, when, through which channel).
 
 from __future__ import annotations
 
+import gc
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -261,40 +263,68 @@ def judge_account(
     brake = account.brake_engaged_at is not None
     at = verdict_time(coverage, now)
     counting = counting_rules(rules, at, now)
-    if connection_ids is None:
-        with _alongside(
-            session, lambda s: exchange_stats(s, account.id, counting, now), apart=read_apart
-        ) as sums:
-            people = connection_facts(session, account.id)
-        stats = sums()
-    else:
-        people = connection_facts(session, account.id, connection_ids)
-        counterparts = [f.user_id for f in people]
-        stats = exchange_stats(session, account.id, counting, now, counterparts)
-    if rules.count_linked:
-        stats = with_linked(session, account.id, stats, counting, now)
-    old = stale_gap(coverage, rules, now)
-    items = []
-    for facts in people:
-        s = stats.get(facts.user_id, NO_EXCHANGES)
-        judgement = judge(
-            facts,
-            s,
-            rules,
-            coverage,
-            at,
-            brake=brake,
-            with_evidence=with_evidence,
-            unseen=unseen,
-            accepted=accepted,
-        )
-        if old and judgement.removable and not facts.gone:
-            # "No exchange" said of data this old says nothing of the time since: keep.
-            why = f"not enough history yet: {old}"
-            judgement = Judgement(Verdict.TOO_EARLY, why, judgement.evidence)
-        items.append(PlanItem(facts, s, judgement))
+    # Tens of thousands of objects that live until the judgement is returned, none of them
+    # in a cycle: the collector would only walk them again and again (a fifth of the time).
+    with collector_paused():
+        if connection_ids is None:
+            with _alongside(
+                session, lambda s: exchange_stats(s, account.id, counting, now), apart=read_apart
+            ) as sums:
+                people = connection_facts(session, account.id)
+            stats = sums()
+        else:
+            people = connection_facts(session, account.id, connection_ids)
+            counterparts = [f.user_id for f in people]
+            stats = exchange_stats(session, account.id, counting, now, counterparts)
+        if rules.count_linked:
+            stats = with_linked(session, account.id, stats, counting, now)
+        old = stale_gap(coverage, rules, now)
+        items = []
+        for facts in people:
+            s = stats.get(facts.user_id, NO_EXCHANGES)
+            judgement = judge(
+                facts,
+                s,
+                rules,
+                coverage,
+                at,
+                brake=brake,
+                with_evidence=with_evidence,
+                unseen=unseen,
+                accepted=accepted,
+            )
+            if old and judgement.removable and not facts.gone:
+                # "No exchange" said of data this old says nothing of the time since: keep.
+                why = f"not enough history yet: {old}"
+                judgement = Judgement(Verdict.TOO_EARLY, why, judgement.evidence)
+            items.append(PlanItem(facts, s, judgement))
     span = (coverage.start, coverage.end) if coverage else None
     return Evaluation(account, items, span, brake, unseen, accepted, at)
+
+
+_pause_lock = threading.Lock()
+_pauses = 0  # judgements under way in this process
+_resume = False  # whether the collector was on when the first of them paused it
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while the body runs, and on again when the last
+    of the judgements running in this process ends (if it was on before the first). Memory
+    is still freed as usual: only reference cycles wait for the next collection."""
+    global _pauses, _resume
+    with _pause_lock:
+        if _pauses == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _resume:
+                gc.enable()
 
 
 @contextmanager
@@ -350,7 +380,8 @@ def evaluate_account(
 ) -> EvaluationReport:
     """Judge every connection, queue new suggestions, expire those the facts overtook."""
     report = EvaluationReport(account_key)
-    with store.session() as session:
+    # The objects of a whole account's judgement live until the end: see judge_account.
+    with collector_paused(), store.session() as session:
         account = session.scalar(select(Account).where(Account.key == account_key))
         if account is None:
             raise NotFound(f"account {account_key} has not been synced yet")

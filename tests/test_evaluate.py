@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from datetime import timedelta
 from typing import Any
@@ -28,7 +29,13 @@ from service.model import Channel, Direction, Kind, SuggestionState, Unseen
 from service.platforms.base import PlatformError
 from service.store import Store
 from service.store.models import Account, Suggestion
-from service.suggestions import decide, evaluate_account, judge_account, pending_ids
+from service.suggestions import (
+    collector_paused,
+    decide,
+    evaluate_account,
+    judge_account,
+    pending_ids,
+)
 from service.sync import sync_account
 
 YEAR_AGO = NOW - timedelta(days=365)
@@ -441,3 +448,30 @@ def test_stale_data_leaves_the_queue_as_it_is(store: Store, clock: Clock) -> Non
     assert report.verdicts == {"too-early": 2}
     assert (report.expired, report.queued) == (0, 0)
     assert states(store) == {"u1": "pending", "u2": "snoozed"}
+
+
+def test_the_collector_is_paused_while_judging_and_on_again_after() -> None:
+    """Judgements pause Python's cyclic collector; the last one to end turns it back on, and
+    one that found it off leaves it off."""
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():  # another judgement, in another thread
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the first is still judging
+    assert gc.isenabled()
+
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()
+
+
+def test_judging_an_account_leaves_the_collector_on(store: Store, clock: Clock) -> None:
+    rules = protective_rules()
+    sync_account(store, ACCOUNT, mixed_network(clock), rules, clock)
+    assert verdicts(store, rules, clock)["silent"] == "flag"
+    assert gc.isenabled()
