@@ -19,10 +19,8 @@ from helpers import (
     states,
     suggestion_ids,
 )
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, select
 
-import service.suggestions as suggestions
 from service.config import Rules
 from service.errors import NotFound
 from service.model import Channel, Direction, Kind, SuggestionState, Unseen
@@ -100,38 +98,39 @@ def test_only_quiet_unprotected_followed_people_are_flagged(store: Store, clock:
     assert states(store) == {"silent": "pending", "long-ago": "pending", "deleted": "pending"}
 
 
-def test_sums_read_apart_are_the_sums_read_in_the_session(
-    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On PostgreSQL ``read_apart`` sums the exchanges on a session and thread of their own
+def test_sums_read_apart_are_the_sums_read_in_the_session(store: Store, clock: Clock) -> None:
+    """On PostgreSQL ``read_apart`` sums the exchanges on a connection and thread of their own
     while the connections are read; the judgement is the same as read in one session."""
     rules = protective_rules()
     sync_account(store, ACCOUNT, mixed_network(clock), rules, clock)
-    callers: list[Session] = []
-    seen: list[tuple[bool, bool]] = []  # (the caller's session, the caller's thread)
-    real = suggestions.exchange_stats
+    sums: list[tuple[Any, bool]] = []  # (the DBAPI connection, on the caller's thread)
 
-    def recording(session: Session, *args: Any, **kwargs: Any) -> Any:
-        on_main = threading.current_thread() is threading.main_thread()
-        seen.append((session is callers[-1], on_main))
-        return real(session, *args, **kwargs)
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM exchange_periods" in statement:
+            on_main = threading.current_thread() is threading.main_thread()
+            sums.append((conn.connection.dbapi_connection, on_main))
 
-    monkeypatch.setattr(suggestions, "exchange_stats", recording)
-
-    def judged(apart: bool) -> list[tuple[str, str, object]]:
+    def judged(apart: bool) -> tuple[list[tuple[str, str, object]], Any]:
         with store.session() as session:
             account = session.scalars(select(Account)).one()
-            callers.append(session)
+            own = session.connection().connection.dbapi_connection
             items = judge_account(session, account, rules, clock(), read_apart=apart).items
-            return [(i.facts.user_id, i.judgement.verdict.value, i.stats) for i in items]
+            return [(i.facts.user_id, i.judgement.verdict.value, i.stats) for i in items], own
 
-    in_session = judged(False)
-    apart = judged(True)
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        in_session, first = judged(False)
+        apart, second = judged(True)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
 
     assert apart == in_session
     assert {user: verdict for user, verdict, _ in apart}["talks"] == "keep"
-    assert seen[0] == (True, True)
-    assert seen[1] == ((True, True) if store.dialect == "sqlite" else (False, False))
+    assert sums[0] == (first, True)
+    if store.dialect == "sqlite":
+        assert sums[1] == (second, True)
+    else:
+        assert sums[1][0] is not second and sums[1][1] is False
 
 
 def test_an_exchange_exactly_at_the_window_edge_still_counts(store: Store, clock: Clock) -> None:

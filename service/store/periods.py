@@ -267,11 +267,10 @@ def statement(
           FROM {source} AND period <= :now_p AND {closed}
          GROUP BY counterpart_id
     )"""
-    chosen = "" if counterparts is None else " AND {}counterpart_id IN :counterparts"
 
-    # The persons with a summary in now's period (a range of the primary key).
-    in_now = f"""(SELECT DISTINCT counterpart_id AS cp FROM exchange_periods
-                   WHERE account_id = :account AND period = :now_p{chosen.format("")}) AS p"""
+    def chosen(column: str) -> str:
+        """Only the persons asked for, if some were."""
+        return "" if counterparts is None else f" AND {column} IN :counterparts"
 
     inbound = f"i.direction = '{_INBOUND}'"
     raw_counted = "i.occurred_at >= :since"
@@ -313,12 +312,14 @@ def statement(
           FROM exchange_periods AS e
           JOIN interactions AS i ON i.account_id = :account
                AND i.counterpart_id = e.counterpart_id AND i.kind = e.kind AND {now_range}
-         WHERE e.account_id = :account AND e.period = :now_p{chosen.format("e.")}
+         WHERE e.account_id = :account AND e.period = :now_p{chosen("e.counterpart_id")}
            AND ((e.last_inbound_at IS NOT NULL AND e.last_inbound_at > :now)
                 OR (e.last_outbound_at IS NOT NULL AND e.last_outbound_at > :now))""")
     else:
+        # The persons with a summary in now's period (a range of the primary key).
         parts.append(f"""{everything}
-          FROM {in_now}
+          FROM (SELECT DISTINCT counterpart_id AS cp FROM exchange_periods
+                 WHERE account_id = :account AND period = :now_p{chosen("counterpart_id")}) AS p
           JOIN interactions AS i ON i.account_id = :account AND i.counterpart_id = p.cp
                AND {now_range}""")
     sql = f"""WITH {periods}{summed}
