@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -170,6 +171,8 @@ def _reset_global_state() -> Iterator[None]:
     structlog.contextvars.clear_contextvars()
     logs.forget_secrets()
     yield
+    if "daemon_helpers" in sys.modules:  # daemons a failed test did not stop
+        sys.modules["daemon_helpers"].Running.kill_leftovers()
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
     logs.forget_secrets()

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import select
 
@@ -131,6 +131,8 @@ def environment(home: Path, **extra: str) -> dict[str, str]:
 class Running:
     """One ``lopper run`` process; its log lines are kept in a file."""
 
+    started: ClassVar[list[Running]] = []  # every one, so that a failed test leaves none running
+
     def __init__(
         self,
         config: Path,
@@ -150,6 +152,7 @@ class Running:
             stdout=self._out,
             stderr=subprocess.STDOUT,
         )
+        Running.started.append(self)
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
@@ -168,6 +171,16 @@ class Running:
         self.process.kill()
         self.process.wait(timeout=10)
         self._out.close()
+
+    @classmethod
+    def kill_leftovers(cls) -> None:
+        """Kill those a test left running (it failed before stopping them)."""
+        while cls.started:
+            running = cls.started.pop()
+            if running.process.poll() is None:
+                running.process.kill()
+                running.process.wait(timeout=10)
+            running._out.close()
 
     def lines(self) -> list[dict[str, Any]]:
         found = []
