@@ -1,7 +1,8 @@
-"""Sync: adapter pages into the store, one transaction per page.
+"""Sync: adapter pages into the store, a few pages per transaction.
 
-Each page is written together with the cursor that follows it and the coverage it adds, so
-a crash between pages loses nothing and a restart resumes where the last commit left off.
+Pages are written together with the cursor that follows the last of them and the coverage
+they add, so a crash between two writes loses nothing and a restart resumes where the last
+commit left off (pages read but not yet written are read again).
 Exchanges are keyed by the platform's own id: fetching a page twice changes no count.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,6 +38,7 @@ from service.model import CONNECTIONS, ConnectionState, Span, Unseen
 from service.platforms.base import (
     AuthError,
     Exchange,
+    InteractionPage,
     Person,
     Platform,
     PlatformError,
@@ -51,6 +54,10 @@ from service.store.types import to_epoch
 log = get_logger("lopper.sync")
 
 IMPORT_STREAM = "export"  # coverage streams of data-export imports start with this
+# Exchanges read are written together once there are this many, or once the first of them was
+# read this long ago (see _sync_stream).
+BATCH_EXCHANGES = 20_000
+BATCH_SECONDS = 2.0
 _ANALYZE_AFTER = 2000  # new connections in one sync before PostgreSQL's statistics are renewed
 _Page = TypeVar("_Page")
 Clock = Callable[[], datetime]
@@ -566,25 +573,63 @@ def _sync_stream(
     report: SyncReport,
     progress: Progress | None,
 ) -> None:
+    """Read the stream from its stored cursor on, writing the pages in batches.
+
+    Pages are kept in memory until they hold ``BATCH_EXCHANGES`` exchanges, or the first of
+    them was read ``BATCH_SECONDS`` ago, or the stream ends or stops; then they are written in
+    one transaction with the cursor after the last of them. Each commit rewrites every index
+    page the batch touched, so a few thousand exchanges per commit instead of one platform
+    page (40 to 100 on most platforms) cost a fraction of the time. Whatever stops the
+    reading (a refusal, Ctrl-C, a crash in the adapter) first writes the pages already read.
+    """
     report.reading = stream
     with store.session() as session:
         row = session.get(SyncCursor, (account_id, stream))
         cursor = row.cursor if row else None
-    while True:
-        page = _fetch_page(report, stream, partial(adapter.interactions, stream, cursor))
-        if page is None:
-            return
-        with _interrupt_held(), store.session() as session:
-            report.interactions_new += save_exchanges(session, account_id, page.exchanges)
+    batch: list[InteractionPage] = []
+    held = 0
+    since = 0.0
+    try:
+        while True:
+            page = _fetch_page(report, stream, partial(adapter.interactions, stream, cursor))
+            if page is None:
+                return
+            if not batch:
+                since = time.monotonic()
+            batch.append(page)
+            held += len(page.exchanges)
+            cursor = page.cursor
+            if page.done:
+                break
+            if held >= BATCH_EXCHANGES or time.monotonic() - since >= BATCH_SECONDS:
+                pending, batch, held = batch, [], 0
+                _save_pages(store, account_id, stream, pending, clock, report, progress)
+    finally:
+        if batch:
+            _save_pages(store, account_id, stream, batch, clock, report, progress)
+    report.streams[stream] = "complete"
+
+
+def _save_pages(
+    store: Store,
+    account_id: int,
+    stream: str,
+    pages: Sequence[InteractionPage],
+    clock: Clock,
+    report: SyncReport,
+    progress: Progress | None,
+) -> None:
+    """Pages read in order, written in one transaction: their exchanges, the coverage each
+    adds, and the cursor after the last."""
+    exchanges = [e for page in pages for e in page.exchanges]
+    with _interrupt_held(), store.session() as session:
+        report.interactions_new += save_exchanges(session, account_id, exchanges)
+        for page in pages:
             if page.covers is not None:
                 extend_coverage(session, account_id, stream, "sync", page.covers)
-            _set_cursor(session, account_id, stream, page.cursor, clock(), None)
-        if progress:
-            progress(stream, len(page.exchanges))
-        cursor = page.cursor
-        if page.done:
-            break
-    report.streams[stream] = "complete"
+        _set_cursor(session, account_id, stream, pages[-1].cursor, clock(), None)
+    if progress:
+        progress(stream, len(exchanges))
 
 
 def save_exchanges(session: Session, account_id: int, exchanges: Sequence[Exchange]) -> int:
@@ -599,19 +644,20 @@ def save_exchanges(session: Session, account_id: int, exchanges: Sequence[Exchan
             "account": account_id,
             "event_ids": [e.event_id for e in exchanges],
             "counterparts": [e.counterpart_id for e in exchanges],
-            "kinds": [e.kind.value for e in exchanges],
-            "directions": [e.direction.value for e in exchanges],
+            "kinds": [e.kind._value_ for e in exchanges],
+            "directions": [e.direction._value_ for e in exchanges],
             "times": [to_epoch(e.occurred_at) for e in exchanges],
             **periods.WRITE_PARAMS,
         }
         return int(connection.execute(text(_POSTGRESQL_SAVE), params).scalar_one())
+    # The members' own values: ``Kind.value`` is a property, a third of the time spent here.
     rows = [
         (
             account_id,
             e.event_id,
             e.counterpart_id,
-            e.kind.value,
-            e.direction.value,
+            e.kind._value_,
+            e.direction._value_,
             to_epoch(e.occurred_at),
         )
         for e in exchanges

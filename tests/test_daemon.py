@@ -165,8 +165,10 @@ def test_sigterm_and_sigkill_in_the_middle_of_a_sync_then_a_restart_equal_an_uni
         tmp_path / "config.yaml",
         url,
         tmp_path / "outbox",
+        # About 140,000 exchanges: a sync writes them in seven batches or more
+        # (service.sync.BATCH_EXCHANGES), so each daemon is caught with some written.
         size=1200,
-        events=120.0,
+        events=480.0,
         schedule={"sync_every": "1h"},
     )
     env = environment(tmp_path)
@@ -213,7 +215,7 @@ def test_sigterm_and_sigkill_in_the_middle_of_a_sync_then_a_restart_equal_an_uni
     other.mkdir()
     reference_url = f"sqlite:///{other / 'state' / 'lopper.sqlite3'}"
     reference_config = write_config(
-        other / "config.yaml", reference_url, other / "outbox", size=1200, events=120.0
+        other / "config.yaml", reference_url, other / "outbox", size=1200, events=480.0
     )
     monkeypatch.setenv("STATE_DIRECTORY", str(other / "state"))
     reference_app = App.load(reference_config)

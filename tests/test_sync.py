@@ -306,6 +306,44 @@ def test_crash_mid_stream_resumes_from_the_stored_cursor(
     assert snapshot(store) == snapshot(reference)
 
 
+@pytest.mark.parametrize(
+    ("batch", "seconds", "writes"),
+    [
+        (8, 3600.0, [8, 8, 8, 6]),  # two pages of 4 per transaction; the last when it ends
+        (8, 0.0, [4, 4, 4, 4, 4, 4, 4, 2]),  # reading for longer than allowed: page by page
+        (10_000, 3600.0, [30]),  # the stream in one
+    ],
+)
+def test_pages_are_written_together_up_to_a_count_or_a_time(
+    store: Store,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    batch: int,
+    seconds: float,
+    writes: list[int],
+) -> None:
+    from service import sync as sync_module
+
+    monkeypatch.setattr(sync_module, "BATCH_EXCHANGES", batch)
+    monkeypatch.setattr(sync_module, "BATCH_SECONDS", seconds)
+    platform = busy_network(clock)  # 30 exchanges on "activity", pages of 4
+    written: list[tuple[str, int, str | None]] = []
+
+    def progress(stream: str, count: int) -> None:
+        with store.session() as session:  # what the commit before this call left
+            cursor = session.get_one(SyncCursor, (1, stream)).cursor
+        written.append((stream, count, cursor))
+
+    report = sync_account(store, ACCOUNT, platform, make_rules(), clock, progress=progress)
+
+    assert report.outcome == "ok" and report.interactions_new == 40
+    activity = [(count, cursor) for stream, count, cursor in written if stream == "activity"]
+    assert [count for count, _ in activity] == writes
+    # Each write stores the cursor after the last page it holds.
+    assert [cursor for _, cursor in activity] == [str(n) for n in itertools.accumulate(writes)]
+    assert snapshot(store)["interactions"] == 40
+
+
 def test_a_crashed_sync_is_not_recorded_as_a_good_one(store: Store, clock: Clock) -> None:
     platform = busy_network(clock)
     sync(store, platform, clock)
