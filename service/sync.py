@@ -580,7 +580,8 @@ def _sync_stream(
     one transaction with the cursor after the last of them. Each commit rewrites every index
     page the batch touched, so a few thousand exchanges per commit instead of one platform
     page (40 to 100 on most platforms) cost a fraction of the time. Whatever stops the
-    reading (a refusal, Ctrl-C, a crash in the adapter) first writes the pages already read.
+    reading (a refusal, Ctrl-C, a crash in the adapter, the daemon's stop raised by
+    ``progress``, which hears of each page read) first writes the pages already read.
     """
     report.reading = stream
     with store.session() as session:
@@ -599,14 +600,16 @@ def _sync_stream(
             batch.append(page)
             held += len(page.exchanges)
             cursor = page.cursor
+            if progress:
+                progress(stream, len(page.exchanges))  # the daemon's stop is raised here
             if page.done:
                 break
             if held >= BATCH_EXCHANGES or time.monotonic() - since >= BATCH_SECONDS:
                 pending, batch, held = batch, [], 0
-                _save_pages(store, account_id, stream, pending, clock, report, progress)
+                _save_pages(store, account_id, stream, pending, clock, report)
     finally:
         if batch:
-            _save_pages(store, account_id, stream, batch, clock, report, progress)
+            _save_pages(store, account_id, stream, batch, clock, report)
     report.streams[stream] = "complete"
 
 
@@ -617,7 +620,6 @@ def _save_pages(
     pages: Sequence[InteractionPage],
     clock: Clock,
     report: SyncReport,
-    progress: Progress | None,
 ) -> None:
     """Pages read in order, written in one transaction: their exchanges, the coverage each
     adds, and the cursor after the last."""
@@ -628,8 +630,6 @@ def _save_pages(
             if page.covers is not None:
                 extend_coverage(session, account_id, stream, "sync", page.covers)
         _set_cursor(session, account_id, stream, pages[-1].cursor, clock(), None)
-    if progress:
-        progress(stream, len(exchanges))
 
 
 def save_exchanges(session: Session, account_id: int, exchanges: Sequence[Exchange]) -> int:

@@ -307,11 +307,14 @@ def test_crash_mid_stream_resumes_from_the_stored_cursor(
 
 
 @pytest.mark.parametrize(
-    ("batch", "seconds", "writes"),
+    ("batch", "seconds", "stored"),
     [
-        (8, 3600.0, [8, 8, 8, 6]),  # two pages of 4 per transaction; the last when it ends
-        (8, 0.0, [4, 4, 4, 4, 4, 4, 4, 2]),  # reading for longer than allowed: page by page
-        (10_000, 3600.0, [30]),  # the stream in one
+        # Two pages of 4 per transaction, the last when the stream ends.
+        (8, 3600.0, [None, None, "8", "8", "16", "16", "24", "24"]),
+        # Reading for longer than allowed: page by page.
+        (8, 0.0, [None, "4", "8", "12", "16", "20", "24", "28"]),
+        # The stream in one.
+        (10_000, 3600.0, [None] * 8),
     ],
 )
 def test_pages_are_written_together_up_to_a_count_or_a_time(
@@ -320,28 +323,54 @@ def test_pages_are_written_together_up_to_a_count_or_a_time(
     monkeypatch: pytest.MonkeyPatch,
     batch: int,
     seconds: float,
-    writes: list[int],
+    stored: list[str | None],
 ) -> None:
     from service import sync as sync_module
 
     monkeypatch.setattr(sync_module, "BATCH_EXCHANGES", batch)
     monkeypatch.setattr(sync_module, "BATCH_SECONDS", seconds)
     platform = busy_network(clock)  # 30 exchanges on "activity", pages of 4
-    written: list[tuple[str, int, str | None]] = []
+    seen: list[tuple[int, str | None]] = []
 
     def progress(stream: str, count: int) -> None:
-        with store.session() as session:  # what the commit before this call left
-            cursor = session.get_one(SyncCursor, (1, stream)).cursor
-        written.append((stream, count, cursor))
+        if stream == "activity":  # told of each page read: what is committed by then
+            with store.session() as session:
+                row = session.get(SyncCursor, (1, stream))
+                seen.append((count, row.cursor if row else None))
 
     report = sync_account(store, ACCOUNT, platform, make_rules(), clock, progress=progress)
 
     assert report.outcome == "ok" and report.interactions_new == 40
-    activity = [(count, cursor) for stream, count, cursor in written if stream == "activity"]
-    assert [count for count, _ in activity] == writes
-    # Each write stores the cursor after the last page it holds.
-    assert [cursor for _, cursor in activity] == [str(n) for n in itertools.accumulate(writes)]
+    assert [count for count, _ in seen] == [4] * 7 + [2]
+    assert [cursor for _, cursor in seen] == stored
+    with store.session() as session:  # the last write holds the cursor after the last page
+        assert session.get_one(SyncCursor, (1, "activity")).cursor == "30"
     assert snapshot(store)["interactions"] == 40
+
+
+def test_a_stop_raised_while_reading_writes_the_pages_read_first(
+    store: Store, clock: Clock
+) -> None:
+    """The daemon stops a sync from its progress callback, told of each page read; the pages
+    read by then, not yet written, are written with their cursor before the stop goes on."""
+
+    class Stop(Exception):
+        pass
+
+    read: list[int] = []
+
+    def progress(stream: str, count: int) -> None:
+        if stream == "activity":
+            read.append(count)
+            if len(read) == 3:
+                raise Stop()
+
+    with pytest.raises(Stop):
+        sync_account(store, ACCOUNT, busy_network(clock), make_rules(), clock, progress=progress)
+
+    with store.session() as session:
+        assert session.get_one(SyncCursor, (1, "activity")).cursor == "12"
+    assert snapshot(store)["interactions"] == 12
 
 
 def test_a_crashed_sync_is_not_recorded_as_a_good_one(store: Store, clock: Clock) -> None:

@@ -12,10 +12,10 @@ its own (nothing of it is persisted, so nothing of it can go stale):
   ``TICK_HANG`` seconds), and a scheduler that hangs as a whole stops it too: either way
   systemd restarts the service.
 
-SIGTERM and SIGINT stop it: a running sync stops once the pages it has read are written (it
-writes at least every ``service.sync.BATCH_SECONDS`` of reading), removals stop between two,
-and the process exits 0. SIGHUP reloads the configuration; a bad new one is refused and the
-old one stays in force.
+SIGTERM and SIGINT stop it: a running sync stops after the page in hand, once the pages it
+has read are written (a few per transaction), removals stop between two, and the process
+exits 0. SIGHUP reloads the configuration; a bad new one is refused and the old one stays in
+force.
 """
 
 from __future__ import annotations
