@@ -21,7 +21,7 @@ LN2 = math.log(2)
 
 class ConnectionFacts(NamedTuple):
     """One connection as evaluation sees it. A named tuple: immutable like a frozen
-    dataclass, and built three times as fast, which counts at 100,000 connections."""
+    dataclass, and built faster (96,000 in 0.22 s instead of 0.28 s)."""
 
     id: int
     user_id: str

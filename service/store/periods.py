@@ -252,8 +252,11 @@ def statement(
     # now's period with an exchange later than now) are left out by the WHERE, which tests
     # each summary once, and read below from their interactions, found by the key
     # (account, period, ...) of now's period.
-    edge = ",\n               MAX(CASE WHEN period = :since_p THEN 1 ELSE 0 END) AS edge"
-    edge = edge if splits else ""
+    edge = (
+        ",\n               MAX(CASE WHEN period = :since_p THEN 1 ELSE 0 END) AS edge"
+        if splits
+        else ""
+    )
     summed = f"""summed AS (
         SELECT counterpart_id AS cp,
                {f"SUM(CASE WHEN {counted} THEN inbound ELSE 0 END)" if count_in else "0"} AS n_in,
