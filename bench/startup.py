@@ -10,9 +10,15 @@ median of `import typer`:
     lopper confirm --help
     lopper confirm ID         (a real confirmation: each run confirms another pending one)
 
-It also times, in this tree, the imports a command that reads the store cannot do without
-(Typer, structlog, the configuration's pydantic models, SQLAlchemy's ORM with the store's
-models): the floor under `status` and `confirm`.
+It also times, in this tree, two floors under `status` and `confirm`:
+
+- the imports a command that reads the store cannot do without (Typer, structlog, the
+  configuration's pydantic models, SQLAlchemy's ORM with the store's models);
+- the stack itself, with none of lopper's commands: a Typer program of one command that
+  counts the demo store's connections through SQLAlchemy's core (one textual query, no ORM)
+  and prints the count in a Rich panel; once as it is, and once loading lopper's
+  configuration first (YAML, pydantic). No command that reads the store and validates its
+  configuration starts faster than the second.
 
 Each tree gets its own demo store in a temporary folder (XDG_CONFIG_HOME, XDG_STATE_HOME), so
 a tree with other migrations does not meet the other's database. Byte code is cached in a
@@ -102,10 +108,52 @@ class Tree:
 FLOOR = "import typer, structlog, service.config, service.store.models"
 
 
-def python(code: str, env: dict[str, str]) -> float:
+# The stack's floor: Typer, SQLAlchemy's core, one query, Rich's output. CONFIGURED also
+# validates lopper's configuration, as every command that reads the store must.
+STACK = """
+import sys
+
+import typer
+
+app = typer.Typer()
+CONFIGURED = {configured}
+URL = None if CONFIGURED else sys.argv.pop()  # the database, when not from the configuration
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json")) -> None:
+    url = URL
+    if CONFIGURED:
+        from service.config import find_config, load_config
+
+        url = load_config(find_config(None)).settings.storage.url.get_secret_value()
+    import sqlalchemy
+    from rich.console import Console
+    from rich.panel import Panel
+
+    with sqlalchemy.create_engine(url).connect() as connection:
+        count = connection.execute(sqlalchemy.text("SELECT count(*) FROM connections"))
+        Console().print(Panel(f"connections: {{count.scalar_one():,}}"))
+
+
+@app.command()
+def other() -> None:
+    pass
+
+
+app()
+"""
+
+
+def python(code: str, env: dict[str, str], *args: str) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd="/")
-    return time.perf_counter() - started
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, cwd="/", capture_output=True, text=True
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"python -c … {' '.join(args)} failed:\n{result.stderr}")
+    return elapsed
 
 
 COMMANDS = {
@@ -138,15 +186,27 @@ def main() -> None:
                     tree.run(command(tree))
             tree.run(COMMANDS["lopper confirm ID"](tree))
         base_env = {**trees[-1].env}
+        database = Path(base_env["XDG_STATE_HOME"]) / "lopper" / "demo.sqlite3"
+        if not database.exists():
+            sys.exit(f"the demo's database is not where the stack's floor looks: {database}")
+        stacks = {
+            "stack": (STACK.format(configured=False), ["status", f"sqlite:///{database}"]),
+            "stack, configured": (STACK.format(configured=True), ["status"]),
+        }
         python("import typer", base_env)
         python(FLOOR, base_env)
+        for code, stack_args in stacks.values():
+            python(code, base_env, *stack_args)
         times: dict[str, list[float]] = {"import typer": [], "floor": []}
+        times.update({name: [] for name in stacks})
         for tree in trees:
             for name in COMMANDS:
                 times[f"{tree.label}: {name}"] = []
         for _ in range(args.runs):
             times["import typer"].append(python("import typer", base_env))
             times["floor"].append(python(FLOOR, base_env))
+            for name, (code, stack_args) in stacks.items():
+                times[name].append(python(code, base_env, *stack_args))
             for name, command in COMMANDS.items():
                 for tree in trees:
                     times[f"{tree.label}: {name}"].append(tree.timed(command(tree)))
@@ -167,6 +227,12 @@ def main() -> None:
         print(f"| `{name}` | {' | '.join(cells)} |")
     floor = statistics.median(times["floor"])
     print(f"python -c '{FLOOR}' (this tree): {floor:.3f} s = {floor / typer:.1f}× typer")
+    for name, what in (
+        ("stack", "a Typer command counting rows through SQLAlchemy's core"),
+        ("stack, configured", "the same, validating lopper's configuration first"),
+    ):
+        median = statistics.median(times[name])
+        print(f"{what}: {median:.3f} s = {median / typer:.1f}× typer")
     if args.before:
         print(f"(before: {args.before.resolve()}; after: {ROOT})")
 
