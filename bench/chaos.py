@@ -76,6 +76,7 @@ MASTODON = NetworkSize(
 )
 HANDLE = "@me@example.social"
 SANDBOX = "sandbox:@you"
+STOP_MARGIN = 10  # seconds between the final stop and the next digest slot
 FAULT_KINDS = ("429", "500", "503", "malformed", "drop", "stall")
 SYNC_PAGES = ("following", "followers", "notifications", "statuses", "favourites")
 KILL_MOMENTS = (
@@ -410,6 +411,15 @@ class Chaos:
                 )
 
         wait_for(synced_again, "a last sync of each account", timeout=120, process=daemon)
+
+        # A digest slot starts every minute, and a digest composed just before the stop can
+        # be refused once and wait for its retry: the daemon would stop with it unsent (the
+        # next start sends it), which the final count would take for a digest lost. Stop
+        # with every digest delivered and the next slot at least STOP_MARGIN seconds away.
+        def quiet() -> bool:
+            return time.time() % 60 < 60 - STOP_MARGIN and settled()
+
+        wait_for(quiet, "every digest delivered, between two slots", timeout=120, process=daemon)
         return daemon.stop(timeout=30)
 
 
