@@ -76,7 +76,7 @@ MASTODON = NetworkSize(
 )
 HANDLE = "@me@example.social"
 SANDBOX = "sandbox:@you"
-STOP_MARGIN = 10  # seconds between the final stop and the next digest slot
+STOP_MARGIN = 10  # seconds between the final stop and a digest slot, either side
 FAULT_KINDS = ("429", "500", "503", "malformed", "drop", "stall")
 SYNC_PAGES = ("following", "followers", "notifications", "statuses", "favourites")
 KILL_MOMENTS = (
@@ -415,9 +415,10 @@ class Chaos:
         # A digest slot starts every minute, and a digest composed just before the stop can
         # be refused once and wait for its retry: the daemon would stop with it unsent (the
         # next start sends it), which the final count would take for a digest lost. Stop
-        # with every digest delivered and the next slot at least STOP_MARGIN seconds away.
+        # with every digest delivered, at least STOP_MARGIN seconds after the last slot (its
+        # digest is composed by then) and before the next.
         def quiet() -> bool:
-            return time.time() % 60 < 60 - STOP_MARGIN and settled()
+            return STOP_MARGIN <= time.time() % 60 < 60 - STOP_MARGIN and settled()
 
         wait_for(quiet, "every digest delivered, between two slots", timeout=120, process=daemon)
         return daemon.stop(timeout=30)
