@@ -18,9 +18,10 @@ Before the rounds, a first daemon (faults on, no kills) runs until both accounts
 first suggestions, so that removals happen in the rounds; it is SIGKILLed too.
 
 After the last round a final daemon runs, with the faults still on, until every confirmed
-removal is carried out and every digest is delivered, then stops on SIGTERM. The store is
-then compared with the Mastodon fake's ground truth (its own record of every exchange, who
-follows whom, and each unfollow it carried out) and with a fault-free sync of the sandbox.
+removal is carried out and every digest is delivered, then stops on SIGTERM between two digest
+slots. The store is then compared with the Mastodon fake's ground truth (its own record of
+every exchange, who follows whom, and each unfollow it carried out) and with a fault-free sync
+of the sandbox.
 
     python bench/chaos.py                 # 50 rounds
     python bench/chaos.py --rounds 200 --seed 3
