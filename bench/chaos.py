@@ -219,7 +219,8 @@ class Chaos:
         self.sent_before_kill: Counter[str] = Counter()  # Message-ID -> kills right after
         self.held: Counter[str] = Counter()
         self.confirmed: set[int] = set()
-        self.lifted: int | None = None  # removals still waiting when the faults stopped
+        # (confirmed removals, digests) still waiting for a retry when the faults stopped
+        self.lifted: tuple[int, int] | None = None
         self.started: list[Running] = []
 
         self.fake = FakeMastodon(lambda: datetime.now(UTC), window=timedelta(seconds=2))
@@ -425,7 +426,8 @@ class Chaos:
         with self.mailbox.lock:
             self.mailbox.refuse_rate = 0.0
         if not settled():
-            self.lifted = waiting()
+            unsent = sum(1 for _s, _m, sent in recorded_digests(self.store) if not sent)
+            self.lifted = (waiting(), unsent)
             wait_for(settled, "the confirmed removals and the digests", timeout=180, process=daemon)
         since = datetime.now(UTC)
 
@@ -571,8 +573,9 @@ def _run(chaos: Chaos, rounds: int, seed: int, root: Path, say: Any) -> dict[str
         + (
             ""
             if chaos.lifted is None
-            else f"; faults stopped after {FAULTY_SETTLE:.0f} s of the last daemon, "
-            f"{chaos.lifted} confirmed removal(s) still waiting for a retry"
+            else f"; faults stopped after {FAULTY_SETTLE:.0f} s of the last daemon, with "
+            f"{chaos.lifted[0]} confirmed removal(s) and {chaos.lifted[1]} digest(s) still "
+            "waiting for a retry"
         )
     )
     return results
