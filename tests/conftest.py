@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +22,12 @@ from sqlalchemy.engine import make_url
 from service import logs
 from service.store import Store, open_store
 from service.store.models import Base
+
+# A shell that starts the suite in the background (`pytest &`) hands it SIGINT ignored, and
+# every process it starts inherits that: Ctrl-C would reach no test's process. The tests of
+# Ctrl-C need Python's own handler, which the processes they start then get too.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 PG_URL = os.environ.get("LOPPER_TEST_DATABASE_URL")
 
